@@ -1,0 +1,1 @@
+from ablate.components.attention import gqa, heads, mha, mqa  # noqa: F401

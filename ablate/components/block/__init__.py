@@ -1,0 +1,1 @@
+from ablate.components.block import parallel, post, pre, sandwich  # noqa: F401

@@ -1,0 +1,1 @@
+from ablate.components.norm import layernorm, rmsnorm  # noqa: F401

@@ -1,0 +1,40 @@
+from dataclasses import dataclass
+
+import torch
+
+from ablate.registry import register
+from ablate.slots import Dims, Position
+
+
+@dataclass(frozen=True)
+class RoPEOptions:
+    base: float = 10000.0
+
+
+@register("position", "rope", paper="Su et al. 2021, RoFormer: Rotary Position Embedding", options=RoPEOptions, needs=("rotary",))
+class RotaryPosition(Position):
+    """Rotary position embedding: rotate query/key channel pairs by position-dependent angles.
+
+    Channels are paired as (i, i + D/2) ("rotate half", as in GPT-NeoX and HF LLaMA), which is a fixed
+    permutation of the paper's interleaved pairs and gives identical attention scores.
+    """
+
+    def __init__(self, options: RoPEOptions, dims: Dims):
+        super().__init__(options, dims)
+        d = dims.head_dim
+        if d % 2:
+            raise ValueError(f"rope needs an even head dim, got {d}")
+        inv_freq = options.base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def rotate(self, q, k, pos):
+        angles = pos.float()[:, None] * self.inv_freq[None, :]  # (T, D/2)
+        cos = angles.cos().repeat(1, 2)  # (T, D)
+        sin = angles.sin().repeat(1, 2)
+        return _apply(q, cos, sin), _apply(k, cos, sin)
+
+
+def _apply(x, cos, sin):
+    x1, x2 = x.float().chunk(2, dim=-1)  # (B, H, T, D/2) each
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated * sin).to(x.dtype)

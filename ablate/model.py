@@ -1,0 +1,136 @@
+"""The GPT skeleton: slots filled from the registry. It never names a concrete component.
+
+    tokens ─ embedding ─ position.embed ─ [block × n_layers] ─ final norm? ─ head ─ logits
+
+Each block gets its own attention and MLP; the one position module is shared by every layer
+(absolute schemes act at the embedding, relative ones inside attention through the same object).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ablate.errors import AblateError
+from ablate.presets import Size
+from ablate.slots import Dims, KVCache
+from ablate.variant import Variant
+
+
+class GPT(nn.Module):
+    def __init__(self, variant: Variant, dims: Dims):
+        super().__init__()
+        self.variant, self.dims = variant, dims
+        specs = {c.slot: c for c in variant.choices}
+
+        def make_norm(dim: int) -> nn.Module:
+            norm = specs["norm"]
+            return norm.spec.cls(norm.options, dim, dims.bias)
+
+        def build(slot: str, *args):
+            choice = specs[slot]
+            return choice.spec.cls(choice.options, *args)
+
+        self.tok_emb = nn.Embedding(dims.vocab_size, dims.d_model)
+        self.position = build("position", dims)
+        self.drop = nn.Dropout(dims.dropout)
+        self.blocks = nn.ModuleList(
+            build("block", dims, build("attention", dims, make_norm), build("mlp", dims), make_norm)
+            for _ in range(dims.n_layers)
+        )
+        self.norm_f = make_norm(dims.d_model) if type(self.blocks[0]).final_norm else nn.Identity()
+        self.head = nn.Linear(dims.d_model, dims.vocab_size, bias=False)
+        if variant.model.tie:
+            self.head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the projections that write into the residual stream
+        for name, p in self.named_parameters():
+            if name.endswith("out_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * dims.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches: list[KVCache] | None = None):
+        """idx: (B, T) token ids. targets: (B, T), -1 where the loss ignores a position.
+
+        With ``caches`` (one per layer) the tokens continue the cached sequence (KV-cached decoding).
+        Returns logits (B, T, V) and the mean loss (or None).
+        """
+        b, t = idx.shape
+        start = caches[0].length if caches else 0
+        pos = torch.arange(start, start + t, device=idx.device)  # (T,)
+        x = self.drop(self.position.embed(self.tok_emb(idx), pos))  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.position, pos, caches[i] if caches else None)
+        logits = self.head(self.norm_f(x))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def new_caches(self, batch: int, max_len: int, device=None, dtype=None) -> list[KVCache]:
+        ref = self.tok_emb.weight
+        return [
+            KVCache(batch, blk.attn.kv_heads, max_len, self.dims.head_dim, device or ref.device, dtype or ref.dtype)
+            for blk in self.blocks
+        ]
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample with the KV cache; when the context fills, re-prime it with the last half context."""
+        ctx = self.dims.context
+        out = idx
+        window = idx[:, -ctx:]
+        caches = self.new_caches(idx.shape[0], ctx)
+        logits, _ = self(window, caches=caches)
+        for step in range(max_new_tokens):
+            logits = logits[:, -1, :].float() / max(temperature, 1e-6)
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float("inf")
+            nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
+            out = torch.cat([out, nxt], dim=1)
+            if step == max_new_tokens - 1:
+                break
+            if caches[0].length >= ctx:
+                caches = self.new_caches(idx.shape[0], ctx)
+                logits, _ = self(out[:, -(ctx // 2) :], caches=caches)
+            else:
+                logits, _ = self(nxt, caches=caches)
+        return out
+
+
+def make_dims(size: Size | Dims, variant: Variant, vocab_size: int | None = None, **overrides) -> Dims:
+    """Dims for ``variant`` at ``size``: the variant's model options, the tokenizer's vocabulary."""
+    if isinstance(size, Dims):
+        dims = size
+    else:
+        vocab = vocab_size or size.vocab_size
+        if vocab is None:
+            raise AblateError("the size preset has no vocabulary size; pass the tokenizer's (--vocab-size)")
+        dims = Dims(size.d_model, size.n_layers, size.n_heads, size.context, vocab)
+    dims = replace(dims, bias=variant.model.bias, dropout=variant.model.dropout, **overrides)
+    if dims.d_model % dims.n_heads:
+        raise AblateError(f"width {dims.d_model} is not divisible by {dims.n_heads} heads; pick dims that divide")
+    return dims
+
+
+def build_model(variant: Variant, dims: Dims, device: str | torch.device | None = None) -> GPT:
+    """Assemble ``variant`` at ``dims``; impossible dims for a component are a user error."""
+    try:
+        with torch.device(device or "cpu"):
+            return GPT(variant, dims)
+    except ValueError as err:
+        raise AblateError(f"cannot build {variant.name} at these dims: {err}") from None

@@ -1,0 +1,206 @@
+"""The component registry: one generic ``Registry``, one instance per slot.
+
+A component is a class registered under a unique name (unique across *all* slots, so ``a+b`` in a
+variant string is never ambiguous). It carries a one-line summary (its docstring's first line), the
+paper it comes from, a frozen options dataclass, and declared capabilities:
+
+    @register("attention", "gqa", paper="Ainslie et al. 2023, GQA", options=GQAOptions)
+    class GroupedQueryAttention(Attention): ...
+
+``provides`` / ``needs`` are capability tags checked across the resolved variant (e.g. ALiBi needs an
+attention that ``provides`` ``"attn_bias"``); ``conflicts`` maps a component name to the reason the two
+cannot be combined. Checks run when a variant is resolved, before any tensor is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ablate.errors import AblateError
+
+SLOTS: tuple[str, ...] = ("position", "norm", "block", "attention", "mlp")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a component that has none."""
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """Everything the registry knows about one registered component."""
+
+    slot: str
+    name: str
+    cls: type
+    summary: str
+    paper: str
+    options: type
+    provides: frozenset[str] = frozenset()
+    needs: frozenset[str] = frozenset()
+    conflicts: dict[str, str] = field(default_factory=dict)
+    origin: str = "built-in"
+
+    def make_options(self, values: dict[str, Any] | None = None) -> Any:
+        """Build the frozen options dataclass, rejecting unknown keys and wrong types."""
+        values = dict(values or {})
+        known = {f.name: f for f in dataclasses.fields(self.options)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            choices = ", ".join(known) or "none"
+            raise AblateError(
+                f"{self.name} has no option {unknown[0]!r}; its options are: {choices} "
+                f"(see `ablate describe {self.name}`)"
+            )
+        for key, value in list(values.items()):
+            values[key] = _coerce(self.name, key, value, known[key])
+        return self.options(**values)
+
+    def option_defaults(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.options())
+
+
+def _coerce(component: str, key: str, value: Any, f: dataclasses.Field) -> Any:
+    """Check one option value against the field's default type (configs hold strings and numbers)."""
+    default = f.default if f.default is not dataclasses.MISSING else None
+    expected = type(default) if default is not None else None
+    if expected is None or isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise AblateError(
+        f"option {component}({key}=...) must be {expected.__name__}, got {value!r}; "
+        f"e.g. {component}({key}={default!r})"
+    )
+
+
+class Registry:
+    """Components of one slot, by name. Duplicates and wrong base classes are errors."""
+
+    def __init__(self, slot: str, base: type | None = None):
+        self.slot = slot
+        self.base = base
+        self._specs: dict[str, ComponentSpec] = {}
+
+    def add(self, spec: ComponentSpec) -> None:
+        if self.base is not None and not issubclass(spec.cls, self.base):
+            raise TypeError(
+                f"{spec.cls.__qualname__} is registered as {self.slot} {spec.name!r} but does not "
+                f"subclass {self.base.__qualname__}"
+            )
+        self._specs[spec.name] = spec
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs
+
+    def __getitem__(self, name: str) -> ComponentSpec:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[ComponentSpec]:
+        return iter(sorted(self._specs.values(), key=lambda s: s.name))
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+
+REGISTRIES: dict[str, Registry] = {slot: Registry(slot) for slot in SLOTS}
+
+
+def set_base(slot: str, base: type) -> None:
+    """Called once by each slot's base module so registrations are type-checked."""
+    REGISTRIES[slot].base = base
+
+
+def register(
+    slot: str,
+    name: str,
+    *,
+    paper: str,
+    options: type = NoOptions,
+    provides: tuple[str, ...] | frozenset[str] = (),
+    needs: tuple[str, ...] | frozenset[str] = (),
+    conflicts: dict[str, str] | None = None,
+    summary: str | None = None,
+) -> Callable[[type], type]:
+    """Class decorator: register a component for ``slot`` under ``name``."""
+    if slot not in REGISTRIES:
+        raise ValueError(f"unknown slot {slot!r}; slots are: {', '.join(SLOTS)}")
+    if not dataclasses.is_dataclass(options) or not options.__dataclass_params__.frozen:
+        raise TypeError(f"options of {name!r} must be a frozen dataclass")
+
+    def decorate(cls: type) -> type:
+        existing = find(name)
+        if existing is not None:
+            raise ValueError(
+                f"component name {name!r} is already registered ({existing.slot}, from "
+                f"{existing.origin}); names are unique across slots"
+            )
+        doc = summary or (cls.__doc__ or "").strip().splitlines()[0:1]
+        text = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        if not text:
+            raise ValueError(f"component {name!r} needs a docstring (one line: what it is)")
+        spec = ComponentSpec(
+            slot=slot,
+            name=name,
+            cls=cls,
+            summary=text,
+            paper=paper,
+            options=options,
+            provides=frozenset(provides),
+            needs=frozenset(needs),
+            conflicts=dict(conflicts or {}),
+            origin=_CURRENT_ORIGIN[-1],
+        )
+        REGISTRIES[slot].add(spec)
+        cls.component_name = name
+        return cls
+
+    return decorate
+
+
+# Plugins loading set the origin their registrations are recorded with (see ablate.plugins).
+_CURRENT_ORIGIN: list[str] = ["built-in"]
+
+
+def find(name: str) -> ComponentSpec | None:
+    for reg in REGISTRIES.values():
+        if name in reg:
+            return reg[name]
+    return None
+
+
+def all_specs(pattern: str | None = None) -> list[ComponentSpec]:
+    """Every registered component, slot by slot; ``pattern`` filters names (``rope*``) or picks a slot."""
+    from ablate import components  # noqa: F401  (registers the built-ins)
+
+    specs = [s for slot in SLOTS for s in REGISTRIES[slot]]
+    if pattern is None:
+        return specs
+    if pattern in REGISTRIES:
+        return [s for s in specs if s.slot == pattern]
+    return [s for s in specs if fnmatch.fnmatch(s.name, pattern)]
+
+
+def lookup(name: str, slot: str | None = None) -> ComponentSpec:
+    """The component called ``name``; unknown names fail with the closest matches and all choices."""
+    from ablate import components  # noqa: F401
+
+    spec = find(name)
+    if spec is not None and (slot is None or spec.slot == slot):
+        return spec
+    pool = REGISTRIES[slot].names() if slot else [s.name for s in all_specs()]
+    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    if spec is not None:  # exists, but in another slot
+        raise AblateError(f"{name!r} is a {spec.slot} component, not a {slot} component{hint}")
+    where = f"{slot} component" if slot else "component"
+    raise AblateError(
+        f"unknown {where} {name!r}{hint} (choices: {', '.join(pool)}; run `ablate list`)"
+    )
