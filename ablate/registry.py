@@ -106,6 +106,10 @@ class Registry:
     def __iter__(self) -> Iterator[ComponentSpec]:
         return iter(sorted(self._specs.values(), key=lambda s: s.name))
 
+    def remove(self, name: str) -> None:
+        """Unregister (for tests and plugin reloads)."""
+        del self._specs[name]
+
     def names(self) -> list[str]:
         return sorted(self._specs)
 
@@ -188,19 +192,22 @@ def all_specs(pattern: str | None = None) -> list[ComponentSpec]:
     return [s for s in specs if fnmatch.fnmatch(s.name, pattern)]
 
 
-def lookup(name: str, slot: str | None = None) -> ComponentSpec:
-    """The component called ``name``; unknown names fail with the closest matches and all choices."""
+def lookup(name: str, slot: str | None = None, also: dict[str, list[str]] | None = None) -> ComponentSpec:
+    """The component called ``name``; unknown names fail with the closest matches and all choices.
+
+    ``also`` names other kinds of valid words (e.g. presets) for the suggestions and the message.
+    """
     from ablate import components  # noqa: F401
 
     spec = find(name)
     if spec is not None and (slot is None or spec.slot == slot):
         return spec
     pool = REGISTRIES[slot].names() if slot else [s.name for s in all_specs()]
-    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.5)
+    others = also or {}
+    close = difflib.get_close_matches(name, pool + [w for words in others.values() for w in words], n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     if spec is not None:  # exists, but in another slot
         raise AblateError(f"{name!r} is a {spec.slot} component, not a {slot} component{hint}")
-    where = f"{slot} component" if slot else "component"
-    raise AblateError(
-        f"unknown {where} {name!r}{hint} (choices: {', '.join(pool)}; run `ablate list`)"
-    )
+    where = f"{slot} component" if slot else " or ".join(["component", *others])
+    listing = "; ".join([f"components: {', '.join(pool)}", *(f"{k}s: {', '.join(v)}" for k, v in others.items())])
+    raise AblateError(f"unknown {where} {name!r}{hint} ({listing}; run `ablate list`)")

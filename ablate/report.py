@@ -510,6 +510,8 @@ def _method_sentence(c: Comparison) -> str:
         f"p-value across the {m} variant comparison{'s' if m != 1 else ''}. A variant *helps* when "
         f"p (Holm) < {c.alpha:g} and Δ is {good}, *hurts* when p (Holm) < {c.alpha:g} and Δ is "
         f"{bad}, and otherwise shows *no detectable effect*, which is not evidence of no effect. "
+        "The confidence intervals are not adjusted for multiplicity, so an interval that excludes "
+        "zero can still come with p (Holm) above the level. "
         "Seeds counts finished runs; only seeds the baseline also has are paired."
     )
 

@@ -238,7 +238,7 @@ def parse_variant(text: str, _seen: tuple[str, ...] = ()) -> Variant:
             base = {c.slot: (c.name, dataclasses.asdict(c.options)) for c in nested.choices}
             base_model = dataclasses.asdict(nested.model)
             continue
-        spec = lookup(name)
+        spec = lookup(name, also={"preset": list(ARCHITECTURES)})
         if spec.slot in explicit:
             other = explicit[spec.slot][0]
             raise AblateError(

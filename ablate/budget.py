@@ -1,0 +1,53 @@
+"""Budgets: what every variant in a comparison gets the same amount of.
+
+``500steps``, ``2Mtokens``, ``1e14flops``, ``90s`` (also ``5min``, ``2h``). Step, token and FLOP
+budgets fix the number of optimizer steps before training starts (a costlier variant gets fewer steps
+under a FLOP budget); a time budget measures progress by training seconds, so the learning-rate
+schedule, which follows progress, still ends where it should.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from ablate.errors import AblateError
+
+_UNITS = {"steps": "steps", "step": "steps", "tokens": "tokens", "tok": "tokens", "flops": "flops",
+          "s": "seconds", "sec": "seconds", "min": "seconds", "h": "seconds"}
+_SCALE = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKMGBT]?)\s*(steps?|tokens|tok|flops|s|sec|min|h)\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    kind: str  # steps | tokens | flops | seconds
+    amount: float
+    text: str
+
+    def total_steps(self, tokens_per_step: int, flops_per_token: float) -> int | None:
+        """Optimizer steps this budget allows, or None for a time budget (decided while training)."""
+        if self.kind == "steps":
+            return int(self.amount)
+        if self.kind == "tokens":
+            return max(1, math.floor(self.amount / tokens_per_step))
+        if self.kind == "flops":
+            return max(1, math.floor(self.amount / (flops_per_token * tokens_per_step)))
+        return None
+
+
+def parse_budget(text: str) -> Budget:
+    match = _PATTERN.match(str(text))
+    if not match:
+        raise AblateError(
+            f"cannot read budget {text!r}; write a number and a unit: 500steps, 2Mtokens, 1e14flops, 90s, 5min"
+        )
+    number, scale, unit = float(match.group(1)), match.group(2), match.group(3)
+    kind = _UNITS[unit]
+    amount = number * _SCALE[scale] * {"min": 60, "h": 3600}.get(unit, 1)
+    if amount <= 0 or (kind == "steps" and amount < 1):
+        raise AblateError(f"budget {text!r} is empty; give a positive amount, e.g. 500steps")
+    if kind == "steps" and amount != int(amount):
+        raise AblateError(f"budget {text!r}: steps must be a whole number")
+    return Budget(kind, amount, str(text).strip())

@@ -1,0 +1,138 @@
+"""Run configuration: strings and numbers only, layered defaults → TOML file → command-line flags.
+
+Unknown keys and wrong types are errors that name the key (and the file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import AblateError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # what is trained
+    variant: str = "baseline"
+    size: str = "cpu"
+    d_model: int = 0  # 0: the size preset's
+    n_layers: int = 0
+    n_heads: int = 0
+    context: int = 0
+    # on what
+    data: str = "shakespeare"
+    data_file: str = ""
+    tokenizer: str = "char"
+    # for how long, and how
+    budget: str = "500steps"
+    seed: int = 0
+    batch_size: int = 12
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: float = 0.05  # < 1: fraction of the budget; >= 1: optimizer steps
+    schedule: str = "cosine"  # cosine | linear | constant | inverse-sqrt
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    # evaluation: at fixed fractions of the budget, on fixed held-out batches
+    eval_points: int = 10
+    eval_batches: int = 20
+    divergence_factor: float = 3.0  # stop when the loss exceeds this multiple of its start
+    # where
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto (bf16 autocast on capable GPUs) | float32 | bfloat16
+    compile: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 0  # steps; 0: at every eval point
+    out_dir: str = "runs"
+    cache_dir: str = "data/cache"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def fingerprint(self, exclude: tuple[str, ...] = ("device", "out_dir", "cache_dir", "log_every", "compile")) -> str:
+        """A hash of what determines the result (not where it runs)."""
+        items = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
+
+
+FIELD_HELP = {
+    "variant": "variant string, preset or variants/ file, e.g. rope+swiglu",
+    "size": "size preset (see `ablate list`)",
+    "data": "tinyshakespeare | shakespeare (offline) | a text file or folder",
+    "data_file": "local copy of the dataset's file (e.g. tinyshakespeare's input.txt)",
+    "tokenizer": "char | byte | gpt2 | bpe:N",
+    "budget": "500steps | 2Mtokens | 1e14flops | 90s",
+    "warmup": "warmup: a fraction of the budget (<1) or steps (>=1)",
+    "schedule": "cosine | linear | constant | inverse-sqrt",
+    "eval_points": "evaluations spread evenly over the budget",
+    "eval_batches": "held-out batches per evaluation (the same for every variant of a seed)",
+    "checkpoint_every": "steps between checkpoints (0: at each eval point)",
+}
+
+SCHEDULES = ("cosine", "linear", "constant", "inverse-sqrt")
+
+
+def coerce(key: str, value: Any, where: str = "") -> Any:
+    """Check ``value`` against RunConfig's field ``key``; ints are accepted where floats are."""
+    known = {f.name: f for f in fields(RunConfig)}
+    origin = f" in {where}" if where else ""
+    if key not in known:
+        import difflib
+
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise AblateError(f"unknown setting {key!r}{origin}{hint} (settings: {', '.join(known)})")
+    default = known[key].default
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not type(default):
+        raise AblateError(f"setting {key!r}{origin} must be {type(default).__name__}, got {value!r}")
+    return value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise AblateError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise AblateError(f"config file {path} is not valid TOML: {err}") from None
+    return {k: coerce(k, v, str(path)) for k, v in data.items()}
+
+
+def make_config(file: str | Path | None = None, **overrides) -> RunConfig:
+    """Defaults, then the file's settings, then explicit overrides (None means "not given")."""
+    values: dict[str, Any] = {}
+    if file:
+        values.update(load_config_file(file))
+    values.update({k: coerce(k, v) for k, v in overrides.items() if v is not None})
+    config = RunConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    if config.schedule not in SCHEDULES:
+        raise AblateError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    for key in ("batch_size", "grad_accum", "eval_points", "eval_batches", "log_every"):
+        if getattr(config, key) < 1:
+            raise AblateError(f"{key} must be at least 1, got {getattr(config, key)}")
+    if config.lr <= 0 or config.min_lr < 0 or config.min_lr > config.lr:
+        raise AblateError(f"need 0 <= min_lr <= lr and lr > 0; got lr={config.lr}, min_lr={config.min_lr}")
+    if config.dtype not in ("auto", "float32", "bfloat16"):
+        raise AblateError(f"unknown dtype {config.dtype!r}; choose auto, float32 or bfloat16")
+    if config.device not in ("auto", "cpu", "cuda", "mps") and not config.device.startswith("cuda:"):
+        raise AblateError(f"unknown device {config.device!r}; choose auto, cpu, cuda, cuda:N or mps")

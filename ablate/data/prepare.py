@@ -1,0 +1,196 @@
+"""Tokenised train/val arrays on disk: ``prepare(data, tokenizer, cache_dir=...) -> Prepared``.
+
+The corpus is split by characters, the first 90% for training and the last 10% for validation (for
+Tiny Shakespeare 1,003,854 / 111,540 characters, as in nanoGPT), and each part is tokenised on its
+own. The ``char`` vocabulary is built from the whole text (so every validation character has a
+token); a ``bpe:N`` vocabulary is trained on the training part only (it is byte-level, so the
+validation text is still fully covered).
+
+Cache layout, one folder per (dataset, tokenizer, source text)::
+
+    <cache_dir>/<dataset-slug>-<tokenizer-slug>-<sha256[:12]>/
+        train.bin   token ids, raw little-endian uint16 (uint32 if the vocabulary needs it)
+        val.bin
+        meta.json   written last: the commit marker
+
+Every file is written to a temporary name and moved into place. ``meta.json`` is removed before a
+rebuild and written only after both arrays are in place, and on reading it must match the corpus,
+the tokenizer (by fingerprint) and the array sizes; a folder without such a ``meta.json`` (a crash
+mid-build, a damaged file) is rebuilt. A lock file in the folder makes concurrent workers build it
+once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ablate.data._io import atomic_write, atomic_write_text, file_lock, remove_stale_tmp, sha256_text
+from ablate.data.datasets import Corpus, load_text
+from ablate.data.tokenizers import Tokenizer, canonical_spec, get_tokenizer, parse_spec
+from ablate.errors import AblateError
+
+FORMAT_VERSION = 1
+TRAIN_FRACTION = 0.9
+META_FILE = "meta.json"
+LOCK_FILE = ".lock"
+
+# The keys whose values define the prepared data; ``fingerprint`` is a hash of exactly these.
+FINGERPRINT_KEYS = (
+    "format", "dataset", "source_sha256", "source_bytes", "source_chars",
+    "tokenizer", "tokenizer_fingerprint", "vocab_size", "eot", "dtype",
+    "split", "split_unit", "train_chars", "val_chars", "train_bytes", "val_bytes",
+    "train_tokens", "val_tokens",
+)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 while every id fits (vocab <= 65,536), else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def split_text(text: str, train_fraction: float = TRAIN_FRACTION) -> tuple[str, str]:
+    n = int(len(text) * train_fraction)
+    return text[:n], text[n:]
+
+
+def meta_fingerprint(meta: dict) -> str:
+    payload = json.dumps({k: meta[k] for k in FINGERPRINT_KEYS}, sort_keys=True, ensure_ascii=True)
+    return sha256_text(payload)[:16]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Token arrays for one dataset and tokenizer, memory-mapped read-only from the cache."""
+
+    train: np.memmap
+    val: np.memmap
+    tokenizer: Tokenizer
+    vocab_size: int
+    meta: dict = field(repr=False)
+    path: Path
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["fingerprint"]
+
+    @property
+    def val_bytes_per_token(self) -> float:
+        """UTF-8 bytes of validation text per validation token.
+
+        Bits per byte from a per-token loss in nats: ``loss / ln(2) / val_bytes_per_token``.
+        """
+        return self.meta["val_bytes"] / self.meta["val_tokens"]
+
+    def bits_per_byte(self, loss_nats_per_token: float) -> float:
+        return loss_nats_per_token / math.log(2) / self.val_bytes_per_token
+
+
+def _tokenizer_slug(spec: str) -> str:
+    return spec.replace(":", "")
+
+
+def _read_meta(folder: Path, expected: dict) -> dict | None:
+    """The folder's meta.json if it is complete and matches ``expected``; else None."""
+    try:
+        meta = json.loads((folder / META_FILE).read_text("utf-8"))
+        if not isinstance(meta, dict):
+            return None
+        for k, v in expected.items():
+            if meta.get(k) != v:
+                return None
+        if meta.get("fingerprint") != meta_fingerprint(meta):
+            return None
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        for split in ("train", "val"):
+            n = meta[f"{split}_tokens"]
+            if not isinstance(n, int) or n <= 0 or (folder / f"{split}.bin").stat().st_size != n * itemsize:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return meta
+
+
+def _write_array(path: Path, arr: np.ndarray) -> None:
+    arr = np.ascontiguousarray(arr)
+    atomic_write(path, lambda f: f.write(memoryview(arr).cast("B")))
+
+
+def _build(folder: Path, corpus: Corpus, tok: Tokenizer, expected: dict,
+           train_text: str, val_text: str) -> dict:
+    (folder / META_FILE).unlink(missing_ok=True)  # from here on the folder is "not ready"
+    remove_stale_tmp(folder)
+    dtype = token_dtype(tok.vocab_size)
+    arrays = {}
+    for split, text in (("train", train_text), ("val", val_text)):
+        ids = tok.encode_array(text)
+        if ids.size == 0:
+            raise AblateError(
+                f"the {split} split of {corpus.name!r} has no tokens; give a larger corpus"
+            )
+        if int(ids.min()) < 0 or int(ids.max()) >= tok.vocab_size:  # pragma: no cover - a bug
+            raise RuntimeError(f"tokenizer {tok.name} produced ids outside [0, {tok.vocab_size})")
+        arrays[split] = ids.astype(dtype)
+    for split, arr in arrays.items():
+        _write_array(folder / f"{split}.bin", arr)
+    meta = dict(expected)
+    meta.update(
+        split={"train": TRAIN_FRACTION, "val": round(1 - TRAIN_FRACTION, 10)},
+        split_unit="characters",
+        train_chars=len(train_text),
+        val_chars=len(val_text),
+        train_bytes=len(train_text.encode("utf-8")),
+        val_bytes=len(val_text.encode("utf-8")),
+        train_tokens=int(arrays["train"].size),
+        val_tokens=int(arrays["val"].size),
+    )
+    meta["val_bytes_per_token"] = meta["val_bytes"] / meta["val_tokens"]
+    meta["fingerprint"] = meta_fingerprint(meta)
+    meta["origin"] = corpus.origin  # informative only, not part of the fingerprint
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def prepare(data: str, tokenizer: str, *, cache_dir: Path, data_file: Path | None = None) -> Prepared:
+    """Load ``data``, tokenise it with ``tokenizer`` and return the (cached) train/val arrays."""
+    spec = canonical_spec(tokenizer)  # a bad spec fails before any data is read
+    kind, _ = parse_spec(spec)
+    cache_dir = Path(cache_dir)
+    corpus = load_text(data, data_file=data_file, cache_dir=cache_dir)
+    train_text, val_text = split_text(corpus.text)
+    if not train_text or not val_text:
+        raise AblateError(
+            f"{corpus.name!r} has only {len(corpus.text)} characters, too few to split 90/10; give a larger corpus"
+        )
+    folder = cache_dir / f"{corpus.slug}-{_tokenizer_slug(spec)}-{corpus.sha256[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / LOCK_FILE):
+        tok = get_tokenizer(spec, train_text=corpus.text if kind == "char" else train_text,
+                            cache_dir=cache_dir)
+        expected = {
+            "format": FORMAT_VERSION,
+            "dataset": corpus.name,
+            "source_sha256": corpus.sha256,
+            "source_bytes": corpus.n_bytes,
+            "source_chars": len(corpus.text),
+            "tokenizer": spec,
+            "tokenizer_fingerprint": tok.fingerprint,
+            "vocab_size": tok.vocab_size,
+            "eot": tok.eot,
+            "dtype": token_dtype(tok.vocab_size).name,
+        }
+        meta = _read_meta(folder, expected)
+        if meta is None:
+            meta = _build(folder, corpus, tok, expected, train_text, val_text)
+    meta = dict(meta, origin=corpus.origin)
+    dtype = np.dtype(meta["dtype"])
+    train = np.memmap(folder / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
+    val = np.memmap(folder / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))
+    return Prepared(train=train, val=val, tokenizer=tok, vocab_size=tok.vocab_size, meta=meta, path=folder)
+
+
+__all__ = ["Prepared", "prepare", "token_dtype", "split_text", "TRAIN_FRACTION"]

@@ -1,0 +1,282 @@
+"""MLflow tracking: one MLflow run per ablate run, named by the variant's canonical name.
+
+Params hold the full resolved configuration, flattened; tags hold what one filters and groups by
+(variant, its hash, each slot's component, seed, dataset hash, code version, plugins, device);
+metrics are logged against the step in batches (at each eval and at the end), so logging costs a few
+calls per run, not one per step. A run that diverges or fails is marked FAILED, an interrupted one
+KILLED; none is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import AblateError
+from ablate.train import Callback, RunResult, RunState
+
+DEFAULT_EXPERIMENT = "ablate"
+STATUS = {"finished": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED", "failed": "FAILED",
+          "interrupted": "KILLED"}
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """The explicit URI, else $MLFLOW_TRACKING_URI, else SQLite in the working directory."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return uri
+
+
+def client_for(uri: str | None = None):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    resolved = tracking_uri(uri)
+    mlflow.set_tracking_uri(resolved)
+    return MlflowClient(tracking_uri=resolved), resolved
+
+
+def get_experiment_id(client, name: str, uri: str) -> str:
+    """The experiment's id, creating it with artifacts beside a local SQLite store."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        location = (db.parent / "mlartifacts" / name).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created meanwhile by another worker
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def code_version() -> str:
+    """The git commit of the ablate checkout (with '-dirty' for local changes), or the package version."""
+    from ablate import __version__
+
+    here = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    return f"{commit}{'-dirty' if dirty else ''}" if commit else f"ablate=={__version__}"
+
+
+def plugin_provenance() -> list[dict[str, str]]:
+    try:
+        from ablate.plugins import loaded_plugins
+    except ImportError:
+        return []
+    return loaded_plugins()
+
+
+def find_or_create_parent(client, experiment_id: str, name: str, tags: dict[str, str] | None = None) -> str:
+    """The id of the parent run called ``name`` (a group or a study), created when missing."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`ablate.group` = '{name}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=name, tags={"ablate.group": name, "ablate.kind": "group",
+                                                              **(tags or {})})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+class MLflowTracker(Callback):
+    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None, parent: str | None = None,
+                 group: str | None = None, log_checkpoint: bool = True, extra_tags: dict[str, str] | None = None,
+                 flush_seconds: float = 30.0):
+        self.uri_arg, self.experiment = tracking_uri, experiment or DEFAULT_EXPERIMENT
+        self.parent, self.group = parent, group
+        self.log_checkpoint = log_checkpoint
+        self.extra_tags = extra_tags or {}
+        self.flush_seconds = flush_seconds
+        self.buffer: list = []
+        self.run_id: str | None = None
+        self.last_flush = time.perf_counter()
+        self.seconds_logging = 0.0
+
+    # -- lifecycle
+    def on_start(self, run: RunState) -> None:
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        t0 = time.perf_counter()
+        try:
+            self.client, self.uri = client_for(self.uri_arg)
+            exp_id = get_experiment_id(self.client, self.experiment, self.uri)
+        except AblateError:
+            raise
+        except Exception as err:  # a bad URI or an unreachable server is the user's to fix
+            raise AblateError(f"cannot use MLflow tracking URI {tracking_uri(self.uri_arg)!r}: {err}; "
+                              "fix --tracking-uri / MLFLOW_TRACKING_URI or pass --no-track") from None
+        parent = self.parent or (find_or_create_parent(self.client, exp_id, self.group) if self.group else None)
+        tags = self._tags(run)
+        if parent:
+            tags[MLFLOW_PARENT_RUN_ID] = parent
+        created = self.client.create_run(exp_id, run_name=run.variant_name, tags=tags)
+        self.run_id = created.info.run_id
+        self._log_params(run)
+        self.seconds_logging += time.perf_counter() - t0
+
+    def _tags(self, run: RunState) -> dict[str, str]:
+        import torch
+
+        variant = json.loads((run.run_dir / "config.json").read_text())["variant"]
+        tags = {
+            "ablate.variant": run.variant_name,
+            "ablate.variant_hash": run.variant_hash,
+            "ablate.seed": str(run.config.seed),
+            "ablate.dataset": run.config.data,
+            "ablate.dataset_hash": str(run.data_meta.get("fingerprint", "")),
+            "ablate.source_sha256": str(run.data_meta.get("source_sha256", run.data_meta.get("sha256", ""))),
+            "ablate.tokenizer": run.config.tokenizer,
+            "ablate.budget": run.budget.text,
+            "ablate.code_version": code_version(),
+            "ablate.device": run.device + (f" ({torch.cuda.get_device_name()})" if run.device.startswith("cuda") else ""),
+            "ablate.torch": torch.__version__,
+            "ablate.plugins": json.dumps(plugin_provenance()),
+            "ablate.run_dir": str(run.run_dir),
+            "ablate.status": "running",
+        }
+        for slot, values in variant.items():
+            if slot != "model":
+                tags[f"ablate.slot.{slot}"] = values["component"]
+        for key, value in run.fairness.items():
+            tags[f"ablate.fair.{key}"] = value
+        if self.group:
+            tags["ablate.in_group"] = self.group
+        tags.update(self.extra_tags)
+        return tags
+
+    def _log_params(self, run: RunState) -> None:
+        from mlflow.entities import Param
+
+        from ablate.variant import parse_variant
+
+        params = {f"config.{k}": v for k, v in run.config.to_dict().items()}
+        params.update({f"variant.{k}": v for k, v in parse_variant(run.config.variant).flat_params().items()})
+        params.update({f"dims.{k}": v for k, v in run.dims.items()})
+        params.update({f"cost.{k}": v for k, v in run.cost.items()})
+        params.update({f"data.{k}": v for k, v in run.data_meta.items() if not isinstance(v, (dict, list))})
+        params["optimizer"] = "AdamW (decay on matrices only)"
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def _queue(self, row: dict[str, float], keys: tuple[str, ...]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        step = int(row["step"])
+        for key in keys:
+            value = row.get(key)
+            if value is not None and value == value and abs(value) != float("inf"):
+                self.buffer.append(Metric(key, float(value), now, step))
+        if "tokens" in row:
+            self.buffer.append(Metric("tokens_seen", float(row["tokens"]), now, step))
+
+    def flush(self) -> None:
+        t0 = time.perf_counter()
+        while self.buffer:
+            chunk, self.buffer = self.buffer[:1000], self.buffer[1000:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+        self.last_flush = time.perf_counter()
+        self.seconds_logging += self.last_flush - t0
+
+    def on_step(self, run: RunState, row: dict[str, float]) -> None:
+        self._queue(row, ("train_loss", "lr", "grad_norm", "tokens_per_s"))
+
+    def on_eval(self, run: RunState, row: dict[str, float]) -> None:
+        self._queue(row, ("val_loss", "val_bpb"))
+        if time.perf_counter() - self.last_flush > self.flush_seconds:
+            self.flush()
+
+    def on_error(self, run: RunState, error: BaseException) -> None:
+        if self.run_id is None:
+            return
+        try:
+            self.flush()
+            self.client.set_tag(self.run_id, "ablate.status", "failed")
+            self.client.set_tag(self.run_id, "ablate.error", f"{type(error).__name__}: {error}"[:5000])
+            self.client.set_terminated(self.run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        except Exception:
+            pass  # the original error matters more
+
+    def on_end(self, run: RunState, result: RunResult) -> None:
+        from mlflow.entities import Metric
+
+        t0 = time.perf_counter()
+        now = int(time.time() * 1000)
+        final = {f"final_{k}": v for k, v in result.final.items()}
+        final.update({"tokens_per_s_overall": result.tokens_per_s, "train_seconds": result.train_seconds,
+                      "params": result.cost["params"], "flops_per_token": result.cost["flops_per_token"],
+                      "kv_cache_bytes_per_token": result.cost["kv_cache_bytes_per_token"]})
+        if "mfu" in result.extra:
+            final["mfu"] = result.extra["mfu"]
+        self.buffer += [Metric(k, float(v), now, result.steps) for k, v in final.items() if v == v]
+        self.flush()
+        self.client.set_tag(self.run_id, "ablate.status", result.status)
+        if result.message:
+            self.client.set_tag(self.run_id, "ablate.message", result.message[:5000])
+        self._log_artifacts(run, result)
+        self.client.set_terminated(self.run_id, STATUS.get(result.status, "FAILED"))
+        self.seconds_logging += time.perf_counter() - t0
+
+    def _log_artifacts(self, run: RunState, result: RunResult) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            (tmp / "resolved_config.json").write_text((run.run_dir / "config.json").read_text())
+            (tmp / "result.json").write_text(json.dumps({k: v for k, v in result.to_dict().items()
+                                                         if k != "history"}, indent=2, default=str))
+            sample = sample_text(run)
+            if sample:
+                (tmp / "sample.txt").write_text(sample)
+            plot_curves(result, tmp / "loss_curve.png")
+            self.client.log_artifacts(self.run_id, str(tmp))
+        ckpt = run.run_dir / "checkpoint.pt"
+        if self.log_checkpoint and ckpt.exists() and result.status == "finished":
+            self.client.log_artifact(self.run_id, str(ckpt), artifact_path="checkpoint")
+
+
+def sample_text(run: RunState, tokens: int = 200) -> str:
+    import torch
+
+    tok = run.tokenizer
+    start = [tok.eot] if getattr(tok, "eot", None) is not None else tok.encode("\n") or [0]
+    model = run.model
+    was_training = model.training
+    model.eval()
+    g = torch.Generator(device="cpu").manual_seed(run.config.seed)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model.generate(torch.tensor([start], device=device), tokens, temperature=0.8, generator=g)
+    model.train(was_training)
+    return tok.decode(out[0].tolist())
+
+
+def plot_curves(result: RunResult, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    if result.history:
+        ax.plot([r["step"] for r in result.history], [r["train_loss"] for r in result.history],
+                label="train loss", alpha=0.6)
+    if result.evals:
+        ax.plot([r["step"] for r in result.evals], [r["val_loss"] for r in result.evals], "o-", label="val loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(f"{result.variant} · seed {result.seed}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)

@@ -1,0 +1,49 @@
+import json
+
+import pytest
+
+from ablate.cli import main
+from ablate.registry import all_specs
+
+
+def test_list_shows_every_component(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for spec in all_specs():
+        assert spec.name in out
+    assert "llama-7b" in out and "mistral" in out
+
+
+def test_list_one_slot(capsys):
+    assert main(["list", "position"]) == 0
+    out = capsys.readouterr().out
+    assert "rope" in out and "swiglu" not in out
+
+
+def test_describe(capsys):
+    assert main(["describe", "rope"]) == 0
+    out = capsys.readouterr().out
+    assert "RoFormer" in out and "base=10000.0" in out
+
+
+def test_inspect_json(capsys):
+    assert main(["inspect", "llama", "--size", "llama-7b", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["cost"]["params"] == 6_738_415_616
+    assert info["resolved"]["mlp"]["component"] == "swiglu"
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["inspect", "rope+alibi"], "both fill the position slot"),
+        (["inspect", "ropee"], "did you mean rope"),
+        (["describe", "nope"], "unknown component 'nope'"),
+        (["inspect", "gqa(kv_heads=5)", "--size", "gpt2-small"], "must divide"),
+        (["inspect", "rope", "--size", "huge"], "unknown size 'huge'"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err

@@ -1,0 +1,212 @@
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ablate.budget import parse_budget
+from ablate.cli import main
+from ablate.config import RunConfig, make_config
+from ablate.errors import AblateError
+from ablate.train import StopRun, Callback, lr_at, train
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, tinyshakespeare_path):
+    path = tmp_path_factory.mktemp("corpus") / "small.txt"
+    path.write_text(tinyshakespeare_path.read_text()[:60_000])
+    return path
+
+
+@pytest.fixture
+def cfg(corpus, tmp_path):
+    return RunConfig(size="tiny", context=32, data=str(corpus), tokenizer="char", budget="30steps", batch_size=4,
+                     eval_points=3, eval_batches=2, out_dir=str(tmp_path / "runs"),
+                     cache_dir=str(tmp_path / "cache"), log_every=5)
+
+
+@pytest.mark.parametrize("text,kind,amount", [("500steps", "steps", 500), ("2Mtokens", "tokens", 2e6),
+                                              ("1e14flops", "flops", 1e14), ("90s", "seconds", 90),
+                                              ("5min", "seconds", 300), ("1.5kstep", "steps", 1500)])
+def test_budget_parsing(text, kind, amount):
+    b = parse_budget(text)
+    assert (b.kind, b.amount) == (kind, amount)
+
+
+@pytest.mark.parametrize("text", ["500", "steps", "-3steps", "0s", "1.5steps", "3 parsecs"])
+def test_bad_budgets(text):
+    with pytest.raises(AblateError, match="budget"):
+        parse_budget(text)
+
+
+def test_flops_budget_gives_costlier_variants_fewer_steps():
+    b = parse_budget("1e12flops")
+    assert b.total_steps(768, 2e6) > b.total_steps(768, 4e6)
+    assert b.total_steps(768, 2e6) == math.floor(1e12 / (768 * 2e6))
+    assert parse_budget("1Mtokens").total_steps(1000, 1.0) == 1000
+
+
+def test_schedule_matches_nanogpt():
+    config = RunConfig(lr=1e-3, min_lr=1e-4, warmup=100)
+    total = 2000
+
+    def nanogpt(it, warmup=100, decay=2000, lr=1e-3, min_lr=1e-4):
+        if it < warmup:
+            return lr * (it + 1) / (warmup + 1)
+        ratio = (it - warmup) / (decay - warmup)
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+    for it in (0, 1, 50, 99, 100, 500, 1000, 1999):
+        assert lr_at(config, it / total, total) == pytest.approx(nanogpt(it), rel=1e-9)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant", "inverse-sqrt"])
+def test_every_schedule_follows_progress(schedule):
+    config = RunConfig(lr=1e-3, min_lr=1e-4, warmup=0.1, schedule=schedule)
+    lrs = [lr_at(config, p / 100, None) for p in range(101)]
+    assert max(lrs) == pytest.approx(1e-3, rel=1e-2)
+    assert lrs[0] < lrs[10]  # warmup
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[10:], lrs[11:]))  # never rises after warmup
+    if schedule in ("cosine", "linear"):
+        assert lrs[-1] == pytest.approx(1e-4)
+
+
+def test_same_seed_twice_gives_identical_losses(cfg, tmp_path):
+    a = train(cfg)
+    b = train(cfg.replace(out_dir=str(tmp_path / "other")))
+    assert a.status == b.status == "finished"
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    assert a.final == b.final
+    c = train(cfg.replace(seed=1))
+    assert [r["train_loss"] for r in c.history] != [r["train_loss"] for r in a.history]
+
+
+def test_variants_share_data_order_and_eval_batches(cfg):
+    a, b = train(cfg), train(cfg.replace(variant="rope+swiglu"))
+    assert a.fairness == b.fairness  # same data, tokenizer, budget, eval batches
+    assert a.variant != b.variant and a.final["val_loss"] != b.final["val_loss"]
+    assert len(a.evals) == len(b.evals) == cfg.eval_points + 1
+
+
+def test_loss_actually_goes_down(cfg):
+    result = train(cfg.replace(budget="80steps"))
+    assert result.evals[-1]["val_loss"] < result.evals[0]["val_loss"] - 0.5
+    assert result.final["val_bpb"] > 0
+
+
+def test_divergence_stops_with_status_and_step(cfg):
+    result = train(cfg.replace(lr=50.0, min_lr=0.0, warmup=0.0, grad_clip=0.0, budget="60steps"))
+    assert result.status == "diverged"
+    assert "at step" in result.message and result.steps < 60
+
+
+def test_time_budget_ends_at_end_of_schedule(cfg):
+    seen = []
+
+    class Spy(Callback):
+        def on_step(self, run, row):
+            seen.append(row["lr"])
+
+    result = train(cfg.replace(budget="2s", log_every=1), [Spy()])
+    assert result.status == "finished" and result.train_seconds >= 2.0
+    assert seen[-1] < 0.2 * max(seen)  # cosine decayed by the end of the time budget
+
+
+def test_a_callback_can_stop_a_run(cfg):
+    class Pruner(Callback):
+        def on_eval(self, run, row):
+            if run.step > 0:
+                raise StopRun("pruned", "pruned by test")
+
+    result = train(cfg, [Pruner()])
+    assert result.status == "pruned" and result.steps == 10
+
+
+def test_masked_targets_are_ignored():
+    from ablate.testing import tiny_model
+
+    model = tiny_model("baseline")
+    idx = torch.randint(0, 50, (1, 8))
+    targets = torch.full((1, 8), -1)
+    targets[0, 5] = 7
+    logits, loss = model(idx, targets)
+    expected = torch.nn.functional.cross_entropy(logits[0, 5:6], torch.tensor([7]))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_resume_after_sigkill_matches_uninterrupted(cfg, tmp_path):
+    cfg = cfg.replace(budget="60steps", checkpoint_every=10, eval_points=2)
+    reference = train(cfg.replace(out_dir=str(tmp_path / "ref")))
+    argv = [sys.executable, "-m", "ablate.cli", "run", "--no-track", "--variant", cfg.variant, "--size", cfg.size,
+            "--context", str(cfg.context), "--data", cfg.data, "--budget", cfg.budget, "--batch-size", "4",
+            "--eval-points", "2", "--eval-batches", "2", "--out-dir", cfg.out_dir, "--cache-dir", cfg.cache_dir,
+            "--log-every", "1", "--checkpoint-every", "10"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith("step") and "loss" in line and int(line.split()[1]) >= 30:
+            os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+            break
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    done = subprocess.run(argv + ["--resume", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    resumed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert resumed["steps"] == 60 and resumed["status"] == "finished"
+    assert resumed["final"]["val_loss"] == pytest.approx(reference.final["val_loss"], abs=1e-6)
+
+
+def test_config_layering_and_strictness(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text('budget = "100steps"\nlr = 3e-4\nseed = 3\n')
+    config = make_config(f, seed=5)
+    assert (config.budget, config.lr, config.seed) == ("100steps", 3e-4, 5)
+    f.write_text('learning_rate = 1\n')
+    with pytest.raises(AblateError, match=r"unknown setting 'learning_rate' in .*run.toml"):
+        make_config(f)
+    f.write_text('lr = "fast"\n')
+    with pytest.raises(AblateError, match="must be float"):
+        make_config(f)
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--budget", "lots"], "cannot read budget"),
+        (["--variant", "rope+alibi"], "both fill the position slot"),
+        (["--data", "no/such/file.txt"], "no/such/file.txt"),
+        (["--tokenizer", "wordpiece"], "wordpiece"),
+        (["--schedule", "zigzag"], "unknown schedule"),
+        (["--context", "100000"], "context"),
+        (["--device", "cuda:0"], "CUDA is not available"),
+    ],
+)
+def test_run_bad_inputs_exit_2(extra, needle, corpus, tmp_path, capsys):
+    if extra[:2] == ["--device", "cuda:0"] and torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    argv = ["run", "--no-track", "--size", "tiny", "--data", str(corpus), "--budget", "5steps",
+            "--out-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_run_json_and_sample(cfg, capsys):
+    argv = ["run", "--no-track", "--json", "--size", "tiny", "--context", "32", "--data", cfg.data,
+            "--budget", "10steps", "--batch-size", "4", "--eval-points", "1", "--eval-batches", "1",
+            "--out-dir", cfg.out_dir, "--cache-dir", cfg.cache_dir]
+    assert main(argv) == 0
+    import json
+
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["status"] == "finished" and result["steps"] == 10
+    assert main(["sample", "--run", result["run_dir"], "--tokens", "30", "--prompt", "ROMEO:"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ROMEO:") and len(out) > 30
+    assert main(["sample", "--run", str(Path(cfg.out_dir) / "nothing")]) == 2
