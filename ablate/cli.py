@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from ablate.errors import AblateError
 
-console = Console()
+# wide tables when writing to a file or pipe (rich would otherwise assume 80 columns)
+console = Console() if sys.stdout.isatty() else Console(width=200)
 
 
 # ---------------------------------------------------------------------------- registry commands
@@ -225,9 +228,81 @@ def cmd_sample(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------- compare and ui
+def cmd_compare(args) -> int:
+    from ablate.compare import compare, default_report_dir, load_records, log_report
+    from ablate.report import render_table
+
+    records = load_records(tracking_uri=args.tracking_uri, experiment=args.experiment, group=args.group,
+                           run_ids=args.run_ids, metric=args.metric)
+    comparison = compare(records, baseline=args.baseline, metric=args.metric, alpha=args.alpha)
+    print_comparison(comparison)
+    label = args.group or (f"runs-{len(args.run_ids)}" if args.run_ids else (args.experiment or "ablate"))
+    out = Path(args.out) if args.out else default_report_dir(label)
+    if args.no_log:
+        from ablate.report import write_report
+
+        paths = write_report(comparison, records, out)
+    else:
+        parent = None
+        if args.group:
+            from ablate.track import client_for
+
+            client, _ = client_for(args.tracking_uri)
+            exp = client.get_experiment_by_name(args.experiment or "ablate")
+            parent = client.search_runs([exp.experiment_id], f"tags.`ablate.group` = '{args.group}'",
+                                        max_results=1)[0].info.run_id
+        paths = log_report(comparison, records, out, tracking_uri=args.tracking_uri, experiment=args.experiment,
+                           parent_run_id=parent, name=f"compare {label}")
+    console.print(f"report: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def print_comparison(comparison) -> None:
+    from ablate.report import render_table
+
+    console.print(render_table(comparison))
+    console.print(f"noise floor (baseline seed-to-seed sd): {comparison.noise_floor:.4g} "
+                  f"over {comparison.noise_floor_n} seeds")
+    for warning in comparison.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
+
+
+def cmd_ui(args) -> int:
+    import signal
+    import subprocess
+
+    from ablate.track import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port), "--workers", "1"]
+    if uri.startswith("sqlite:///"):
+        cmd += ["--default-artifact-root", (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()]
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+
+    def stop(*_):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop()
+        proc.wait(timeout=10)
+        return 0
+
+
 # ------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ablate", description="architecture ablations for GPT-style models")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                        help="load a local plugin file (repeatable); installed plugins load automatically "
+                             "unless ABLATE_NO_PLUGINS=1")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered components (optionally one slot or a pattern like 'rope*')")
@@ -264,16 +339,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("compare", help="verdict table: each variant vs the baseline, paired by seed")
+    p.add_argument("run_ids", nargs="*", help="MLflow run ids (default: every ablate run of the experiment/group)")
+    add_tracking_flags(p, run=False)
+    p.add_argument("--group", default=None, help="compare the runs of this group (`ablate run --group`)")
+    p.add_argument("--metric", default="val_loss", choices=["val_loss", "val_bpb"])
+    p.add_argument("--baseline", default=None, help="baseline variant (default: 'baseline')")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected)")
+    p.add_argument("--out", default=None, help="folder for report.md and figures (default reports/<name>)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on loopback for the same tracking store")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+
     for register_commands in _EXTRA_COMMANDS:
         register_commands(sub)
     return parser
 
 
-def add_tracking_flags(p: argparse.ArgumentParser) -> None:
+def add_tracking_flags(p: argparse.ArgumentParser, run: bool = True) -> None:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default 'ablate')")
-    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    if run:
+        p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
 
 
 # later modules add their subcommands here (compare, ui, study)
@@ -284,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from ablate.plugins import load_file
+
+        for path in args.plugin:
+            load_file(path)
         return args.func(args) or 0
     except AblateError as err:
         print(f"ablate: error: {err}", file=sys.stderr)

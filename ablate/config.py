@@ -45,6 +45,7 @@ class RunConfig:
     # evaluation: at fixed fractions of the budget, on fixed held-out batches
     eval_points: int = 10
     eval_batches: int = 20
+    eval_seed: int = 1234  # held-out batches are the same for every variant and every seed
     divergence_factor: float = 3.0  # stop when the loss exceeds this multiple of its start
     # where
     device: str = "auto"  # auto | cpu | cuda | mps
@@ -77,7 +78,8 @@ FIELD_HELP = {
     "warmup": "warmup: a fraction of the budget (<1) or steps (>=1)",
     "schedule": "cosine | linear | constant | inverse-sqrt",
     "eval_points": "evaluations spread evenly over the budget",
-    "eval_batches": "held-out batches per evaluation (the same for every variant of a seed)",
+    "eval_batches": "held-out batches per evaluation (the same for every variant and seed)",
+    "eval_seed": "seed of the held-out batches (keep it fixed across a comparison)",
     "checkpoint_every": "steps between checkpoints (0: at each eval point)",
 }
 

@@ -180,9 +180,24 @@ def find(name: str) -> ComponentSpec | None:
     return None
 
 
+_LOADED = False
+
+
+def ensure_loaded() -> None:
+    """Register the built-ins, then the installed plugins (once per process)."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    from ablate import components  # noqa: F401  (registers the built-ins)
+    from ablate.plugins import autoload
+
+    autoload()
+
+
 def all_specs(pattern: str | None = None) -> list[ComponentSpec]:
     """Every registered component, slot by slot; ``pattern`` filters names (``rope*``) or picks a slot."""
-    from ablate import components  # noqa: F401  (registers the built-ins)
+    ensure_loaded()
 
     specs = [s for slot in SLOTS for s in REGISTRIES[slot]]
     if pattern is None:
@@ -197,7 +212,7 @@ def lookup(name: str, slot: str | None = None, also: dict[str, list[str]] | None
 
     ``also`` names other kinds of valid words (e.g. presets) for the suggestions and the message.
     """
-    from ablate import components  # noqa: F401
+    ensure_loaded()
 
     spec = find(name)
     if spec is not None and (slot is None or spec.slot == slot):

@@ -1,8 +1,8 @@
 """The one trainer. It is variant-blind: it sees a model, a budget and batches, never a component.
 
 Fairness it guarantees: the training batch of step k depends on (seed, k) alone and the eval batches
-on the seed alone, so every variant of a seed sees the same tokens in the same order and is judged on
-the same held-out batches; the budget is a value (steps, tokens, FLOPs or seconds) and the
+on ``eval_seed`` alone, so every variant of a seed sees the same tokens in the same order, and every
+run of a comparison is judged on the same held-out batches; the budget is a value (steps, tokens, FLOPs or seconds) and the
 learning-rate schedule follows the fraction of it spent.
 """
 
@@ -199,7 +199,7 @@ def prepare_run(config: RunConfig):
     overrides = {k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "context") if getattr(config, k)}
     dims = make_dims(size, variant, data.vocab_size, **overrides)
     train_batches = TrainBatches(data.train, config.batch_size, dims.context, config.seed)
-    evals = eval_batches(data.val, config.batch_size, dims.context, config.eval_batches, config.seed)
+    evals = eval_batches(data.val, config.batch_size, dims.context, config.eval_batches, config.eval_seed)
     return variant, dims, budget, data, train_batches, evals
 
 

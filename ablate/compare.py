@@ -1,0 +1,104 @@
+"""`ablate compare`: read runs from MLflow, build the verdict table, write and log the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ablate.errors import AblateError
+from ablate.report import Comparison, RunRecord, build_comparison, write_report
+from ablate.track import DEFAULT_EXPERIMENT, client_for, find_or_create_parent, get_experiment_id
+
+METRICS = {"val_loss": "final_val_loss", "val_bpb": "final_val_bpb"}
+_STATUS = {"finished": "finished", "diverged": "diverged"}
+FAIRNESS_PREFIX = "ablate.fair."
+
+
+def _record(client, run, metric: str) -> RunRecord | None:
+    tags, metrics = run.data.tags, run.data.metrics
+    if "ablate.variant" not in tags:
+        return None  # a group/parent run or a foreign run
+    status = _STATUS.get(tags.get("ablate.status", ""), "failed")
+    value = metrics.get(METRICS[metric], float("nan"))
+    history = client.get_metric_history(run.info.run_id, metric)
+    curve = sorted((m.step, m.value) for m in history)
+    return RunRecord(
+        run_id=run.info.run_id,
+        variant=tags["ablate.variant"],
+        seed=int(tags.get("ablate.seed", "0")),
+        metric=value,
+        curve=curve,
+        params=int(metrics.get("params", 0)),
+        flops_per_token=float(metrics.get("flops_per_token", 0.0)),
+        kv_bytes_per_token=float(metrics.get("kv_cache_bytes_per_token", 0.0)),
+        tokens_per_s=metrics.get("tokens_per_s_overall"),
+        status=status if value == value or status != "finished" else "failed",
+        fairness={k[len(FAIRNESS_PREFIX):]: v for k, v in tags.items() if k.startswith(FAIRNESS_PREFIX)},
+    )
+
+
+def load_records(*, tracking_uri: str | None = None, experiment: str | None = None, group: str | None = None,
+                 parent_run_id: str | None = None, run_ids: list[str] | None = None,
+                 metric: str = "val_loss") -> list[RunRecord]:
+    """Runs of an experiment, of a group / study (children of its parent run), or given by id."""
+    if metric not in METRICS:
+        raise AblateError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    client, uri = client_for(tracking_uri)
+    if run_ids:
+        runs = []
+        for rid in run_ids:
+            try:
+                runs.append(client.get_run(rid))
+            except Exception:
+                raise AblateError(f"no MLflow run with id {rid!r} in {uri}") from None
+    else:
+        name = experiment or DEFAULT_EXPERIMENT
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise AblateError(f"no MLflow experiment {name!r} in {uri}; run `ablate run` first or pass --experiment")
+        filters = []
+        if group:
+            parent = client.search_runs([exp.experiment_id], f"tags.`ablate.group` = '{group}'", max_results=1)
+            if not parent:
+                raise AblateError(f"no group {group!r} in experiment {name!r}; runs join one with `ablate run --group`")
+            parent_run_id = parent[0].info.run_id
+        if parent_run_id:
+            filters.append(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+        runs = client.search_runs([exp.experiment_id], " and ".join(filters), max_results=50000)
+    records = [r for r in (_record(client, run, metric) for run in runs) if r is not None]
+    if not records:
+        raise AblateError("no ablate runs found there; check --experiment / --group / run ids")
+    return records
+
+
+def compare(records: list[RunRecord], *, baseline: str | None, metric: str, alpha: float) -> Comparison:
+    variants = sorted({r.variant for r in records})
+    if baseline is None:
+        baseline = "baseline" if "baseline" in variants else None
+        if baseline is None:
+            raise AblateError(f"no run of the variant 'baseline'; choose the baseline with --baseline "
+                              f"(variants here: {', '.join(variants)})")
+    else:
+        from ablate.variant import parse_variant
+
+        if baseline not in variants:
+            baseline = parse_variant(baseline).name  # accept any spelling of the same variant
+    return build_comparison(records, baseline, metric, alpha)
+
+
+def log_report(comparison: Comparison, records: list[RunRecord], out_dir: Path, *, tracking_uri: str | None,
+               experiment: str | None, parent_run_id: str | None = None, name: str = "comparison") -> list[Path]:
+    """Write report.md and figures to ``out_dir`` and log them to MLflow under the comparison's parent."""
+    paths = write_report(comparison, records, out_dir)
+    client, uri = client_for(tracking_uri)
+    exp_id = get_experiment_id(client, experiment or DEFAULT_EXPERIMENT, uri)
+    run_id = parent_run_id or find_or_create_parent(client, exp_id, name)
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_path="report")
+    return paths
+
+
+def default_report_dir(label: str) -> Path:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+    return Path("reports") / safe
+
+
