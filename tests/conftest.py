@@ -25,3 +25,26 @@ def tinyshakespeare_path() -> Path:
 @pytest.fixture(scope="session")
 def gpt2_ranks_path() -> Path:
     return _shared_file("ABLATE_TEST_GPT2_RANKS", "tiktoken/gpt2.tiktoken")
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    """One SQLite tracking store per test session (each new one costs seconds of migrations)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    folder = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory, tinyshakespeare_path) -> Path:
+    """The first 60 kB of Tiny Shakespeare as a user's own text file."""
+    path = tmp_path_factory.mktemp("corpus") / "small.txt"
+    path.write_text(tinyshakespeare_path.read_text()[:60_000])
+    return path
+
+
+def tiny_run_args(corpus: Path, tmp: Path, budget: str = "10steps") -> list[str]:
+    """`ablate run` flags for a run of a second or two."""
+    return ["--size", "tiny", "--context", "32", "--data", str(corpus), "--budget", budget, "--batch-size", "4",
+            "--eval-points", "2", "--eval-batches", "2", "--out-dir", str(tmp / "runs"),
+            "--cache-dir", str(tmp / "cache"), "--log-every", "5"]

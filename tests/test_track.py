@@ -1,0 +1,154 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ablate.cli import main
+from ablate.config import RunConfig
+from ablate.track import MLflowTracker
+from ablate.train import Callback, train
+from conftest import tiny_run_args
+
+
+def _config(corpus, tmp, **kw):
+    base = dict(size="tiny", context=32, data=str(corpus), budget="10steps", batch_size=4, eval_points=2,
+                eval_batches=2, out_dir=str(tmp / "runs"), cache_dir=str(tmp / "cache"), log_every=5)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def _runs(uri, experiment, filter_string=""):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], filter_string)
+
+
+def test_a_tracked_run_has_everything_to_reproduce_it(mlflow_uri, small_corpus, tmp_path, capsys):
+    argv = ["run", "--variant", "rope+swiglu", "--seed", "3", "--tracking-uri", mlflow_uri, "--experiment", "t-full",
+            *tiny_run_args(small_corpus, tmp_path)]
+    assert main(argv) == 0
+    client, runs = _runs(mlflow_uri, "t-full")
+    (run,) = runs
+    assert run.info.run_name == "rope+swiglu" and run.info.status == "FINISHED"
+    p, t, m = run.data.params, run.data.tags, run.data.metrics
+    assert p["variant.position.component"] == "rope" and p["variant.position.base"] == "10000.0"
+    assert p["variant.mlp.multiple_of"] == "8" and p["config.budget"] == "10steps" and p["config.lr"] == "0.001"
+    assert p["dims.d_model"] == "64" and p["config.tokenizer"] == "char" and "optimizer" in p
+    assert t["ablate.variant"] == "rope+swiglu" and len(t["ablate.variant_hash"]) == 12
+    assert t["ablate.slot.position"] == "rope" and t["ablate.slot.norm"] == "layernorm"
+    assert t["ablate.seed"] == "3" and t["ablate.dataset_hash"] and t["ablate.device"] == "cpu"
+    assert t["ablate.code_version"] and json.loads(t["ablate.plugins"]) == []
+    assert t["ablate.status"] == "finished"
+    for key in ("final_val_loss", "final_val_bpb", "params", "flops_per_token", "kv_cache_bytes_per_token"):
+        assert key in m
+    history = {k: client.get_metric_history(run.info.run_id, k) for k in
+               ("train_loss", "val_loss", "val_bpb", "lr", "grad_norm", "tokens_per_s", "tokens_seen")}
+    assert all(history.values())
+    assert [h.step for h in history["val_loss"]] == [0, 5, 10]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"resolved_config.json", "sample.txt", "loss_curve.png", "result.json", "checkpoint"} <= artifacts
+
+
+class Boom(Callback):
+    def __init__(self, error):
+        self.error = error
+
+    def on_eval(self, run, row):
+        if run.step > 0:
+            raise self.error
+
+
+@pytest.mark.parametrize("error,status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_failed_or_interrupted_runs_are_never_left_running(mlflow_uri, small_corpus, tmp_path, error, status):
+    tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-fail", log_checkpoint=False)
+    with pytest.raises(type(error)):
+        train(_config(small_corpus, tmp_path), [tracker, Boom(error)])
+    run = MlflowClient(mlflow_uri).get_run(tracker.run_id)
+    assert run.info.status == status
+
+
+def test_diverged_run_is_marked_failed(mlflow_uri, small_corpus, tmp_path):
+    tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-div", log_checkpoint=False)
+    result = train(_config(small_corpus, tmp_path, lr=50.0, min_lr=0.0, warmup=0.0, grad_clip=0.0,
+                           budget="60steps"), [tracker])
+    run = MlflowClient(mlflow_uri).get_run(tracker.run_id)
+    assert result.status == "diverged"
+    assert run.info.status == "FAILED" and run.data.tags["ablate.status"] == "diverged"
+
+
+def test_compare_end_to_end(mlflow_uri, small_corpus, tmp_path, capsys):
+    for variant in ("baseline", "rope", "swiglu"):
+        for seed in (0, 1):
+            argv = ["run", "--variant", variant, "--seed", str(seed), "--tracking-uri", mlflow_uri,
+                    "--experiment", "t-cmp", "--group", "g", "--no-log-checkpoint", "--json",
+                    *tiny_run_args(small_corpus, tmp_path, "20steps")]
+            assert main(argv) == 0
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert main(["compare", "--tracking-uri", mlflow_uri, "--experiment", "t-cmp", "--group", "g",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for word in ("baseline", "rope", "swiglu", "p (Holm)", "noise floor"):
+        assert word in text
+    report = (out / "report.md").read_text()
+    assert "`rope`" in report and "paired t-test" in report
+    assert (out / "differences.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    client, parents = _runs(mlflow_uri, "t-cmp", "tags.`ablate.group` = 'g'")
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/report.md" in logged
+    _, children = _runs(mlflow_uri, "t-cmp", f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert len(children) == 6  # nested under the group, so MLflow's compare view shows them together
+
+
+def test_compare_errors(mlflow_uri, capsys):
+    assert main(["compare", "--tracking-uri", mlflow_uri, "--experiment", "nope"]) == 2
+    assert "no MLflow experiment 'nope'" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_runs_over_rest(mlflow_uri, small_corpus, tmp_path):
+    tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-ui", log_checkpoint=False)
+    train(_config(small_corpus, tmp_path), [tracker])
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri", mlflow_uri,
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        assert f"http://127.0.0.1:{port}" in proc.stdout.readline()
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=t-ui", timeout=2) as r:
+                    exp_id = json.load(r)["experiment"]["experiment_id"]
+                break
+            except OSError:
+                assert time.time() < deadline, "MLflow UI did not come up in 60 s"
+                time.sleep(0.5)
+        body = json.dumps({"experiment_ids": [exp_id]}).encode()
+        req = urllib.request.Request(f"{base}/runs/search", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            (run,) = json.load(r)["runs"]
+        assert run["info"]["run_id"] == tracker.run_id
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert params["variant.position.component"] == "learned" and "final_val_loss" in metrics
+        with urllib.request.urlopen(f"{base}/artifacts/list?run_id={tracker.run_id}", timeout=10) as r:
+            files = {f["path"] for f in json.load(r).get("files", [])}
+        assert {"sample.txt", "loss_curve.png", "resolved_config.json"} <= files
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert proc.returncode is not None
