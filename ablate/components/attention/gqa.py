@@ -1,5 +1,6 @@
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ablate.registry import register
@@ -51,7 +52,7 @@ class GroupedQueryAttention(Attention):
         q, k = position.rotate(self.q_norm(q), self.k_norm(k), pos)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, K, S, D)
-        pos_k = pos.new_tensor(range(k.shape[2])) if cache is not None else pos
+        pos_k = torch.arange(k.shape[2], device=pos.device) if cache is not None else pos
         bias = position.attn_bias(self.n_heads, pos, pos_k)  # (H, T, S) or None
         y = causal_attention(q, k, v, bias, self.dropout if self.training else 0.0)  # (B, H, T, D)
         return self.out_proj(y.transpose(1, 2).reshape(b, t, -1))  # (B, T, C)

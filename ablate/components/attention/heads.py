@@ -40,7 +40,7 @@ class SeparateHeadsAttention(Attention):
         q, k = position.rotate(q, k, pos)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, S, D)
-        pos_k = pos.new_tensor(range(k.shape[2])) if cache is not None else pos
+        pos_k = torch.arange(k.shape[2], device=pos.device) if cache is not None else pos
         bias = position.attn_bias(len(self.heads), pos, pos_k)
         mask = causal_mask(q.shape[2], k.shape[2], x.device, torch.float32)  # (T, S)
         outs = []
