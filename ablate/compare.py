@@ -11,6 +11,8 @@ from ablate.track import DEFAULT_EXPERIMENT, client_for, find_or_create_parent, 
 METRICS = {"val_loss": "final_val_loss", "val_bpb": "final_val_bpb"}
 _STATUS = {"finished": "finished", "diverged": "diverged"}
 FAIRNESS_PREFIX = "ablate.fair."
+# bits per byte compare across tokenizers (and so across the token positions of the eval batches)
+TOKENIZER_FREE = {"val_bpb": ("tokenizer", "eval_batches")}
 
 
 def _record(client, run, metric: str) -> RunRecord | None:
@@ -32,7 +34,8 @@ def _record(client, run, metric: str) -> RunRecord | None:
         kv_bytes_per_token=float(metrics.get("kv_cache_bytes_per_token", 0.0)),
         tokens_per_s=metrics.get("tokens_per_s_overall"),
         status=status if value == value or status != "finished" else "failed",
-        fairness={k[len(FAIRNESS_PREFIX):]: v for k, v in tags.items() if k.startswith(FAIRNESS_PREFIX)},
+        fairness={k[len(FAIRNESS_PREFIX):]: v for k, v in tags.items()
+                  if k.startswith(FAIRNESS_PREFIX) and k[len(FAIRNESS_PREFIX):] not in TOKENIZER_FREE.get(metric, ())},
     )
 
 
