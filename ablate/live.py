@@ -67,7 +67,8 @@ class LiveView(Callback):
         self.last_eval = row
         if self.quiet:
             return
-        line = (f"step {int(row['step']):>6}  {run.progress:6.1%}  train {row['train_loss']:.4f}  "
+        train = f"{row['train_loss']:.4f}" if row["train_loss"] == row["train_loss"] else "-"
+        line = (f"step {int(row['step']):>6}  {run.progress:6.1%}  train {train}  "
                 f"val {row['val_loss']:.4f}  val bpb {row['val_bpb']:.4f}  "
                 f"{self.last.get('tokens_per_s', 0):,.0f} tok/s  ETA {_eta(run, self.started, self.start_progress)}")
         if self.live is not None:

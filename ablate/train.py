@@ -288,7 +288,7 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
         cb.on_start(state)
     status, message = "finished", ""
     session_tokens, session_seconds = 0, 0.0
-    window_tokens, window_start = 0, time.perf_counter()
+    window_tokens, window_seconds = 0, 0.0  # tokens/s over training compute only (no eval, no I/O)
     model.train()
     try:
         while True:
@@ -323,6 +323,7 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
             session_tokens += tokens_per_step
             session_seconds += dt
             window_tokens += tokens_per_step
+            window_seconds += dt
             if initial_loss is None:
                 initial_loss = step_loss
             row = {"step": state.step, "tokens": state.tokens, "train_loss": step_loss, "lr": lr,
@@ -334,9 +335,8 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
                            f"({'not finite' if not math.isfinite(step_loss) else f'> {config.divergence_factor}x the initial {initial_loss:.4g}'})")
                 break
             if state.step % config.log_every == 0 or state.step == 1:
-                now = time.perf_counter()
-                row["tokens_per_s"] = window_tokens / max(now - window_start, 1e-9)
-                window_tokens, window_start = 0, now
+                row["tokens_per_s"] = window_tokens / max(window_seconds, 1e-9)
+                window_tokens, window_seconds = 0, 0.0
                 row["progress"] = progress()
                 for cb in callbacks:
                     cb.on_step(state, row)
