@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -78,7 +79,7 @@ def cmd_describe(args) -> int:
         console.print(f"needs:    {', '.join(sorted(spec.needs))}")
     for other, why in spec.conflicts.items():
         console.print(f"conflicts with {other}: {why}")
-    doc = (spec.cls.__doc__ or "").strip()
+    doc = inspect.cleandoc(spec.cls.__doc__ or "")
     if "\n" in doc:
         console.print()
         console.print(doc, markup=False, highlight=False)

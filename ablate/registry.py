@@ -150,6 +150,9 @@ def register(
         text = doc if isinstance(doc, str) else (doc[0] if doc else "")
         if not text:
             raise ValueError(f"component {name!r} needs a docstring (one line: what it is)")
+        origin = _CURRENT_ORIGIN[-1]
+        if origin == "built-in" and not cls.__module__.startswith("ablate."):
+            origin = f"module {cls.__module__}"  # imported directly, e.g. in a notebook
         spec = ComponentSpec(
             slot=slot,
             name=name,
@@ -160,7 +163,7 @@ def register(
             provides=frozenset(provides),
             needs=frozenset(needs),
             conflicts=dict(conflicts or {}),
-            origin=_CURRENT_ORIGIN[-1],
+            origin=origin,
         )
         REGISTRIES[slot].add(spec)
         cls.component_name = name

@@ -1,0 +1,348 @@
+"""Plugins: a real install of the example package into a temporary virtual environment, a broken
+plugin, autoload off, ``--plugin FILE.py``, provenance in MLflow, and the generated checks on plugins.
+
+Registrations are process-global, so everything that involves installed plugins runs in subprocesses
+of the temporary environment; in-process tests undo their registrations (``isolated_plugins``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+
+import ablate
+from ablate import plugins, registry
+from ablate.cli import main
+from ablate.errors import AblateError
+from ablate.plugins import PluginWarning, load_file, loaded_plugins
+from ablate.registry import REGISTRIES, lookup
+from ablate.testing import check_variant, pair_variants
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "ablate-dyt"
+
+BROKEN_PACKAGE = {
+    "pyproject.toml": """
+        [build-system]
+        requires = ["setuptools>=68"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "ablate-broken"
+        version = "0.0.1"
+
+        [project.entry-points."ablate.plugins"]
+        boom = "ablate_broken.boom"
+        dup = "ablate_broken.dup"
+
+        [tool.setuptools]
+        packages = ["ablate_broken"]
+    """,
+    "ablate_broken/__init__.py": "",
+    # registers a component, then fails: the component must not survive
+    "ablate_broken/boom.py": '''
+        from ablate.registry import register
+        from ablate.slots import Norm
+
+        @register("norm", "halfway", paper="none")
+        class Halfway(Norm):
+            """Registered just before its module fails."""
+
+        raise RuntimeError("boom at import")
+    ''',
+    # a registration error: the name is a built-in's
+    "ablate_broken/dup.py": '''
+        from ablate.registry import register
+        from ablate.slots import Position
+
+        @register("position", "rope", paper="none")
+        class SecondRope(Position):
+            """A second rope."""
+    ''',
+}
+
+LOCAL_PLUGIN = '''
+import torch
+from torch import nn
+
+from ablate.registry import register
+from ablate.slots import Norm
+
+
+@register("norm", "scalenorm", paper="Nguyen & Salazar 2019, Transformers without Tears (ScaleNorm)")
+class ScaleNorm(Norm):
+    """ScaleNorm: one learned scale times x over its L2 norm."""
+
+    def __init__(self, options, dim, bias=True):
+        super().__init__(options, dim, bias)
+        self.scale = nn.Parameter(torch.tensor(dim ** 0.5))
+
+    def forward(self, x):
+        return self.scale * x / x.norm(dim=-1, keepdim=True).clamp_min(1e-5)
+'''
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return root
+
+
+# ------------------------------------------------------------------- the temporary environment
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> dict:
+    """A fresh virtual environment in which pip really installs (built wheels, dist-info, entry
+    points) the example plugin and a broken one.
+
+    The environment sees this checkout's ablate, torch and mlflow through a ``.pth`` file that adds
+    the current interpreter's site-packages after its own (installing torch again would take minutes
+    and need the network); the plugins themselves are installed only in the new environment.
+    """
+    missing = [m for m in ("pip", "setuptools") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"building the example plugin needs {' and '.join(missing)} in this environment")
+    root = tmp_path_factory.mktemp("plugin-env")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True, timeout=60)
+    bindir = "Scripts" if os.name == "nt" else "bin"
+    python = root / "venv" / bindir / ("python.exe" if os.name == "nt" else "python")
+    purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  capture_output=True, text=True, check=True).stdout.strip())
+    purelib.mkdir(parents=True, exist_ok=True)
+    parents = [*site.getsitepackages(), sysconfig.get_paths()["purelib"], str(Path(ablate.__file__).parents[1])]
+    (purelib / "_ablate_parent_env.pth").write_text(
+        "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dict.fromkeys(parents)) + "\n")
+
+    example = root / "ablate-dyt"  # a copy, so the build leaves nothing behind in the checkout
+    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    broken = write_tree(root / "ablate-broken", BROKEN_PACKAGE)
+    done = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                           "--no-cache-dir", "--disable-pip-version-check", "--quiet", str(example), str(broken)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (purelib / "ablate_dyt").is_dir(), "ablate-dyt was not installed into the temporary environment"
+    local = root / "scalenorm.py"
+    local.write_text(LOCAL_PLUGIN)
+    return {"root": root, "python": python, "example": example, "local": local}
+
+
+def ablate_cli(env: dict, *args: str, no_plugins: bool = False) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("ABLATE_NO_PLUGINS", "PYTHONPATH", "PYTHONWARNINGS", "ABLATE_VARIANTS_PATH")}
+    if no_plugins:
+        environ["ABLATE_NO_PLUGINS"] = "1"
+    return subprocess.run([str(env["python"]), "-m", "ablate.cli", *args], cwd=env["root"], env=environ,
+                          capture_output=True, text=True, timeout=180)
+
+
+def plugin_warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "PluginWarning" in line]
+
+
+# ------------------------------------------------------------------------------ installed plugins
+def test_installed_plugin_appears_in_list_and_describe_with_its_origin(venv):
+    listed = ablate_cli(venv, "list", "norm")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if " dyt " in line)
+    assert "plugin ablate-dyt 0.1.0" in row
+    described = ablate_cli(venv, "describe", "dyt")
+    assert described.returncode == 0, described.stderr
+    assert "origin:   plugin ablate-dyt 0.1.0" in described.stdout
+    assert "Transformers without Normalization" in described.stdout and "alpha_init=0.5" in described.stdout
+
+
+def test_broken_plugin_is_one_warning_each_and_everything_else_works(venv):
+    listed = ablate_cli(venv, "list")
+    assert listed.returncode == 0, listed.stderr
+    warned = plugin_warnings(listed.stderr)
+    assert len(warned) == 2, listed.stderr
+    boom = [w for w in warned if "'boom'" in w]
+    dup = [w for w in warned if "'dup'" in w]
+    assert len(boom) == 1 and "ablate-broken 0.0.1" in boom[0] and "RuntimeError: boom at import" in boom[0]
+    assert len(dup) == 1 and "'rope' is already registered" in dup[0]
+    assert "Traceback" not in listed.stderr
+    assert " dyt " in listed.stdout and " rope " in listed.stdout
+    assert "halfway" not in listed.stdout  # registered before its module failed: removed again
+    described = ablate_cli(venv, "describe", "rope")
+    assert "origin:   built-in" in described.stdout
+
+
+def test_autoload_off_hides_installed_plugins(venv):
+    listed = ablate_cli(venv, "list", no_plugins=True)
+    assert listed.returncode == 0, listed.stderr
+    assert " dyt " not in listed.stdout and not plugin_warnings(listed.stderr)
+    missing = ablate_cli(venv, "inspect", "dyt+swiglu", "--size", "tiny", no_plugins=True)
+    assert missing.returncode == 2
+    assert "unknown component or preset 'dyt'" in missing.stderr and missing.stderr.count("\n") == 1
+    # a file the user names still loads with autoload off
+    local = ablate_cli(venv, "--plugin", str(venv["local"]), "describe", "scalenorm", no_plugins=True)
+    assert local.returncode == 0, local.stderr
+    assert f"origin:   file {venv['local']} sha256:" in local.stdout
+
+
+def test_run_with_plugins_records_their_provenance_in_mlflow(venv, tinyshakespeare_path):
+    from mlflow import MlflowClient
+
+    root = venv["root"]
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    done = ablate_cli(venv, "--plugin", str(venv["local"]), "run", "--variant", "dyt+swiglu", "--size", "tiny",
+                      "--context", "32", "--budget", "5steps", "--batch-size", "4", "--eval-points", "1",
+                      "--eval-batches", "1", "--data", str(tinyshakespeare_path), "--tracking-uri", uri,
+                      "--no-log-checkpoint", "--out-dir", str(root / "runs"), "--cache-dir", str(root / "cache"),
+                      "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "finished" and result["variant"] == "dyt+swiglu"
+
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
+    assert run.data.tags["ablate.slot.norm"] == "dyt"
+    provenance = json.loads(run.data.tags["ablate.plugins"])
+    assert {"kind": "entry_point", "name": "dyt", "value": "ablate_dyt", "distribution": "ablate-dyt",
+            "version": "0.1.0"} in provenance
+    digest = hashlib.sha256(venv["local"].read_bytes()).hexdigest()
+    assert {"kind": "file", "path": str(venv["local"]), "sha256": digest} in provenance
+    assert not any(p.get("distribution") == "ablate-broken" for p in provenance)  # it loaded nothing
+
+
+def test_example_plugin_tests_pass_once_installed(venv):
+    """The plugin author's own test file: the one-liner ``check_component("dyt")`` and a unit test."""
+    done = subprocess.run([str(venv["python"]), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+                          cwd=venv["example"], capture_output=True, text=True, timeout=180,
+                          env={k: v for k, v in os.environ.items() if k != "ABLATE_NO_PLUGINS"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+
+
+# ------------------------------------------------------------------------------------ in process
+@pytest.fixture
+def isolated_plugins(monkeypatch):
+    """Undo whatever a test registers or records, so the rest of the suite sees the built-ins only."""
+    registry.ensure_loaded()
+    before = {slot: set(reg.names()) for slot, reg in REGISTRIES.items()}
+    modules = set(sys.modules)
+    monkeypatch.setattr(plugins, "_LOADED", list(plugins._LOADED))
+    monkeypatch.setattr(plugins, "_FILES", dict(plugins._FILES))
+    yield
+    for slot, reg in REGISTRIES.items():
+        for name in set(reg.names()) - before[slot]:
+            reg.remove(name)
+    for name in set(sys.modules) - modules:
+        if name.startswith(("ablate_plugin_", "ablate_test_")):
+            del sys.modules[name]
+
+
+def test_load_file_records_path_and_hash(tmp_path, isolated_plugins):
+    path = tmp_path / "scalenorm.py"
+    path.write_text(LOCAL_PLUGIN)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    load_file(path)
+    load_file(str(path))  # the same file again: nothing new
+    spec = lookup("scalenorm")
+    assert spec.origin == f"file {path.resolve()} sha256:{digest[:12]}"
+    assert loaded_plugins().count({"kind": "file", "path": str(path.resolve()), "sha256": digest}) == 1
+
+
+def test_generated_checks_run_on_a_file_plugin(isolated_plugins, monkeypatch):
+    """check_component("dyt") on the installed plugin runs in test_example_plugin_tests_pass_once_installed;
+    here the same checks run on a file plugin, alone and through a variant file that names it."""
+    from ablate.variant import parse_variant
+
+    load_file(EXAMPLE / "ablate_dyt" / "__init__.py")  # a one-file plugin loads without installing
+    assert lookup("dyt").origin.startswith("file ")
+    assert "dyt+swiglu" in set(pair_variants("dyt"))
+    check_variant("dyt")
+    monkeypatch.setenv("ABLATE_VARIANTS_PATH", str(EXAMPLE / "variants"))
+    variant = parse_variant("llama-dyt")  # a variant file naming a plugin component
+    assert variant["norm"].name == "dyt" and variant["position"].name == "rope"
+    check_variant("llama-dyt")
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        (None, "not found"),
+        ("x = (\n", "syntax error in plugin file"),
+        (LOCAL_PLUGIN.replace('"scalenorm"', '"rmsnorm"'), "'rmsnorm' is already registered"),
+        (LOCAL_PLUGIN.replace("(Norm)", "(object)"), "does not subclass Norm"),
+    ],
+)
+def test_bad_plugin_files_are_one_line_errors(tmp_path, text, needle, capsys, isolated_plugins):
+    path = tmp_path / "plug.py"
+    if text is not None:
+        path.write_text(text)
+    assert main(["--plugin", str(path), "list", "norm"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert lookup("rmsnorm").origin == "built-in" and "scalenorm" not in REGISTRIES["norm"]
+    assert not any(p["kind"] == "file" for p in loaded_plugins())
+
+
+def test_a_bug_in_a_plugin_file_keeps_its_traceback_and_registers_nothing(tmp_path, isolated_plugins):
+    path = tmp_path / "buggy.py"
+    path.write_text(LOCAL_PLUGIN + "\nraise RuntimeError('bug in the plugin')\n")
+    with pytest.raises(RuntimeError, match="bug in the plugin"):
+        load_file(path)
+    assert "scalenorm" not in REGISTRIES["norm"]
+    with pytest.raises(AblateError, match="not a .py file"):
+        load_file(tmp_path / "plugin.txt")
+
+
+def test_failing_entry_point_is_one_warning_and_leaves_nothing(tmp_path, monkeypatch, isolated_plugins):
+    write_tree(tmp_path, {"ablate_test_boom.py": BROKEN_PACKAGE["ablate_broken/boom.py"]})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = EntryPoint(name="boom", value="ablate_test_boom", group=plugins.ENTRY_POINT_GROUP)
+    with pytest.warns(PluginWarning) as caught:
+        assert plugins._load_entry_point(ep) is False
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "'boom'" in message and "RuntimeError: boom at import" in message
+    assert caught[0].filename.endswith("ablate_test_boom.py")  # points at the plugin's failing line
+    assert "halfway" not in REGISTRIES["norm"]
+    assert not any(p.get("name") == "boom" for p in loaded_plugins())
+
+
+def test_entry_point_imported_early_gets_its_plugin_origin(tmp_path, monkeypatch, isolated_plugins):
+    write_tree(tmp_path, {"ablate_test_early.py": LOCAL_PLUGIN})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    __import__("ablate_test_early")  # e.g. by the plugin's own tests, before autoload
+    assert lookup("scalenorm").origin == "module ablate_test_early"
+    ep = EntryPoint(name="early", value="ablate_test_early", group=plugins.ENTRY_POINT_GROUP)
+    assert plugins._load_entry_point(ep) is True
+    assert lookup("scalenorm").origin == "plugin unknown unknown"  # no distribution behind this one
+
+
+def test_autoload_runs_once_and_not_when_switched_off(monkeypatch):
+    calls = []
+    monkeypatch.setattr(plugins, "_entry_points", lambda: calls.append(1) or [])
+    monkeypatch.setattr(plugins, "_AUTOLOADED", False)
+    monkeypatch.setenv("ABLATE_NO_PLUGINS", "1")
+    plugins.autoload()
+    assert calls == []
+    monkeypatch.setenv("ABLATE_NO_PLUGINS", "0")
+    plugins.autoload()
+    plugins.autoload()
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "variants").glob("*.toml")), ids=lambda p: p.stem)
+def test_named_variant_files_resolve(path, monkeypatch):
+    from ablate.variant import parse_variant, read_variant_file
+
+    monkeypatch.setenv("ABLATE_VARIANTS_PATH", str(REPO / "variants"))
+    assert read_variant_file(path)
+    variant = parse_variant(path.stem)
+    assert variant.name != "baseline"
