@@ -1,0 +1,398 @@
+"""Studies: strict study files, exactly-once execution with several workers (journal file and a real
+PostgreSQL), recovery from a SIGKILLed worker, tune-then-compare, search with pruning, and the
+factorial analysis of the report."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ablate import study_cli
+from ablate.cli import main
+from ablate.study import (COMPARE_KEY, K_RUN, K_SKIP, K_WORKER, Context, factorial_design, factorial_effects,
+                          key_of, load_study, storage_url)
+
+study_cli.register()  # `ablate study` in ablate.cli.main (idempotent if cli.py registers it itself)
+
+TINY = {"size": "tiny", "context": 32, "budget": "10steps"}
+TRAIN = {"batch_size": 4, "eval_points": 2, "eval_batches": 2, "log_every": 5}
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def write_study(path: Path, corpus: Path, tables: dict | None = None, **top) -> Path:
+    """A study file: tiny model on the small corpus unless overridden."""
+    top = {"data": str(corpus), **TINY, **top}
+    tables = {"train": {**TRAIN, "cache_dir": str(path.parent / "cache"), "out_dir": str(path.parent / "runs")},
+              **(tables or {})}
+    lines = [f"{k} = {_toml(v)}" for k, v in top.items()]
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {_toml(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def trials_of(file: Path, state_dir: Path | None = None, storage: str | None = None, name: str | None = None):
+    spec = load_study(file, name=name)
+    ctx = Context(spec, storage_url(spec, storage, state_dir))
+    return ctx, ctx.main().get_trials(deepcopy=False)
+
+
+def assert_exactly_once(trials, expected_keys: set[str]) -> None:
+    from optuna.trial import TrialState
+
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    done = Counter(key_of(t.params, COMPARE_KEY) for t in trials
+                   if t.state == TrialState.COMPLETE and not t.user_attrs.get(K_SKIP))
+    assert set(done) == expected_keys, f"missing {expected_keys - set(done)}"
+    assert all(n == 1 for n in done.values()), f"run twice: {[k for k, n in done.items() if n > 1]}"
+
+
+def mlflow_children(uri: str, parent: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("ablate")
+    return client, client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+
+
+def finished_per_key(runs) -> Counter:
+    return Counter((r.data.tags["ablate.variant"], int(r.data.tags["ablate.seed"])) for r in runs
+                   if r.info.status == "FINISHED")
+
+
+# ------------------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "top,tables,needles",
+    [
+        ({"seed": 3, "variants": ["baseline", "rope"]}, None, ["'seed'", "did you mean 'seeds'"]),
+        ({"variants": ["baseline", "rope"]}, {"train": {"batchsize": 4}}, ["batchsize", "batch_size"]),
+        ({"protocol": "grid", "variants": ["baseline", "rope"]}, None, ["protocol", "'grid'", "compare"]),
+        ({"variants": ["rope", "swiglu"]}, None, ["baseline", "not among the variants"]),
+        ({"variants": ["baseline", "ropee"]}, None, ["variants[1]", "did you mean rope"]),
+        ({"variants": ["baseline", "rope"], "seeds": 0}, None, ["seeds", "at least 1"]),
+        ({"variants": ["baseline", "rope"], "metric": "accuracy"}, None, ["metric", "val_bpb"]),
+        ({"variants": ["baseline", "rope"], "budget": "lots"}, None, ["cannot read budget"]),
+        ({"variants": ["baseline", "rope"]}, {"train": {"seed": 1}}, ["train.seed", "set by the study"]),
+        ({"variants": ["baseline", "rope"]}, {"search": {"lr": [1e-3, 3e-3]}}, ["search.lr", "tune-then-compare"]),
+        ({"variants": ["baseline"]}, {"search": {"position": ["learned", "swiglu"]}}, ["search.position", "swiglu"]),
+        ({"protocol": "search", "seeds": 3}, {"search": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
+         ["seeds", "one seed per trial"]),
+        ({"protocol": "search", "seeds": 1}, {"search": {"lr": {"low": 1e-2, "high": 1e-4}}}, ["search.lr", "low < high"]),
+        ({"protocol": "search", "seeds": 1}, {"search": {"lr": {"low": 1e-4, "hi": 1e-2}}}, ["search.lr.hi"]),
+        ({"protocol": "search", "seeds": 1}, {"search": {"mlp": ["gelu"], "pruner": "optimal"}}, ["search.pruner"]),
+        ({"protocol": "tune-then-compare", "variants": ["baseline", "rope"]}, None, ["tune", "[tune] table"]),
+        ({"variants": ["baseline", "rope"]}, {"tune": {"lr": [1e-3]}}, ["tune", "tune-then-compare"]),
+        ({"protocol": "tune-then-compare", "variants": ["baseline", "rope"]}, {"tune": {"lr": [1e-3], "trails": 3}},
+         ["tune.trails", "trials"]),
+    ],
+)
+def test_bad_study_files_name_the_key_and_the_file(top, tables, needles, small_corpus, tmp_path, capsys):
+    file = write_study(tmp_path / "bad.toml", small_corpus, tables, **top)
+    assert main(["study", "show", str(file)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(file) in err or "--set" in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def test_plan_of_a_factorial_and_gpu_overrides(small_corpus, tmp_path, capsys):
+    file = write_study(tmp_path / "f.toml", small_corpus,
+                       {"search": {"position": ["learned", "rope"], "mlp": ["gelu", "swiglu"]},
+                        "gpu": {"size": "cpu", "batch_size": 64}})
+    spec = load_study(file)
+    assert spec.variants == ("baseline", "swiglu", "rope", "rope+swiglu")
+    assert factorial_design(list(spec.variants), "baseline")
+    gpu = load_study(file, gpu=True, sets=["budget=20steps", "seeds=[4, 5]"])
+    assert gpu.name == "f-gpu" and gpu.config.size == "cpu" and gpu.config.batch_size == 64
+    assert gpu.config.budget == "20steps" and gpu.seeds == (4, 5) and gpu.fingerprint() != spec.fingerprint()
+    assert main(["study", "show", str(file)]) == 0
+    assert "rope+swiglu" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- workers
+def test_two_workers_on_a_journal_run_every_trial_once_then_resume_and_report(small_corpus, tmp_path, mlflow_uri,
+                                                                            capsys):
+    file = write_study(tmp_path / "two.toml", small_corpus, name="two-journal", seeds=4,
+                       variants=["baseline", "rope"])
+    argv = ["study", "run", str(file), "--workers", "2", "--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)]
+    assert main(argv) == 0
+    ctx, trials = trials_of(file, tmp_path)
+    expected = {key_of({"variant": v, "seed": s}, COMPARE_KEY) for v in ("baseline", "rope") for s in range(4)}
+    assert_exactly_once(trials, expected)
+    workers = {t.user_attrs[K_WORKER]["pid"] for t in trials if not t.user_attrs.get(K_SKIP)}
+    assert len(workers) == 2  # both worker processes trained
+    _, runs = mlflow_children(mlflow_uri, ctx.main().user_attrs["ablate.mlflow_parent"])
+    assert set(finished_per_key(runs).values()) == {1} and len(finished_per_key(runs)) == 8
+
+    # re-running resumes a finished study: nothing runs again
+    n = len(trials)
+    assert main(argv[:3] + ["--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)]) == 0
+    assert len(trials_of(file, tmp_path)[1]) == n
+    # other settings under the same name are refused
+    capsys.readouterr()
+    assert main(argv + ["--set", "budget=12steps"]) == 2
+    assert "--name NEW" in capsys.readouterr().err
+
+    assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "rope" in out and "baseline" in out and "verdict" in out and "ablate ui" in out
+    assert (tmp_path / "rep" / "report.md").is_file()
+
+
+def _postgres_bin() -> Path | None:
+    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (folder / "initdb").exists() and (folder / "postgres").exists():
+            return folder
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (from the Debian package), stopped by pid afterwards."""
+    pg = _postgres_bin()
+    if pg is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql); skipping the RDB worker test")
+    pytest.importorskip("psycopg2")
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="ablate-pg-"))  # under /tmp: the postgres user must reach it
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("running as root without runuser; cannot start PostgreSQL as the postgres user")
+        shutil.chown(folder, "postgres")
+        as_user = [runuser, "-u", "postgres", "--"]
+    port = _free_port()
+    proc = None
+    try:
+        subprocess.run([*as_user, str(pg / "initdb"), "-D", str(folder / "data"), "-U", "postgres", "--auth=trust",
+                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
+        proc = subprocess.Popen([*as_user, str(pg / "postgres"), "-D", str(folder / "data"), "-p", str(port),
+                                 "-k", str(folder), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import psycopg2
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+                break
+            except psycopg2.OperationalError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.3)
+        conn.autocommit = True
+        conn.cursor().execute("CREATE DATABASE ablate_test")
+        conn.close()
+        yield f"postgresql://postgres@127.0.0.1:{port}/ablate_test"
+    finally:
+        if proc is not None:
+            pid_file = folder / "data" / "postmaster.pid"
+            try:  # the postmaster's own pid (runuser sits in between): SIGINT is a fast shutdown
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
+            except (OSError, ValueError, IndexError):
+                proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_on_postgresql_run_every_trial_once(postgres_url, small_corpus, tmp_path, mlflow_uri):
+    file = write_study(tmp_path / "pg.toml", small_corpus, name="two-postgres", seeds=3,
+                       variants=["baseline", "rope"])
+    argv = ["study", "run", str(file), "--workers", "2", "--storage", postgres_url, "--tracking-uri", mlflow_uri]
+    assert main(argv) == 0
+    ctx, trials = trials_of(file, storage=postgres_url)
+    expected = {key_of({"variant": v, "seed": s}, COMPARE_KEY) for v in ("baseline", "rope") for s in range(3)}
+    assert_exactly_once(trials, expected)
+    assert len({t.user_attrs[K_WORKER]["pid"] for t in trials if not t.user_attrs.get(K_SKIP)}) == 2
+    _, runs = mlflow_children(mlflow_uri, ctx.main().user_attrs["ablate.mlflow_parent"])
+    assert set(finished_per_key(runs).values()) == {1} and len(finished_per_key(runs)) == 6
+
+
+def test_a_sigkilled_worker_loses_nothing_and_repeats_nothing(small_corpus, tmp_path, mlflow_uri):
+    from optuna.trial import TrialState
+
+    file = write_study(tmp_path / "kill.toml", small_corpus, name="killed", seeds=2, budget="60steps",
+                       variants=["baseline", "rope"])
+    argv = ["study", "run", str(file), "--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "ablate.study_cli", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = None
+    deadline = time.time() + 120
+    try:
+        while victim is None and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            try:
+                _, trials = trials_of(file, tmp_path)
+            except Exception:  # the study is not created yet
+                continue
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            victim = next((t for t in trials if t.state == TrialState.RUNNING and K_RUN in t.user_attrs
+                           and done), None)  # mid-trial, after one trial finished
+        assert victim is not None, "no trial was observed running"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ctx, trials = trials_of(file, tmp_path)
+    assert next(t for t in trials if t.number == victim.number).state == TrialState.RUNNING  # left behind
+    parent = ctx.main().user_attrs["ablate.mlflow_parent"]
+
+    assert main(argv) == 0  # re-running finishes the study
+    ctx, trials = trials_of(file, tmp_path)
+    expected = {key_of({"variant": v, "seed": s}, COMPARE_KEY) for v in ("baseline", "rope") for s in range(2)}
+    assert_exactly_once(trials, expected)
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state == TrialState.FAIL and "gone" in killed.user_attrs["ablate.failure"]
+    client, runs = mlflow_children(mlflow_uri, parent)
+    killed_run = client.get_run(victim.user_attrs[K_RUN])
+    assert killed_run.info.status == "FAILED" and killed_run.data.tags["ablate.status"] == "failed"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert set(finished_per_key(runs).values()) == {1} and len(finished_per_key(runs)) == 4
+
+
+# ------------------------------------------------------------------------------------- protocols
+def test_tune_then_compare_uses_each_variants_best_lr(small_corpus, tmp_path, mlflow_uri, capsys):
+    from optuna.trial import TrialState
+
+    file = write_study(tmp_path / "ttc.toml", small_corpus, {"tune": {"lr": [1e-3, 1e-2], "seed": 7}},
+                       name="ttc", protocol="tune-then-compare", seeds=2, variants=["baseline", "swiglu"])
+    assert main(["study", "run", str(file), "--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)]) == 0
+    ctx, trials = trials_of(file, tmp_path)
+    from ablate.study import best_lrs, tuning_table
+
+    best = best_lrs(ctx)
+    table = {row["variant"]: row for row in tuning_table(ctx)}
+    for variant in ("baseline", "swiglu"):
+        tried = table[variant]["tried"]
+        assert [lr for lr, _, _ in tried] == [1e-3, 1e-2]
+        assert best[variant] == min(tried, key=lambda r: r[1])[0]
+    compare = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(compare) == 4 and all(t.params["lr"] == best[t.params["variant"]] for t in compare)
+    capsys.readouterr()
+    assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "learning-rate tuning" in out and "chosen lr" in out
+
+
+def test_search_prunes_and_reports_importances(small_corpus, tmp_path, mlflow_uri, capsys):
+    from optuna.trial import TrialState
+
+    file = write_study(tmp_path / "search.toml", small_corpus,
+                       {"search": {"position": ["learned", "rope"], "lr": {"low": 3e-4, "high": 1e-2, "log": True},
+                                   "trials": 4, "startup_trials": 2, "pruner": "median"},
+                        "train": {**TRAIN, "eval_points": 4, "cache_dir": str(tmp_path / "cache"),
+                                  "out_dir": str(tmp_path / "runs")}},
+                       name="search", protocol="search", seeds=[0], budget="16steps")
+    assert main(["study", "run", str(file), "--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)]) == 0
+    _, trials = trials_of(file, tmp_path)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4
+    assert all(set(t.params) == {"position", "lr"} for t in finished)
+    assert all(t.intermediate_values for t in finished)  # every eval after step 0 was reported to the pruner
+    capsys.readouterr()
+    assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "best trials" in out and ("parameter importances" in out)
+
+
+# ------------------------------------------------------------------------------------- factorial
+def test_factorial_effects_recover_main_effects_and_the_interaction():
+    import numpy as np
+
+    variants = ["baseline", "rope", "rmsnorm", "swiglu", "rope+rmsnorm", "rope+swiglu", "rmsnorm+swiglu",
+                "rope+rmsnorm+swiglu"]
+    factors = factorial_design(variants, "baseline")
+    assert [f.high for f in factors] == ["rope", "rmsnorm", "swiglu"]
+    assert factorial_design(["baseline", "rope", "swiglu"], "baseline") is None  # not a full 2^2
+    assert factorial_design(["baseline", "rope", "alibi", "rope+swiglu"], "baseline") is None
+
+    rng = np.random.default_rng(0)
+    truth = {"rope": -0.10, "rmsnorm": -0.02, "swiglu": -0.06}
+    synergy = -0.04  # rope+swiglu together gain 0.04 more than the sum of their gains
+    rows = []
+    for seed in range(4):
+        seed_shift = rng.normal(0, 0.05)
+        for v in variants:
+            parts = set(v.split("+")) - {"baseline"}
+            y = 3.0 + seed_shift + sum(truth[p] for p in parts)
+            if {"rope", "swiglu"} <= parts:
+                y += synergy
+            rows.append((v, seed, y + rng.normal(0, 0.003)))
+    result = factorial_effects(rows, factors)
+    effects = {e.term: e for e in result.effects}
+    # main effects average over the other factors: rope and swiglu each carry half the synergy
+    assert effects["rope"].estimate == pytest.approx(truth["rope"] + synergy / 2, abs=0.01)
+    assert effects["rmsnorm"].estimate == pytest.approx(truth["rmsnorm"], abs=0.01)
+    assert effects["rope x swiglu"].estimate == pytest.approx(synergy, abs=0.01)
+    assert effects["rope x swiglu"].high < 0  # detected: more than the sum of its parts
+    for term in ("rope x rmsnorm", "rmsnorm x swiglu", "rope x rmsnorm x swiglu"):
+        assert effects[term].low < 0 < effects[term].high  # no interaction there
+    observed, summed, gap = result.additivity
+    assert observed.estimate == pytest.approx(sum(truth.values()) + synergy, abs=0.01)
+    assert summed.estimate == pytest.approx(sum(truth.values()), abs=0.01)
+    assert gap.estimate == pytest.approx(synergy, abs=0.01) and gap.high < 0
+    assert result.df == len(rows) - 8 - 3
+
+
+def test_reaper_fails_trials_of_dead_or_silent_workers_and_queues_them_again(small_corpus, tmp_path, mlflow_uri):
+    from optuna.trial import TrialState
+
+    from ablate.study import K_BEAT, create, reap, worker_identity
+
+    file = write_study(tmp_path / "reap.toml", small_corpus, name="reap", seeds=2, variants=["baseline", "rope"])
+    spec = load_study(file)
+    ctx = Context(spec, storage_url(spec, None, tmp_path), tracking_uri=mlflow_uri, echo=lambda _: None)
+    create(ctx)
+    study = ctx.main()
+    now = time.time()
+    dead = study.ask()  # pops queued trials, as a worker would
+    dead.set_user_attr(K_WORKER, {**worker_identity(), "pid": 2 ** 22 + 7})  # this machine, no such process
+    silent = study.ask()
+    silent.set_user_attr(K_WORKER, {"host": "elsewhere", "boot": "x", "pid": 1, "start": ""})
+    silent.set_user_attr(K_BEAT, now - 10_000)
+    alive = study.ask()
+    alive.set_user_attr(K_WORKER, {"host": "elsewhere", "boot": "x", "pid": 1, "start": ""})
+    alive.set_user_attr(K_BEAT, now)
+    reaped = reap(ctx)
+    assert sorted(reaped[spec.name]) == sorted([dead.number, silent.number])
+    states = {t.number: t for t in ctx.main().get_trials(deepcopy=False)}
+    assert states[dead.number].state == states[silent.number].state == TrialState.FAIL
+    assert "gone" in states[dead.number].user_attrs["ablate.failure"]
+    assert "no heartbeat" in states[silent.number].user_attrs["ablate.failure"]
+    assert states[alive.number].state == TrialState.RUNNING
+    waiting = {key_of(t.params, COMPARE_KEY) for t in states.values() if t.state == TrialState.WAITING}
+    assert key_of(dead.params, COMPARE_KEY) in waiting and key_of(silent.params, COMPARE_KEY) in waiting
+    assert reap(ctx) == {}  # nothing twice
