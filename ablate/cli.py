@@ -357,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
 
-    for register_commands in _EXTRA_COMMANDS:
-        register_commands(sub)
+    from ablate.study_cli import add_study_commands
+
+    add_study_commands(sub)
     return parser
 
 
@@ -368,10 +369,6 @@ def add_tracking_flags(p: argparse.ArgumentParser, run: bool = True) -> None:
     p.add_argument("--experiment", default=None, help="MLflow experiment (default 'ablate')")
     if run:
         p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-
-
-# later modules add their subcommands here (compare, ui, study)
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:
