@@ -47,3 +47,15 @@ def test_user_errors_exit_2_with_one_line(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_every_command_group_is_reachable_from_the_main_cli(capsys):
+    from pathlib import Path
+
+    quickstart = Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml"
+    assert main(["study", "show", str(quickstart)]) == 0
+    assert "quickstart" in capsys.readouterr().out
+    for command in ("run", "sample", "compare", "ui", "study", "list", "describe", "inspect"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
