@@ -94,14 +94,6 @@ def add_study_commands(sub) -> None:
     p.set_defaults(func=cmd_show)
 
 
-def register() -> None:
-    """Make `ablate study` available in ablate.cli's parser (for callers of ablate.cli.main)."""
-    from ablate import cli
-
-    if add_study_commands not in cli._EXTRA_COMMANDS:
-        cli._EXTRA_COMMANDS.append(add_study_commands)
-
-
 # ------------------------------------------------------------------------------------- helpers
 def _spec_and_ctx(args, label: str = "", must_exist: bool = True):
     from ablate.study import Context, load_study, storage_url
@@ -571,8 +563,7 @@ def _report_search(ctx, out: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
-    """`python -m ablate.study_cli ...`: the ablate command line with `study` registered (worker processes)."""
-    register()
+    """`python -m ablate.study_cli ...`: the ablate command line (used to start worker processes)."""
     from ablate.cli import main as cli_main
 
     return cli_main(argv)

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ablate import study_cli
 from ablate.cli import main
 from ablate.study import (COMPARE_KEY, K_RUN, K_SKIP, K_WORKER, Context, factorial_design, factorial_effects,
                           key_of, load_study, storage_url)
 
-study_cli.register()  # `ablate study` in ablate.cli.main (idempotent if cli.py registers it itself)
 
 TINY = {"size": "tiny", "context": 32, "budget": "10steps"}
 TRAIN = {"batch_size": 4, "eval_points": 2, "eval_batches": 2, "log_every": 5}
