@@ -4,7 +4,14 @@ the product itself never reads that folder: tests hand the files to it through i
 import os
 from pathlib import Path
 
-import pytest
+# Tiny models run fastest on one thread, and a second thread per process oversubscribes a busy
+# 2-core machine badly (seen: 30x slower). Subprocesses started by tests inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
