@@ -5,6 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
 .venv/bin/ablate study run studies/quickstart.toml "$@"
-.venv/bin/ablate study report studies/quickstart.toml
-echo
-echo "Curves and runs: .venv/bin/ablate ui   (MLflow UI on http://127.0.0.1:5000)"
+.venv/bin/ablate study report studies/quickstart.toml  # ends with how to open the MLflow UI
