@@ -541,7 +541,9 @@ def retry_callback():
     cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
     if cls is None:
         cls = optuna.storages.RetryFailedTrialCallback
-    return cls(max_retry=MAX_RETRY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(max_retry=MAX_RETRY)
 
 
 def _sqlalchemy_url(url: str) -> str:
@@ -845,15 +847,20 @@ def make_sampler(name: str, seed: int, startup: int, space: dict | None = None):
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
-def make_pruner(name: str, eval_points: int):
+def make_pruner(name: str, eval_points: int, startup: int = 5):
+    """Pruners over the evaluations of a run (reported as 1, 2, ... eval_points, after step 0).
+
+    Early in training the loss curves of different learning rates and warmups cross, so neither
+    pruner judges the first half of the budget: median pruning starts at the evaluation past the
+    half, after ``startup`` finished trials; successive halving's first rung is at that evaluation.
+    """
     import optuna
 
-    # intermediate values are reported per evaluation (1, 2, ... eval_points), after step 0
+    half = max(1, eval_points // 2)
     if name == "median":
-        # prune from the second evaluation on, against the median of earlier trials at that evaluation
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1, interval_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=max(1, startup), n_warmup_steps=half, interval_steps=1)
     if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=half, reduction_factor=2)
     return optuna.pruners.NopPruner()
 
 
@@ -1416,7 +1423,7 @@ def work(ctx: Context) -> WorkSummary:
     elif spec.protocol == "search":
         s = spec.search
         study = ctx.main(sampler=make_sampler(s["sampler"], s["seed"] + ctx.worker_index, s["startup_trials"]),
-                         pruner=make_pruner(s["pruner"], spec.config.eval_points))
+                         pruner=make_pruner(s["pruner"], spec.config.eval_points, s["startup_trials"]))
         work_sampled(ctx, study, search_objective(ctx, spec.name, parent), s["trials"])
     else:
         tune_parent = attrs.get("ablate.mlflow_tune_parent", parent)
@@ -1429,7 +1436,7 @@ def work(ctx: Context) -> WorkSummary:
             for variant in spec.variants:
                 name = tune_study_name(spec, variant)
                 study = ctx.load(name, sampler=make_sampler(t["sampler"], ctx.worker_index, min(4, t["trials"])),
-                                 pruner=make_pruner(t["pruner"], spec.config.eval_points))
+                                 pruner=make_pruner(t["pruner"], spec.config.eval_points, min(4, t["trials"])))
                 work_sampled(ctx, study, search_objective(ctx, name, tune_parent, variant), t["trials"])
         wait_for(ctx, ctx.stage_names()[:-1])
         best = best_lrs(ctx, require_complete=True)

@@ -1,4 +1,4 @@
-"""`ablate study ...`: run, join, watch and report declarative studies (see :mod:`ablate.study`).
+"""`ablate study ...`: run, join, watch and report declarative studies (file format: ablate/study.py).
 
     ablate study run studies/positions.toml [--workers N] [--storage URL|PATH] [--gpu] [--set k=v]
     ablate study worker studies/positions.toml --storage postgresql://...   # join from another machine
@@ -9,8 +9,8 @@
 `run` creates the study once (Optuna studies, MLflow parent run, the queue of (variant, seed) trials),
 then starts N worker processes that pop trials from the storage until none is left; re-running it
 resumes and never repeats a finished (variant, seed). With the default journal storage under
-``<study dir>/.state/`` every worker must be on this machine (or share the folder); with an RDB URL
-(``postgresql://user@host/db``) workers on other machines join with `ablate study worker` and the
+<study dir>/.state/ every worker must be on this machine (or share the folder); with an RDB URL
+(postgresql://user@host/db) workers on other machines join with `ablate study worker` and the
 same file, flags and tracking URI.
 """
 
@@ -120,7 +120,7 @@ def default_threads(workers: int) -> int:
         idle = cores - os.getloadavg()[0]
     except OSError:
         idle = cores
-    return max(1, min(share, int(idle // workers)))
+    return max(1, min(share, round(idle / workers)))
 
 
 def _set_threads(threads: int | None) -> None:
@@ -416,13 +416,22 @@ def _tuning_section(ctx, console, Table) -> str:
     md = [f"\n## Learning-rate tuning\n\nEach variant's lr was chosen on seed {spec.tune['seed']} "
           f"(not one of the compared seeds) with budget {spec.tune['budget']}; the comparison above uses it.\n",
           "| variant | " + f"{spec.metric} at each lr tried | chosen lr |", "| --- | --- | ---: |"]
+    edge = []
     for row in rows:
         tried = ", ".join(f"{lr:.3g}: " + ("pruned" if v is None else "diverged" if v == float("inf") else f"{v:.4f}")
                           for lr, v, _ in row["tried"])
         best = f"{row['best']:.3g}" if row["best"] else "—"
+        lrs = [lr for lr, _, _ in row["tried"]]
+        if spec.tune_is_grid and row["best"] and len(lrs) > 1 and row["best"] in (min(lrs), max(lrs)):
+            edge.append(f"{row['variant']} ({best})")
         table.add_row(row["variant"], tried, best)
         md.append(f"| {row['variant']} | {tried} | {best} |")
     console.print(table)
+    if edge:
+        warning = (f"best lr at the edge of the range tried for {', '.join(edge)}: its optimum may lie beyond; "
+                   "widen [tune] lr to be sure no variant is held back")
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        md.append(f"\nWarning: {warning}.")
     return "\n".join(md) + "\n"
 
 
@@ -484,6 +493,31 @@ def _plot_effects(result, path: Path) -> Path | None:
     return path
 
 
+def _importance_targets(study, trials, metric: str):
+    """(title, study, note) to compute importances on: the final value of the completed trials, and,
+    when pruning stopped some, the value every trial reached at the last evaluation they all had."""
+    import optuna
+    from optuna.trial import TrialState
+
+    out = []
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    keys = {k for t in complete for k in t.params}
+    if len(complete) >= 2 and any(len({t.params.get(k) for t in complete}) > 1 for k in keys):
+        out.append((f"final {metric} ({len(complete)} completed trials)", study,
+                    "pruned trials have no final value and are left out."))
+    reached = [t for t in trials if t.intermediate_values]
+    if len(reached) > len(complete) and len(reached) >= 2:  # some were pruned
+        k = min(max(t.intermediate_values) for t in reached)
+        mem = optuna.create_study(direction="minimize")
+        for t in reached:
+            if k in t.intermediate_values and t.distributions:
+                mem.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                        value=t.intermediate_values[k]))
+        out.append((f"{metric} at evaluation {k} (all {len(mem.trials)} trials)", mem,
+                    f"the {metric} every trial reached (pruned ones included) at evaluation {k} of the budget."))
+    return out
+
+
 def _report_search(ctx, out: Path) -> list[Path]:
     import optuna
     from optuna.trial import TrialState
@@ -508,13 +542,17 @@ def _report_search(ctx, out: Path) -> list[Path]:
 
     ranked = sorted(trials, key=score)
     params = sorted({k for t in trials for k in t.params if k not in spec.slots and k != "variant"})
+    n_complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+    counts = f"{n_complete} completed, {len(trials) - n_complete} pruned"
     table = Table(title=f"search {spec.name}: best trials by final {spec.metric} "
-                        f"({len(trials)} finished, seed {spec.seeds[0]}, budget {spec.config.budget})")
+                        f"({counts}; seed {spec.seeds[0]}, budget {spec.config.budget})")
     for col in ("rank", "trial", "variant", *params, spec.metric, "state"):
         table.add_column(col, justify="right" if col not in ("variant", "state") else "left")
     md = [f"# Search {spec.name}\n", f"{spec.description}\n",
-          f"Sampler {spec.search['sampler']}, pruner {spec.search['pruner']}, {len(trials)} finished trials on seed "
-          f"{spec.seeds[0]}, budget {spec.config.budget}, size {spec.config.size}, data {spec.config.data}.\n",
+          f"Sampler {spec.search['sampler']}, pruner {spec.search['pruner']}, {counts} trials on seed "
+          f"{spec.seeds[0]}, budget {spec.config.budget}, size {spec.config.size}, data {spec.config.data}. "
+          f"Completed trials rank first by final {spec.metric}; pruned ones follow with the value at which "
+          "they were stopped.\n",
           "| rank | trial | variant | " + " | ".join(params) + f" | {spec.metric} | state |",
           "| ---: | ---: | --- | " + " | ".join("---:" for _ in params) + " | ---: | --- |"]
     for rank, t in enumerate(ranked[:15], 1):
@@ -528,25 +566,24 @@ def _report_search(ctx, out: Path) -> list[Path]:
         md.append("| " + " | ".join(cells) + " |")
     console.print(table)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    varying = {k for k in {k for t in complete for k in t.params} if len({t.params.get(k) for t in complete}) > 1}
-    if len(complete) >= 2 and varying:
+    for title, imp_study, note in _importance_targets(study, trials, spec.metric):
         try:
-            importances = optuna.importance.get_param_importances(study)
+            importances = optuna.importance.get_param_importances(
+                imp_study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
         except Exception as err:  # too few trials or a degenerate space
-            importances = {}
-            console.print(f"[yellow]no parameter importances:[/] {err}", highlight=False)
-        if importances:
-            imp = Table(title="parameter importances (fANOVA over the completed trials)")
-            imp.add_column("parameter")
-            imp.add_column("importance", justify="right")
-            md += ["\n## Parameter importances\n", "fANOVA over the completed trials (pruned ones are left out).\n",
-                   "| parameter | importance |", "| --- | ---: |"]
-            for k, v in importances.items():
-                imp.add_row(k, f"{v:.3f}")
-                md.append(f"| {k} | {v:.3f} |")
-            console.print(imp)
-    else:
-        console.print("parameter importances need at least two completed trials that differ", highlight=False)
+            console.print(f"[yellow]no parameter importances ({title}):[/] {err}", highlight=False)
+            continue
+        imp = Table(title=f"parameter importances (fANOVA), {title}")
+        imp.add_column("parameter")
+        imp.add_column("importance", justify="right")
+        md += [f"\n## Parameter importances, {title}\n",
+               f"fANOVA (share of the variance of the value each parameter explains); {note} "
+               "With few trials, and with TPE sampling mostly near the best region, treat these as rough.\n",
+               "| parameter | importance |", "| --- | ---: |"]
+        for k, v in importances.items():
+            imp.add_row(k, f"{v:.3f}")
+            md.append(f"| {k} | {v:.3f} |")
+        console.print(imp)
     if complete:
         best = min(complete, key=lambda t: t.value)
         line = (f"best: trial {best.number}, {best.user_attrs.get('ablate.variant')} "
