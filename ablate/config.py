@@ -104,15 +104,21 @@ def coerce(key: str, value: Any, where: str = "") -> Any:
     return value
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path, what: str, hint: str = "") -> dict[str, Any]:
+    """A user's TOML file (config, study, variant); a missing or malformed file is one clear line."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise AblateError(f"config file {path} not found") from None
+        raise AblateError(f"{what} {path} not found{hint}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AblateError(f"cannot read {what} {path}: {err}") from None
     except tomllib.TOMLDecodeError as err:
-        raise AblateError(f"config file {path} is not valid TOML: {err}") from None
-    return {k: coerce(k, v, str(path)) for k, v in data.items()}
+        raise AblateError(f"{what} {path} is not valid TOML: {err}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    return {k: coerce(k, v, str(path)) for k, v in read_toml(path, "config file").items()}
 
 
 def make_config(file: str | Path | None = None, **overrides) -> RunConfig:

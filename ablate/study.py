@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.config import RunConfig, coerce, validate
+from ablate.config import RunConfig, coerce, read_toml, validate
 from ablate.errors import AblateError
 from ablate.train import Callback, RunResult, RunState, StopRun
 
@@ -309,12 +309,7 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
 def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (), name: str | None = None) -> StudySpec:
     """Read and check a study file; ``gpu`` applies its [gpu] table, ``sets`` are ``key=value`` overrides."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise AblateError(f"study file {path} not found; see studies/ for examples") from None
-    except tomllib.TOMLDecodeError as err:
-        raise AblateError(f"study file {path} is not valid TOML: {err}") from None
+    data = read_toml(path, "study file", "; see studies/ for examples")
     for key in data:
         if key not in STUDY_KEYS and key not in TABLES:
             raise _unknown(path, key, (*STUDY_KEYS, *(f"[{t}]" for t in TABLES)))

@@ -20,11 +20,11 @@ import hashlib
 import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ablate.config import read_toml
 from ablate.errors import AblateError
 from ablate.presets import ARCHITECTURES
 from ablate.registry import SLOTS, ComponentSpec, lookup
@@ -188,10 +188,7 @@ def find_variant_file(name: str) -> Path | None:
 
 
 def read_variant_file(path: Path) -> str:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise AblateError(f"cannot read variant file {path}: {err}") from None
+    data = read_toml(path, "variant file")
     unknown = set(data) - {"variant", "description"}
     if unknown or not isinstance(data.get("variant"), str):
         raise AblateError(
