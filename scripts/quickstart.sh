@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
-.venv/bin/ablate study run studies/quickstart.toml "$@"
-.venv/bin/ablate study report studies/quickstart.toml  # ends with how to open the MLflow UI
+# --report: the verdict table (for the same flags, e.g. --set seeds=5), then how to open the MLflow UI
+.venv/bin/ablate study run studies/quickstart.toml --report "$@"
