@@ -188,7 +188,7 @@ def cmd_run(args) -> int:
 
     config = config_from_args(args)
     callbacks = [LiveView(quiet=args.json)]
-    tracker = make_tracker(args, config)
+    tracker = make_tracker(args)
     if tracker is not None:
         callbacks.append(tracker)
     try:
@@ -203,7 +203,7 @@ def cmd_run(args) -> int:
     return 0 if result.status in ("finished", "pruned") else 1
 
 
-def make_tracker(args, config):
+def make_tracker(args):
     """The MLflow tracker for this run, or None with --no-track."""
     if getattr(args, "no_track", False):
         return None
@@ -232,7 +232,6 @@ def cmd_sample(args) -> int:
 # ------------------------------------------------------------------------------- compare and ui
 def cmd_compare(args) -> int:
     from ablate.compare import compare, default_report_dir, load_records, log_report
-    from ablate.report import render_table
 
     records = load_records(tracking_uri=args.tracking_uri, experiment=args.experiment, group=args.group,
                            run_ids=args.run_ids, metric=args.metric)
@@ -244,17 +243,9 @@ def cmd_compare(args) -> int:
         from ablate.report import write_report
 
         paths = write_report(comparison, records, out)
-    else:
-        parent = None
-        if args.group:
-            from ablate.track import client_for
-
-            client, _ = client_for(args.tracking_uri)
-            exp = client.get_experiment_by_name(args.experiment or "ablate")
-            parent = client.search_runs([exp.experiment_id], f"tags.`ablate.group` = '{args.group}'",
-                                        max_results=1)[0].info.run_id
+    else:  # a group's report goes to the group's own parent run; other comparisons get one of their own
         paths = log_report(comparison, records, out, tracking_uri=args.tracking_uri, experiment=args.experiment,
-                           parent_run_id=parent, name=f"compare {label}")
+                           name=args.group or f"compare {label}")
     console.print(f"report: {', '.join(str(p) for p in paths)}")
     return 0
 

@@ -114,8 +114,6 @@ class MLflowTracker(Callback):
         try:
             self.client, self.uri = client_for(self.uri_arg)
             exp_id = get_experiment_id(self.client, self.experiment, self.uri)
-        except AblateError:
-            raise
         except Exception as err:  # a bad URI or an unreachable server is the user's to fix
             raise AblateError(f"cannot use MLflow tracking URI {tracking_uri(self.uri_arg)!r}: {err}; "
                               "fix --tracking-uri / MLFLOW_TRACKING_URI or pass --no-track") from None

@@ -379,17 +379,13 @@ def _finish(state: RunState, callbacks, status, message, history, eval_rows, ses
 
 def load_checkpoint_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPT, RunConfig, Any]:
     """The model of a run directory, with its tokenizer, for sampling."""
-    from ablate.data.prepare import prepare
-
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT
     if not path.exists():
         raise AblateError(f"no checkpoint in {run_dir}; pass the run directory printed by `ablate run`")
     ckpt = torch.load(path, map_location=device, weights_only=True)
     config = RunConfig(**ckpt["config"])
-    variant, dims, *_ = prepare_run(config)
+    variant, dims, _, data, *_ = prepare_run(config)
     model = build_model(variant, dims, device=device)
     model.load_state_dict(ckpt["model"])
-    data = prepare(config.data, config.tokenizer, cache_dir=Path(config.cache_dir),
-                   data_file=Path(config.data_file) if config.data_file else None)
     return model.eval(), config, data.tokenizer
