@@ -8,7 +8,6 @@ Each block gets its own attention and MLP; the one position module is shared by 
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
@@ -17,7 +16,7 @@ from torch import nn
 
 from ablate.errors import AblateError
 from ablate.presets import Size
-from ablate.slots import Dims, KVCache
+from ablate.slots import Component, Dims, InitContext, KVCache, components
 from ablate.variant import Variant
 
 
@@ -46,20 +45,22 @@ class GPT(nn.Module):
         self.head = nn.Linear(dims.d_model, dims.vocab_size, bias=False)
         if variant.model.tie:
             self.head.weight = self.tok_emb.weight
-        self.apply(self._init_weights)
-        # GPT-2's scaled init of the projections that write into the residual stream
-        for name, p in self.named_parameters():
-            if name.endswith("out_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * dims.n_layers))
+        self.init_weights(InitContext(dims.n_layers))
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    def init_weights(self, init: InitContext) -> None:
+        """GPT-2's init, each component owning its part (``ablate.slots.Component``); no name is read.
+
+        The random draws keep GPT-2's order: embedding, components in module order, head (so a tied
+        embedding holds the head's draw), then the residual projections' scaled weights.
+        """
+        init.normal_(self.tok_emb.weight)
+        for component in components(self):
+            component.init_weights(init)
+        init.normal_(self.head.weight)
+        for module in self.modules():
+            if isinstance(module, Component):
+                for projection in module.residual_projections():
+                    init.residual_(projection)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches: list[KVCache] | None = None):
         """idx: (B, T) token ids. targets: (B, T), -1 where the loss ignores a position.

@@ -3,6 +3,9 @@
 The skeleton (``ablate.model``) talks to these interfaces only. A component receives its own frozen
 options and the model ``Dims``, nothing else.
 
+Every base class is a ``Component``: it initialises its own parameters (``init_weights``) and
+declares the projections that write into the residual stream (``residual_projections``).
+
 Shapes: B batch, T new tokens, S all key positions (past + new), H query heads, K key/value heads,
 D head dim, C model width.
 """
@@ -10,7 +13,7 @@ D head dim, C model width.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +43,76 @@ class Dims:
 NormFactory = Callable[[int], nn.Module]
 
 
-class Position(nn.Module):
+@dataclass(frozen=True)
+class InitContext:
+    """The init scales a component's ``init_weights`` receives: GPT-2's unless the model says otherwise."""
+
+    n_layers: int
+    std: float = 0.02
+
+    @property
+    def residual_std(self) -> float:
+        """GPT-2's scaled init for residual projections: 2 per layer add to the stream, so 1/√(2L)."""
+        return self.std / math.sqrt(2 * self.n_layers)
+
+    def normal_(self, tensor: torch.Tensor, std: float | None = None) -> torch.Tensor:
+        return nn.init.normal_(tensor, mean=0.0, std=self.std if std is None else std)
+
+    def standard(self, component: nn.Module) -> None:
+        """GPT-2's init of what ``component`` owns: N(0, std) for every Linear/Embedding weight, zero biases."""
+        for module in own_modules(component):
+            if isinstance(module, nn.Linear):
+                self.normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                self.normal_(module.weight)
+
+    def residual_(self, projection: nn.Module) -> None:
+        """The skeleton's scaled init of one declared residual projection (its weight only)."""
+        self.normal_(projection.weight, self.residual_std)
+
+
+class Component(nn.Module):
+    """What every slot's base class shares: a component owns its parameters and their init.
+
+    The skeleton calls ``init_weights`` once on every component, components inside another first
+    (a block's attention and MLP before the block), then draws the weight of every module that a
+    component lists in ``residual_projections`` from N(0, ``init.residual_std``). It never looks at
+    parameter names and touches nothing else.
+    """
+
+    def init_weights(self, init: InitContext) -> None:
+        """Initialise this component's own parameters (not those of components inside it).
+
+        The default is GPT-2's (``init.standard``): N(0, 0.02) for every ``nn.Linear`` and
+        ``nn.Embedding`` weight, zero biases. Other parameters keep what the constructor gave them
+        (a norm's ones, a zero-init gate). Override it to initialise differently.
+        """
+        init.standard(self)
+
+    def residual_projections(self) -> Sequence[nn.Module]:
+        """The modules (with a ``weight``) whose output is added to the residual stream; none by default."""
+        return ()
+
+
+def own_modules(component: nn.Module) -> Iterator[nn.Module]:
+    """The modules ``component`` owns, children first (``nn.Module.apply``'s order), without other components."""
+    for child in component.children():
+        if not isinstance(child, Component):
+            yield from own_modules(child)
+    yield component
+
+
+def components(model: nn.Module) -> Iterator[Component]:
+    """Every component inside ``model``, components inside another first (the order they initialise in)."""
+    for child in model.children():
+        yield from components(child)
+    if isinstance(model, Component):
+        yield model
+
+
+class Position(Component):
     """A position scheme. Each hook defaults to "does nothing", so a scheme overrides only its own.
 
     ``pos`` holds the absolute positions of the tokens being processed (T,), which start after the
@@ -65,7 +137,7 @@ class Position(nn.Module):
         return None
 
 
-class Norm(nn.Module):
+class Norm(Component):
     """A normalisation layer over the last dimension."""
 
     def __init__(self, options, dim: int, bias: bool = True):
@@ -73,8 +145,11 @@ class Norm(nn.Module):
         self.options = options
 
 
-class MLP(nn.Module):
-    """The position-wise feed-forward network. Its last projection is named ``out_proj``."""
+class MLP(Component):
+    """The position-wise feed-forward network.
+
+    Its output is added to the residual stream: ``residual_projections`` returns its last projection.
+    """
 
     def __init__(self, options, dims: Dims):
         super().__init__()
@@ -99,8 +174,8 @@ class KVCache:
         return self.k[:, :, : self.length], self.v[:, :, : self.length]
 
 
-class Attention(nn.Module):
-    """Causal self-attention. Its output projection is named ``out_proj``.
+class Attention(Component):
+    """Causal self-attention. ``residual_projections`` returns its output projection.
 
     ``kv_heads`` says how many key/value heads it keeps (for KV-cache accounting).
     """
@@ -115,7 +190,7 @@ class Attention(nn.Module):
         raise NotImplementedError
 
 
-class Block(nn.Module):
+class Block(Component):
     """A residual layout: how attention, MLP and norms are wired around the residual stream.
 
     ``final_norm`` says whether the model applies a norm after the last block (pre-norm layouts do;

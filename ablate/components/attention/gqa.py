@@ -41,6 +41,9 @@ class GroupedQueryAttention(Attention):
     def resolve_kv_heads(self, dims: Dims) -> int:
         return self.options.kv_heads
 
+    def residual_projections(self):
+        return [self.out_proj]
+
     def forward(self, x, position, pos, cache: KVCache | None = None):
         b, t, _ = x.shape
         q, k, v = self.qkv(x).split(

@@ -33,6 +33,9 @@ class SeparateHeadsAttention(Attention):
         self.out_proj = nn.Linear(dims.d_model, dims.d_model, bias=dims.bias)
         self.attn_dropout = nn.Dropout(dims.dropout)
 
+    def residual_projections(self):
+        return [self.out_proj]
+
     def forward(self, x, position, pos, cache: KVCache | None = None):
         q = torch.stack([h.query(x) for h in self.heads], dim=1)  # (B, H, T, D)
         k = torch.stack([h.key(x) for h in self.heads], dim=1)

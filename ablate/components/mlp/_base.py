@@ -31,6 +31,9 @@ class DenseMLP(MLP):
     def forward(self, x):
         return self.out_proj(self.activation(self.fc(x)))
 
+    def residual_projections(self):
+        return [self.out_proj]
+
 
 class GatedMLP(MLP):
     def activation(self, x):
@@ -45,3 +48,6 @@ class GatedMLP(MLP):
 
     def forward(self, x):
         return self.out_proj(self.activation(self.gate(x)) * self.up(x))
+
+    def residual_projections(self):
+        return [self.out_proj]
