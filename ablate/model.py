@@ -16,7 +16,7 @@ from torch import nn
 
 from ablate.errors import AblateError
 from ablate.presets import Size
-from ablate.slots import Component, Dims, InitContext, KVCache, components
+from ablate.slots import Component, DecodeState, Dims, InitContext, components
 from ablate.variant import Variant
 
 
@@ -62,10 +62,12 @@ class GPT(nn.Module):
                 for projection in module.residual_projections():
                     init.residual_(projection)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches: list[KVCache] | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                caches: list[DecodeState] | None = None):
         """idx: (B, T) token ids. targets: (B, T), -1 where the loss ignores a position.
 
-        With ``caches`` (one per layer) the tokens continue the cached sequence (KV-cached decoding).
+        With ``caches`` (one decoding state per layer, from ``new_caches``) the tokens continue the
+        cached sequence (incremental decoding: a KV cache, or a recurrent state).
         Returns logits (B, T, V) and the mean loss (or None).
         """
         b, t = idx.shape
@@ -80,12 +82,10 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 
-    def new_caches(self, batch: int, max_len: int, device=None, dtype=None) -> list[KVCache]:
+    def new_caches(self, batch: int, max_len: int, device=None, dtype=None) -> list[DecodeState]:
+        """One decoding state per layer, each made by that layer's token mixer."""
         ref = self.tok_emb.weight
-        return [
-            KVCache(batch, blk.attn.kv_heads, max_len, self.dims.head_dim, device or ref.device, dtype or ref.dtype)
-            for blk in self.blocks
-        ]
+        return [blk.attn.new_cache(batch, max_len, device or ref.device, dtype or ref.dtype) for blk in self.blocks]
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

@@ -156,7 +156,18 @@ class MLP(Component):
         self.options = options
 
 
-class KVCache:
+class DecodeState:
+    """What one layer's token mixer keeps between incremental decoding calls.
+
+    Made by ``Attention.new_cache``; ``length`` counts the positions already processed, which is all
+    the skeleton reads (the next token's position). What else it holds is the mixer's business: keys
+    and values (``KVCache``), or a recurrent network's hidden state.
+    """
+
+    length: int = 0
+
+
+class KVCache(DecodeState):
     """Keys and values of one attention layer, preallocated to ``max_len`` positions."""
 
     def __init__(self, batch: int, kv_heads: int, max_len: int, head_dim: int, device, dtype):
@@ -177,16 +188,27 @@ class KVCache:
 class Attention(Component):
     """Causal self-attention. ``residual_projections`` returns its output projection.
 
-    ``kv_heads`` says how many key/value heads it keeps (for KV-cache accounting).
+    The slot holds any causal token mixer (attention, or a recurrent network). For incremental decoding
+    each layer's module makes its own ``DecodeState`` with ``new_cache``; the default is a ``KVCache``.
+    For cost accounting it declares ``kv_heads`` (key/value heads cached per token; 0 for a recurrent
+    mixer), ``state_size`` (elements of fixed-size state kept per sequence, whatever its length) and
+    ``scores`` (whether it computes attention scores over the context).
     """
 
     kv_heads: int
+    state_size: int = 0
+    scores: bool = True
 
     def __init__(self, options, dims: Dims, make_norm: NormFactory):
         super().__init__()
         self.options = options
+        self.head_dim = dims.head_dim
 
-    def forward(self, x, position: Position, pos: torch.Tensor, cache: KVCache | None = None):
+    def new_cache(self, batch: int, max_len: int, device, dtype) -> DecodeState:
+        """This layer's decoding state for ``batch`` sequences of up to ``max_len`` positions."""
+        return KVCache(batch, self.kv_heads, max_len, self.head_dim, device, dtype)
+
+    def forward(self, x, position: Position, pos: torch.Tensor, cache: DecodeState | None = None):
         raise NotImplementedError
 
 
@@ -206,7 +228,7 @@ class Block(Component):
         self.mlp = mlp
         self.dropout = nn.Dropout(dims.dropout)
 
-    def forward(self, x, position: Position, pos: torch.Tensor, cache: KVCache | None = None):
+    def forward(self, x, position: Position, pos: torch.Tensor, cache: DecodeState | None = None):
         raise NotImplementedError
 
 

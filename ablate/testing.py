@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ablate.errors import AblateError
 from ablate.model import GPT, build_model
 from ablate.registry import SLOTS, all_specs, lookup
 from ablate.slots import Dims
@@ -33,8 +34,12 @@ def tiny_model(variant: str, dims: Dims = TINY, seed: int = 0) -> GPT:
     return model.eval()
 
 
-def pair_variants(name: str | None = None) -> Iterator[str]:
-    """Variant strings pairing components of two different slots (all pairs, or those with ``name``)."""
+def pair_variants(name: str | None = None, compatible: bool = True) -> Iterator[str]:
+    """Variant strings pairing components of two different slots (all pairs, or those with ``name``).
+
+    Pairs that a declared need or conflict rules out (e.g. ``rope+lstm``) are left out; with
+    ``compatible=False`` only those are given, to check that they fail when resolved.
+    """
     specs = all_specs()
     for i, a in enumerate(specs):
         for b in specs[i + 1 :]:
@@ -42,7 +47,17 @@ def pair_variants(name: str | None = None) -> Iterator[str]:
                 continue
             if name is not None and name not in (a.name, b.name):
                 continue
-            yield f"{a.name}+{b.name}"
+            variant = f"{a.name}+{b.name}"
+            if _resolves(variant) == compatible:
+                yield variant
+
+
+def _resolves(variant: str) -> bool:
+    try:
+        parse_variant(variant)
+    except AblateError:
+        return False
+    return True
 
 
 def check_forward(model: GPT) -> None:

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from ablate.registry import all_specs
 from ablate.slots import causal_attention
 from ablate.testing import TINY, check_causal, check_forward, check_kv_cache, pair_variants, tiny_model
-from ablate.variant import BASELINE
+from ablate.errors import AblateError
+from ablate.variant import BASELINE, parse_variant
 
 SINGLES = [s.name if s.name != BASELINE[s.slot] else "baseline" for s in all_specs()]
 PAIRS = list(pair_variants())
@@ -30,11 +31,18 @@ def test_pair_of_slots(variant):
 
 
 def test_pairs_cover_every_position_with_every_attention():
+    """Every position × attention pair is checked, or is declared incompatible and fails to resolve."""
     positions = [s.name for s in all_specs("position")]
     attentions = [s.name for s in all_specs("attention")]
+    ruled_out = set(pair_variants(compatible=False))
     for p in positions:
         for a in attentions:
-            assert f"{p}+{a}" in PAIRS or f"{a}+{p}" in PAIRS
+            pair = {f"{p}+{a}", f"{a}+{p}"}
+            assert pair & set(PAIRS) or pair & ruled_out
+            for variant in pair & ruled_out:
+                with pytest.raises(AblateError):
+                    parse_variant(variant)
+    assert {"rope+lstm", "alibi+lstm", "rope+gru", "alibi+gru"} <= ruled_out
 
 
 def _copy(src, dst):

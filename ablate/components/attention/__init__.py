@@ -1,1 +1,1 @@
-from ablate.components.attention import gqa, heads, mha, mqa  # noqa: F401
+from ablate.components.attention import gqa, gru, heads, lstm, mha, mqa  # noqa: F401
