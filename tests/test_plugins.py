@@ -144,7 +144,7 @@ def ablate_cli(env: dict, *args: str, no_plugins: bool = False) -> subprocess.Co
                if k not in ("ABLATE_NO_PLUGINS", "PYTHONPATH", "PYTHONWARNINGS", "ABLATE_VARIANTS_PATH")}
     if no_plugins:
         environ["ABLATE_NO_PLUGINS"] = "1"
-    return subprocess.run([str(env["python"]), "-m", "ablate.cli", *args], cwd=env["root"], env=environ,
+    return subprocess.run([str(env["python"]), "-m", "ablate", *args], cwd=env["root"], env=environ,
                           capture_output=True, text=True, timeout=180)
 
 
@@ -193,14 +193,14 @@ def test_autoload_off_hides_installed_plugins(venv):
     assert f"origin:   file {venv['local']} sha256:" in local.stdout
 
 
-def test_run_with_plugins_records_their_provenance_in_mlflow(venv, tinyshakespeare_path):
+def test_run_with_plugins_records_their_provenance_in_mlflow(venv, small_corpus):
     from mlflow import MlflowClient
 
     root = venv["root"]
     uri = f"sqlite:///{root / 'mlflow.db'}"
     done = ablate_cli(venv, "--plugin", str(venv["local"]), "run", "--variant", "dyt+swiglu", "--size", "tiny",
                       "--context", "32", "--budget", "5steps", "--batch-size", "4", "--eval-points", "1",
-                      "--eval-batches", "1", "--data", str(tinyshakespeare_path), "--tracking-uri", uri,
+                      "--eval-batches", "1", "--data", str(small_corpus), "--tracking-uri", uri,
                       "--no-log-checkpoint", "--out-dir", str(root / "runs"), "--cache-dir", str(root / "cache"),
                       "--json")
     assert done.returncode == 0, done.stderr

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from ablate.cli import main
-from ablate.study import (COMPARE_KEY, K_RUN, K_SKIP, K_WORKER, Context, factorial_design, factorial_effects,
-                          key_of, load_study, storage_url)
+from ablate.factorial import factorial_design, factorial_effects
+from ablate.study import COMPARE_KEY, K_RUN, K_SKIP, K_WORKER, Context, load_study, storage_url
+from ablate.study.queue import key_of
 
 
 TINY = {"size": "tiny", "context": 32, "budget": "10steps"}
@@ -244,7 +245,7 @@ def test_a_sigkilled_worker_loses_nothing_and_repeats_nothing(small_corpus, tmp_
                        variants=["baseline", "rope"])
     argv = ["study", "run", str(file), "--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "ablate.study_cli", *argv], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", *argv], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     victim = None
     deadline = time.time() + 120

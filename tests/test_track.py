@@ -123,7 +123,7 @@ def test_ui_serves_the_runs_over_rest(mlflow_uri, small_corpus, tmp_path):
     tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-ui", log_checkpoint=False)
     train(_config(small_corpus, tmp_path), [tracker])
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri", mlflow_uri,
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "ui", "--tracking-uri", mlflow_uri,
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:

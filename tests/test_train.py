@@ -17,10 +17,8 @@ from ablate.train import StopRun, Callback, lr_at, train
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, tinyshakespeare_path):
-    path = tmp_path_factory.mktemp("corpus") / "small.txt"
-    path.write_text(tinyshakespeare_path.read_text()[:60_000])
-    return path
+def corpus(small_corpus):
+    return small_corpus
 
 
 @pytest.fixture
@@ -145,7 +143,7 @@ def test_masked_targets_are_ignored():
 def test_resume_after_sigkill_matches_uninterrupted(cfg, tmp_path):
     cfg = cfg.replace(budget="60steps", checkpoint_every=10, eval_points=2)
     reference = train(cfg.replace(out_dir=str(tmp_path / "ref")))
-    argv = [sys.executable, "-m", "ablate.cli", "run", "--no-track", "--variant", cfg.variant, "--size", cfg.size,
+    argv = [sys.executable, "-m", "ablate", "run", "--no-track", "--variant", cfg.variant, "--size", cfg.size,
             "--context", str(cfg.context), "--data", cfg.data, "--budget", cfg.budget, "--batch-size", "4",
             "--eval-points", "2", "--eval-batches", "2", "--out-dir", cfg.out_dir, "--cache-dir", cfg.cache_dir,
             "--log-every", "1", "--checkpoint-every", "10"]

@@ -1,4 +1,4 @@
-"""`ablate study ...`: run, join, watch and report declarative studies (file format: ablate/study.py).
+"""`ablate study ...`: run, join, watch and report declarative studies (file format: ablate/study/spec.py).
 
     ablate study run studies/positions.toml [--workers N] [--storage URL|PATH] [--gpu] [--set k=v]
     ablate study worker studies/positions.toml --storage postgresql://...   # join from another machine
@@ -14,6 +14,7 @@ resumes and never repeats a finished (variant, seed). With the default journal s
 same file, flags and tracking URI.
 """
 
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from ablate.cli.console import console, echo
 from ablate.errors import AblateError
-
-
-def _console():
-    from ablate.cli import console
-
-    return console
 
 
 # ------------------------------------------------------------------------------------- flags
@@ -56,7 +52,7 @@ def _worker_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-checkpoint", action="store_true", help="upload each run's final checkpoint to MLflow")
 
 
-def add_study_commands(sub) -> None:
+def add_commands(sub) -> None:
     """Add the `study` command group to the top-level subparsers (idempotent)."""
     if "study" in getattr(sub, "choices", {}):
         return
@@ -102,13 +98,9 @@ def _spec_and_ctx(args, label: str = "", must_exist: bool = True):
     url = storage_url(spec, args.storage, args.state_dir)
     ctx = Context(spec, url, tracking_uri=getattr(args, "tracking_uri", None),
                   experiment=getattr(args, "experiment", None),
-                  log_checkpoint=getattr(args, "log_checkpoint", False), label=label, echo=_echo,
+                  log_checkpoint=getattr(args, "log_checkpoint", False), label=label, echo=echo,
                   must_exist=must_exist)
     return spec, ctx
-
-
-def _echo(text: str) -> None:
-    print(text, flush=True)
 
 
 def default_threads(workers: int) -> int:
@@ -178,7 +170,6 @@ def cmd_run(args) -> int:
     if args.workers < 1:
         raise AblateError(f"--workers must be at least 1, got {args.workers}")
     spec, ctx = _spec_and_ctx(args, must_exist=False)
-    console = _console()
     for line in _plan_lines(spec, ctx.storage_url):
         console.print(line, highlight=False, markup=False)
     started = time.perf_counter()
@@ -234,7 +225,7 @@ def _flags_again(args) -> str:
 
 
 def _worker_argv(args, ctx, index: int, threads: int | None) -> list[str]:
-    argv = [sys.executable, "-m", "ablate.study_cli"]
+    argv = [sys.executable, "-m", "ablate"]
     for plugin in getattr(args, "plugin", []) or []:
         argv += ["--plugin", plugin]
     argv += ["study", "worker", str(ctx.spec.path), "--storage", ctx.storage_url, "--name", ctx.spec.name,
@@ -307,7 +298,6 @@ def _print_progress(ctx) -> None:
 
     from ablate.study import K_WORKER, progress
 
-    console = _console()
     for p in progress(ctx):
         parts = [f"{p.done} done" + (f" + {p.pruned} pruned" if p.pruned else "") + f" of {p.expected}"]
         if p.running:
@@ -330,281 +320,29 @@ def _print_progress(ctx) -> None:
 def cmd_status(args) -> int:
     spec, ctx = _spec_and_ctx(args)
     ctx.adopt_tracking(ctx.main().user_attrs)  # fails clearly when the study does not exist
-    _console().print(f"study {spec.name} ({spec.protocol}) in {ctx.storage_url}", highlight=False, markup=False)
+    console.print(f"study {spec.name} ({spec.protocol}) in {ctx.storage_url}", highlight=False, markup=False)
     _print_progress(ctx)
     return 0
 
 
-# ------------------------------------------------------------------------------------- report
 def cmd_report(args) -> int:
     from ablate.compare import default_report_dir
+    from ablate.report.study import compare_report, search_report
 
     spec, ctx = _spec_and_ctx(args)
     attrs = ctx.main().user_attrs
     ctx.adopt_tracking(attrs)
     out = Path(args.out) if args.out else default_report_dir(spec.name)
     if spec.protocol == "search":
-        paths = _report_search(ctx, out)
+        paths = search_report(ctx, out, console)
     else:
-        paths = _report_compare(ctx, out)
+        paths = compare_report(ctx, out, console)
     if not args.no_log and attrs.get("ablate.mlflow_parent"):
         client = ctx.client()
         for path in paths:
             client.log_artifact(attrs["ablate.mlflow_parent"], str(path), artifact_path="report")
-    console = _console()
     console.print(f"report: {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
     console.print(f"curves and runs in the MLflow UI: ablate ui --tracking-uri {ctx.tracking_uri} "
                   f"(then open http://127.0.0.1:5000, experiment {ctx.experiment or 'ablate'}, run 'study {spec.name}')",
                   highlight=False, markup=False)
     return 0
-
-
-def _report_compare(ctx, out: Path) -> list[Path]:
-    from rich.table import Table
-
-    from ablate.cli import print_comparison
-    from ablate.compare import compare, load_records
-    from ablate.report import write_report
-    from ablate.study import K_RUN, compare_trials, factorial_design
-
-    spec = ctx.spec
-    console = _console()
-    trials, missing = compare_trials(ctx)
-    if not trials:
-        raise AblateError(f"study {spec.name!r} has no finished comparison trials yet; run "
-                          f"`ablate study run {spec.path}` first")
-    records = load_records(tracking_uri=ctx.tracking_uri, experiment=ctx.experiment,
-                           run_ids=[t.user_attrs[K_RUN] for t in trials], metric=spec.metric)
-    comparison = compare(records, baseline=spec.baseline, metric=spec.metric, alpha=spec.alpha)
-    console.print(f"[bold]study {spec.name}[/] ({spec.protocol}): {len(records)} runs, "
-                  f"{len(spec.variants)} variants x {len(spec.seeds)} seeds, budget {spec.config.budget}, "
-                  f"size {spec.config.size}, data {spec.config.data}")
-    print_comparison(comparison)
-    if missing:
-        console.print(f"[yellow]warning:[/] {len(missing)} (variant, seed) not finished yet: {', '.join(missing[:10])}"
-                      f"{' …' if len(missing) > 10 else ''}; re-run `ablate study run` to finish them", highlight=False)
-    paths = write_report(comparison, records, out)
-    sections: list[str] = [f"\n## Study\n\n`{spec.path.name}` ({spec.protocol}); {spec.description}\n"]
-    if spec.protocol == "tune-then-compare":
-        sections.append(_tuning_section(ctx, console, Table))
-    factors = factorial_design(list(spec.variants), spec.baseline)
-    if factors:
-        section, figure = _factorial_section(comparison, records, factors, spec, console, Table, out)
-        sections.append(section)
-        if figure:
-            paths.append(figure)
-    with open(paths[0], "a", encoding="utf-8") as fh:
-        fh.write("\n".join(sections))
-    return paths
-
-
-def _fmt_num(x: float | None, d: int = 4, sign: bool = False) -> str:
-    if x is None or x != x:
-        return "—"
-    return f"{x:+.{d}f}" if sign else f"{x:.{d}f}"
-
-
-def _tuning_section(ctx, console, Table) -> str:
-    from ablate.study import tuning_table
-
-    spec = ctx.spec
-    rows = tuning_table(ctx)
-    table = Table(title=f"learning-rate tuning (seed {spec.tune['seed']}, budget {spec.tune['budget']})")
-    table.add_column("variant")
-    table.add_column(f"{spec.metric} at each lr tried")
-    table.add_column("chosen lr", justify="right")
-    md = [f"\n## Learning-rate tuning\n\nEach variant's lr was chosen on seed {spec.tune['seed']} "
-          f"(not one of the compared seeds) with budget {spec.tune['budget']}; the comparison above uses it.\n",
-          "| variant | " + f"{spec.metric} at each lr tried | chosen lr |", "| --- | --- | ---: |"]
-    edge = []
-    for row in rows:
-        tried = ", ".join(f"{lr:.3g}: " + ("pruned" if v is None else "diverged" if v == float("inf") else f"{v:.4f}")
-                          for lr, v, _ in row["tried"])
-        best = f"{row['best']:.3g}" if row["best"] else "—"
-        lrs = [lr for lr, _, _ in row["tried"]]
-        if spec.tune_is_grid and row["best"] and len(lrs) > 1 and row["best"] in (min(lrs), max(lrs)):
-            edge.append(f"{row['variant']} ({best})")
-        table.add_row(row["variant"], tried, best)
-        md.append(f"| {row['variant']} | {tried} | {best} |")
-    console.print(table)
-    if edge:
-        warning = (f"best lr at the edge of the range tried for {', '.join(edge)}: its optimum may lie beyond; "
-                   "widen [tune] lr to be sure no variant is held back")
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-        md.append(f"\nWarning: {warning}.")
-    return "\n".join(md) + "\n"
-
-
-def _factorial_section(comparison, records, factors, spec, console, Table, out: Path):
-    from ablate.study import effect_reading, factorial_effects
-
-    rows = [(r.variant, r.seed, float(r.metric)) for r in records
-            if r.status == "finished" and r.metric == r.metric and abs(r.metric) != float("inf")]
-    names = " x ".join(f.high for f in factors)
-    try:
-        result = factorial_effects(rows, factors, level=comparison.level, metric=spec.metric)
-    except AblateError as err:
-        console.print(f"[yellow]factorial ({names}):[/] {err}", highlight=False)
-        return f"\n## Factorial analysis\n\n{err}\n", None
-    pct = f"{result.level:.0%}"
-    title = (f"factorial {names}: effects on {spec.metric} (linear model on ±1 factors + seed blocks, "
-             f"{result.n_runs} runs, {result.df} residual df)")
-    table = Table(title=title)
-    for col in ("term", "effect", f"{pct} CI", "p", "reading"):
-        table.add_column(col, justify="right" if col in ("effect", "p") else "left")
-    md = [f"\n## Factorial analysis: {names}\n",
-          f"Linear model of final {spec.metric} on ±1-coded factors (every interaction) plus a block per seed; "
-          f"{result.n_runs} runs, {result.n_seeds} seeds, {result.df} residual degrees of freedom. "
-          "A main effect is mean(on) − mean(off) averaged over the other factors; an interaction is the "
-          "difference of differences (e.g. AB − A − B + baseline), so 0 means the changes add up. "
-          "Negative is better for a loss.\n",
-          f"| term | effect | {pct} CI | p | reading |", "| --- | ---: | --- | ---: | --- |"]
-    for e in [*result.effects, *result.additivity]:
-        ci = f"[{e.low:+.4f}, {e.high:+.4f}]"
-        reading = effect_reading(e)
-        table.add_row(e.term, _fmt_num(e.estimate, sign=True), ci, f"{e.p_value:.3g}", reading)
-        md.append(f"| {e.term} | {e.estimate:+.4f} | {ci} | {e.p_value:.3g} | {reading} |")
-    console.print(table)
-    figure = _plot_effects(result, out / "factorial.png")
-    if figure:
-        md.append(f"\n![factorial effects]({figure.name})\n")
-    return "\n".join(md) + "\n", figure
-
-
-def _plot_effects(result, path: Path) -> Path | None:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    effects = [*result.effects, *result.additivity]
-    fig = Figure(figsize=(7, 0.45 * len(effects) + 1.2), dpi=100)
-    ax = fig.add_subplot()
-    ys = list(range(len(effects)))[::-1]
-    for y, e in zip(ys, effects):
-        ax.errorbar([e.estimate], [y], xerr=[[e.estimate - e.low], [e.high - e.estimate]], fmt="o",
-                    color="C0" if e in result.effects else "C1", capsize=3)
-    ax.axvline(0, color="grey", lw=1)
-    ax.set_yticks(ys)
-    ax.set_yticklabels([e.term for e in effects])
-    ax.set_xlabel(f"effect on final {result.metric} (negative = better)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
-def _importance_targets(study, trials, metric: str):
-    """(title, study, note) to compute importances on: the final value of the completed trials, and,
-    when pruning stopped some, the value every trial reached at the last evaluation they all had."""
-    import optuna
-    from optuna.trial import TrialState
-
-    out = []
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    keys = {k for t in complete for k in t.params}
-    if len(complete) >= 2 and any(len({t.params.get(k) for t in complete}) > 1 for k in keys):
-        out.append((f"final {metric} ({len(complete)} completed trials)", study,
-                    "pruned trials have no final value and are left out."))
-    reached = [t for t in trials if t.intermediate_values]
-    if len(reached) > len(complete) and len(reached) >= 2:  # some were pruned
-        k = min(max(t.intermediate_values) for t in reached)
-        mem = optuna.create_study(direction="minimize")
-        for t in reached:
-            if k in t.intermediate_values and t.distributions:
-                mem.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
-                                                        value=t.intermediate_values[k]))
-        out.append((f"{metric} at evaluation {k} (all {len(mem.trials)} trials)", mem,
-                    f"the {metric} every trial reached (pruned ones included) at evaluation {k} of the budget."))
-    return out
-
-
-def _report_search(ctx, out: Path) -> list[Path]:
-    import optuna
-    from optuna.trial import TrialState
-    from rich.table import Table
-
-    from ablate.study import K_SKIP, _quiet_optuna
-
-    _quiet_optuna()
-    spec = ctx.spec
-    console = _console()
-    study = ctx.main()
-    trials = [t for t in study.get_trials(deepcopy=False)
-              if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not t.user_attrs.get(K_SKIP)]
-    if not trials:
-        raise AblateError(f"study {spec.name!r} has no finished trials yet; run `ablate study run {spec.path}` first")
-
-    def score(t):
-        if t.state == TrialState.COMPLETE:
-            return (0, t.value)
-        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else float("inf")
-        return (1, last)
-
-    ranked = sorted(trials, key=score)
-    params = sorted({k for t in trials for k in t.params if k not in spec.slots and k != "variant"})
-    n_complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
-    counts = f"{n_complete} completed, {len(trials) - n_complete} pruned"
-    table = Table(title=f"search {spec.name}: best trials by final {spec.metric} "
-                        f"({counts}; seed {spec.seeds[0]}, budget {spec.config.budget})")
-    for col in ("rank", "trial", "variant", *params, spec.metric, "state"):
-        table.add_column(col, justify="right" if col not in ("variant", "state") else "left")
-    md = [f"# Search {spec.name}\n", f"{spec.description}\n",
-          f"Sampler {spec.search['sampler']}, pruner {spec.search['pruner']}, {counts} trials on seed "
-          f"{spec.seeds[0]}, budget {spec.config.budget}, size {spec.config.size}, data {spec.config.data}. "
-          f"Completed trials rank first by final {spec.metric}; pruned ones follow with the value at which "
-          "they were stopped.\n",
-          "| rank | trial | variant | " + " | ".join(params) + f" | {spec.metric} | state |",
-          "| ---: | ---: | --- | " + " | ".join("---:" for _ in params) + " | ---: | --- |"]
-    for rank, t in enumerate(ranked[:15], 1):
-        state = t.user_attrs.get("ablate.status", "finished") if t.state == TrialState.COMPLETE else \
-            ("diverged" if t.user_attrs.get("ablate.status") == "diverged" else "pruned")
-        value = t.value if t.state == TrialState.COMPLETE else score(t)[1]
-        cells = [str(rank), str(t.number), t.user_attrs.get("ablate.variant", "?"),
-                 *(f"{t.params[p]:.3g}" if isinstance(t.params.get(p), float) else str(t.params.get(p, "—"))
-                   for p in params), _fmt_num(value), state]
-        table.add_row(*cells)
-        md.append("| " + " | ".join(cells) + " |")
-    console.print(table)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    for title, imp_study, note in _importance_targets(study, trials, spec.metric):
-        try:
-            importances = optuna.importance.get_param_importances(
-                imp_study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-        except Exception as err:  # too few trials or a degenerate space
-            console.print(f"[yellow]no parameter importances ({title}):[/] {err}", highlight=False)
-            continue
-        imp = Table(title=f"parameter importances (fANOVA), {title}")
-        imp.add_column("parameter")
-        imp.add_column("importance", justify="right")
-        md += [f"\n## Parameter importances, {title}\n",
-               f"fANOVA (share of the variance of the value each parameter explains); {note} "
-               "With few trials, and with TPE sampling mostly near the best region, treat these as rough.\n",
-               "| parameter | importance |", "| --- | ---: |"]
-        for k, v in importances.items():
-            imp.add_row(k, f"{v:.3f}")
-            md.append(f"| {k} | {v:.3f} |")
-        console.print(imp)
-    if complete:
-        best = min(complete, key=lambda t: t.value)
-        line = (f"best: trial {best.number}, {best.user_attrs.get('ablate.variant')} "
-                f"{ {k: v for k, v in best.params.items() if k in params} or ''} → {spec.metric} {best.value:.4f}. "
-                "A search ranks single-seed runs; confirm the winner against the baseline over seeds with a "
-                "compare study.")
-        console.print(line, highlight=False, markup=False)
-        md.append(f"\n{line}\n")
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "report.md"
-    path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    return [path]
-
-
-# ------------------------------------------------------------------------------------- entry point
-def main(argv: list[str] | None = None) -> int:
-    """`python -m ablate.study_cli ...`: the ablate command line (used to start worker processes)."""
-    from ablate.cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

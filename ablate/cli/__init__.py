@@ -1,0 +1,48 @@
+"""The `ablate` command line: one module per command group, one console. User errors print one line and
+exit 2; bugs keep their traceback.
+
+    registry  list, describe, inspect      run      run, sample
+    compare   compare                      ui       ui
+    study     study run|worker|status|report|show
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ablate.cli import compare, registry, run, study, ui
+from ablate.cli.console import console
+from ablate.errors import AblateError
+
+__all__ = ["build_parser", "console", "main"]
+
+GROUPS = (registry, run, compare, ui, study)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ablate", description="architecture ablations for GPT-style models")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                        help="load a local plugin file (repeatable); installed plugins load automatically "
+                             "unless ABLATE_NO_PLUGINS=1")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        from ablate.plugins import load_file
+
+        for path in args.plugin:
+            load_file(path)
+        return args.func(args) or 0
+    except AblateError as err:
+        print(f"ablate: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("ablate: interrupted", file=sys.stderr)
+        return 130

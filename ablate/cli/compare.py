@@ -1,0 +1,44 @@
+"""`ablate compare`: the verdict table over tracked runs, paired by seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from ablate.cli.console import console
+
+from ablate.cli.run import add_tracking_flags
+from ablate.report.render import print_comparison
+
+
+def cmd_compare(args) -> int:
+    from ablate.compare import compare, default_report_dir, load_records, log_report
+
+    records = load_records(tracking_uri=args.tracking_uri, experiment=args.experiment, group=args.group,
+                           run_ids=args.run_ids, metric=args.metric)
+    comparison = compare(records, baseline=args.baseline, metric=args.metric, alpha=args.alpha)
+    print_comparison(comparison, console)
+    label = args.group or (f"runs-{len(args.run_ids)}" if args.run_ids else (args.experiment or "ablate"))
+    out = Path(args.out) if args.out else default_report_dir(label)
+    if args.no_log:
+        from ablate.report import write_report
+
+        paths = write_report(comparison, records, out)
+    else:  # a group's report goes to the group's own parent run; other comparisons get one of their own
+        paths = log_report(comparison, records, out, tracking_uri=args.tracking_uri, experiment=args.experiment,
+                           name=args.group or f"compare {label}")
+    console.print(f"report: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("compare", help="verdict table: each variant vs the baseline, paired by seed")
+    p.add_argument("run_ids", nargs="*", help="MLflow run ids (default: every ablate run of the experiment/group)")
+    add_tracking_flags(p, run=False)
+    p.add_argument("--group", default=None, help="compare the runs of this group (`ablate run --group`)")
+    p.add_argument("--metric", default="val_loss", choices=["val_loss", "val_bpb"])
+    p.add_argument("--baseline", default=None, help="baseline variant (default: 'baseline')")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected)")
+    p.add_argument("--out", default=None, help="folder for report.md and figures (default reports/<name>)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    p.set_defaults(func=cmd_compare)

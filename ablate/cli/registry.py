@@ -1,0 +1,147 @@
+"""`ablate list`, `describe` and `inspect`: what the registry holds, and what a variant costs."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+
+from rich.table import Table
+
+from ablate.cli.console import console
+from ablate.errors import AblateError
+
+
+def cmd_list(args) -> int:
+    from ablate.presets import ARCHITECTURES, SIZES
+    from ablate.registry import SLOTS, all_specs
+
+    specs = all_specs(args.pattern)
+    if args.pattern and not specs:
+        raise AblateError(f"nothing matches {args.pattern!r}; slots are {', '.join(SLOTS)}, or use a pattern like 'rope*'")
+    table = Table(title="components", show_lines=False)
+    for col in ("slot", "name", "summary", "paper", "origin"):
+        table.add_column(col, overflow="fold")
+    for s in specs:
+        table.add_row(s.slot, s.name, s.summary, s.paper, s.origin)
+    console.print(table)
+    if args.pattern is None:
+        presets = Table(title="architecture presets")
+        presets.add_column("name")
+        presets.add_column("description", overflow="fold")
+        for name, (_, desc) in ARCHITECTURES.items():
+            presets.add_row(name, desc)
+        console.print(presets)
+        sizes = Table(title="size presets")
+        for col in ("name", "d_model", "layers", "heads", "context", "vocab", "description"):
+            sizes.add_column(col)
+        for name, s in SIZES.items():
+            sizes.add_row(name, str(s.d_model), str(s.n_layers), str(s.n_heads), str(s.context),
+                          str(s.vocab_size or "tokenizer's"), s.description)
+        console.print(sizes)
+    return 0
+
+
+def cmd_describe(args) -> int:
+    from ablate.presets import ARCHITECTURES, SIZES
+    from ablate.registry import lookup
+
+    if args.name in ARCHITECTURES:
+        from ablate.variant import parse_variant
+
+        source, desc = ARCHITECTURES[args.name]
+        variant = parse_variant(args.name)
+        console.print(f"[bold]{args.name}[/] (architecture preset): {desc}")
+        console.print(f"variant: {source or 'baseline'}  →  canonical name {variant.name}, hash {variant.hash}")
+        return 0
+    if args.name in SIZES:
+        console.print(f"[bold]{args.name}[/] (size preset): {SIZES[args.name]}")
+        return 0
+    spec = lookup(args.name)
+    console.print(f"[bold]{spec.name}[/] ({spec.slot}) — {spec.summary}")
+    console.print(f"paper:    {spec.paper}")
+    console.print(f"origin:   {spec.origin}")
+    console.print(f"class:    {spec.cls.__module__}.{spec.cls.__qualname__}")
+    fields = dataclasses.fields(spec.options)
+    opts = ", ".join(f"{f.name}={f.default!r}" for f in fields) or "none"
+    console.print(f"options:  {opts}")
+    if spec.provides:
+        console.print(f"provides: {', '.join(sorted(spec.provides))}")
+    if spec.needs:
+        console.print(f"needs:    {', '.join(sorted(spec.needs))}")
+    for other, why in spec.conflicts.items():
+        console.print(f"conflicts with {other}: {why}")
+    doc = inspect.cleandoc(spec.cls.__doc__ or "")
+    if "\n" in doc:
+        console.print()
+        console.print(doc, markup=False, highlight=False)
+    return 0
+
+
+def inspect_variant(variant_text: str, size_name: str, vocab_size: int | None, kv_dtype: str) -> dict:
+    from ablate.accounting import cost
+    from ablate.model import build_model, make_dims
+    from ablate.presets import get_size
+    from ablate.variant import parse_variant
+
+    variant = parse_variant(variant_text)
+    size = get_size(size_name)
+    dims = make_dims(size, variant, vocab_size or size.vocab_size or 50257)
+    model = build_model(variant, dims, device="meta")
+    return {
+        "variant": variant.name,
+        "hash": variant.hash,
+        "size": size_name,
+        "resolved": variant.to_dict(),
+        "dims": dataclasses.asdict(dims),
+        "cost": cost(model, kv_dtype).to_dict(),
+    }
+
+
+def cmd_inspect(args) -> int:
+    info = inspect_variant(args.variant, args.size, args.vocab_size, args.kv_dtype)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    console.print(f"[bold]{info['variant']}[/]  (hash {info['hash']}, size {info['size']})")
+    slots = Table(title="resolved variant")
+    slots.add_column("slot")
+    slots.add_column("component")
+    slots.add_column("options")
+    for slot, values in info["resolved"].items():
+        values = dict(values)
+        name = values.pop("component", "")
+        slots.add_row(slot, name, ", ".join(f"{k}={v}" for k, v in values.items()))
+    console.print(slots)
+    d, c = info["dims"], info["cost"]
+    table = Table(title="accounting")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("dims", f"d_model {d['d_model']}, layers {d['n_layers']}, heads {d['n_heads']}, "
+                  f"context {d['context']}, vocab {d['vocab_size']}")
+    table.add_row("parameters", f"{c['params']:,}")
+    table.add_row("non-embedding parameters", f"{c['non_embedding_params']:,}")
+    table.add_row("training FLOPs/token (6N + 12·L·H·Q·T)", f"{c['flops_per_token']:,}")
+    table.add_row("  of which attention (12·L·H·Q·T)", f"{c['attention_flops_per_token']:,}")
+    table.add_row(f"KV-cache bytes/token ({c['kv_dtype']})", f"{c['kv_cache_bytes_per_token']:,}")
+    console.print(table)
+    return 0
+
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("list", help="list registered components (optionally one slot or a pattern like 'rope*')")
+    p.add_argument("pattern", nargs="?")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("describe", help="describe a component, architecture preset or size preset")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("inspect", help="resolve a variant and print its parameters, FLOPs and KV cache (no training)")
+    p.add_argument("variant")
+    p.add_argument("--size", default="gpt2-small", help="size preset (default gpt2-small; see `ablate list`)")
+    p.add_argument("--vocab-size", type=int, help="vocabulary when the size has none (default 50257)")
+    p.add_argument("--kv-dtype", default="bfloat16", choices=["float32", "bfloat16", "float16", "int8"])
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inspect)

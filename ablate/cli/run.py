@@ -1,0 +1,134 @@
+"""`ablate run` and `ablate sample`: train one variant under a budget; generate from its checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from rich.table import Table
+
+from ablate.cli.console import console
+from ablate.errors import AblateError
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field; defaults stay None so only given flags override the file."""
+    from ablate.config import FIELD_HELP, RunConfig
+
+    p.add_argument("--config", help="TOML file of settings (defaults < file < flags)")
+    for f in dataclasses.fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = FIELD_HELP.get(f.name, "") + f" (default {f.default!r})"
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            p.add_argument(flag, type=type(f.default), default=None, help=help_text, dest=f.name)
+
+
+def config_from_args(args):
+    from ablate.config import RunConfig, make_config
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
+    return make_config(args.config, **given)
+
+
+def print_summary(result) -> None:
+    table = Table(title=f"{result.variant} · seed {result.seed} · {result.status}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("final val loss", f"{result.final.get('val_loss', float('nan')):.4f}"),
+        ("final val bits/byte", f"{result.final.get('val_bpb', float('nan')):.4f}"),
+        ("parameters", f"{result.cost['params']:,}"),
+        ("FLOPs/token", f"{result.cost['flops_per_token']:,}"),
+        ("KV-cache bytes/token", f"{result.cost['kv_cache_bytes_per_token']:,}"),
+        ("steps / tokens", f"{result.steps:,} / {result.tokens:,}"),
+        ("tokens/s", f"{result.tokens_per_s:,.0f}"),
+        ("train time / wall time", f"{result.train_seconds:.1f}s / {result.wall_seconds:.1f}s"),
+    ]
+    if "mfu" in result.extra:
+        rows.append(("MFU", f"{result.extra['mfu']:.1%}"))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    if result.message:
+        console.print(f"[yellow]{result.status}: {result.message}[/]")
+    console.print(f"run dir: {result.run_dir}")
+
+
+def cmd_run(args) -> int:
+    from ablate.live import LiveView
+    from ablate.train import train
+
+    config = config_from_args(args)
+    callbacks = [LiveView(quiet=args.json)]
+    tracker = make_tracker(args)
+    if tracker is not None:
+        callbacks.append(tracker)
+    try:
+        result = train(config, callbacks, resume=args.resume)
+    except KeyboardInterrupt:
+        print("ablate: interrupted; the checkpoint is saved, continue with the same command and --resume", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps({k: v for k, v in result.to_dict().items() if k != "history"}, default=str))
+    else:
+        print_summary(result)
+    return 0 if result.status in ("finished", "pruned") else 1
+
+
+def make_tracker(args):
+    """The MLflow tracker for this run, or None with --no-track."""
+    if getattr(args, "no_track", False):
+        return None
+    from ablate.track import MLflowTracker
+
+    return MLflowTracker(tracking_uri=args.tracking_uri, experiment=args.experiment, group=args.group,
+                         log_checkpoint=not args.no_log_checkpoint)
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from ablate.train import load_checkpoint_model
+
+    model, config, tokenizer = load_checkpoint_model(args.run)
+    prompt = tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eot if tokenizer.eot is not None else 0]
+    if not prompt:
+        raise AblateError("the prompt encodes to no tokens; give a longer --prompt")
+    g = torch.Generator().manual_seed(args.seed)
+    out = model.generate(torch.tensor([prompt]), args.tokens, temperature=args.temperature,
+                         top_k=args.top_k, generator=g)
+    print(tokenizer.decode(out[0].tolist()))
+    return 0
+
+
+
+def add_tracking_flags(p: argparse.ArgumentParser, run: bool = True) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default 'ablate')")
+    if run:
+        p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("run", help="train one variant under a budget")
+    add_config_flags(p)
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (no live view)")
+    add_tracking_flags(p)
+    p.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
+    p.add_argument("--group", default=None, help="nest the MLflow run under a parent run of this name (for `compare --group`)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sample", help="generate text from a run's checkpoint (KV-cached)")
+    p.add_argument("--run", required=True, help="run directory (printed by `ablate run`)")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)

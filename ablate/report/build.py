@@ -1,0 +1,326 @@
+"""The comparison: runs reduced to `RunRecord`s, paired by seed against the baseline, one verdict per variant.
+
+The statistics are seed-paired (see :mod:`ablate.stats`): for every variant, the per-seed difference
+``variant - baseline`` over the seeds both have, a two-sided paired t-test, and Holm–Bonferroni
+correction across the non-baseline variants. Everything that weakens the comparison is stated in
+``Comparison.warnings`` rather than silently dropped: runs that did not finish, seeds without a
+baseline partner, fairness settings that differ between runs, and comparisons with too few seeds
+to detect the observed difference.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+
+from ablate import stats
+from ablate.errors import AblateError
+
+FINISHED = "finished"
+_STATUSES = ("finished", "diverged", "failed")
+_NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One training run, reduced to what the report needs.
+
+    ``metric`` is the final value of the compared metric (lower is better unless the comparison
+    says otherwise); ``curve`` holds ``(step or tokens, metric)`` pairs from the fixed eval points.
+    ``fairness`` holds the settings that must be identical across runs for a fair comparison
+    (e.g. ``budget``, ``data``, ``tokenizer``, ``eval_batches``), as strings.
+    """
+
+    run_id: str
+    variant: str
+    seed: int
+    metric: float
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    params: int = 0
+    flops_per_token: float = 0.0
+    kv_bytes_per_token: float = 0.0
+    tokens_per_s: float | None = None
+    status: str = FINISHED
+    fairness: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    """One line of the verdict table.
+
+    For the baseline row ``paired`` and ``verdict`` are ``None`` and ``p_adjusted`` is ``nan``.
+    ``seeds`` are the seeds of the finished runs used for ``summary``; the paired comparison uses
+    ``paired.seeds`` (those that also have a baseline run). ``seeds_needed`` is set when the verdict
+    is "no detectable effect": the seeds a paired t-test would need to detect the observed mean
+    difference at ``alpha`` with 80% power (``stats.SEEDS_CAP`` means "at least that many").
+    """
+
+    variant: str
+    is_baseline: bool
+    seeds: tuple[int, ...]
+    summary: stats.Summary
+    paired: stats.Paired | None
+    p_adjusted: float
+    verdict: str | None
+    seeds_needed: int | None
+    params: int | None
+    flops_per_token: float | None
+    kv_bytes_per_token: float | None
+    tokens_per_s: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict table for one metric: rows (baseline first), warnings and context."""
+
+    baseline: str
+    metric_name: str
+    alpha: float
+    level: float
+    lower_is_better: bool
+    rows: list[VariantRow]
+    warnings: list[str]
+    noise_floor: float
+    noise_floor_n: int
+    fairness: dict[str, str]
+    excluded: list[str]
+
+    @property
+    def n_comparisons(self) -> int:
+        """Number of variant-vs-baseline tests that entered the Holm correction."""
+        return sum(
+            1
+            for r in self.rows
+            if not r.is_baseline and r.paired is not None and not math.isnan(r.paired.p_value)
+        )
+
+    def row(self, variant: str) -> VariantRow:
+        for r in self.rows:
+            if r.variant == variant:
+                return r
+        raise AblateError(
+            f"variant {variant!r} is not in this comparison; it has: "
+            + ", ".join(r.variant for r in self.rows)
+        )
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _run_label(r: RunRecord) -> str:
+    return f"{r.variant} seed {r.seed} (run {r.run_id})"
+
+
+def _seed_list(seeds: Iterable[int]) -> str:
+    return ", ".join(str(s) for s in sorted(seeds))
+
+
+def _fairness_warnings(runs: Sequence[RunRecord]) -> tuple[list[str], dict[str, str]]:
+    """Warnings for fairness keys whose values differ across ``runs``; plus the agreed settings."""
+    keys = sorted({k for r in runs for k in r.fairness})
+    agreed: dict[str, str] = {}
+    warnings: list[str] = []
+    seeds_of: dict[str, set[int]] = defaultdict(set)
+    for r in runs:
+        seeds_of[r.variant].add(r.seed)
+    for key in keys:
+        by_value: dict[str, list[RunRecord]] = defaultdict(list)
+        for r in runs:
+            by_value[str(r.fairness[key]) if key in r.fairness else "<not recorded>"].append(r)
+        if len(by_value) == 1:
+            agreed[key] = next(iter(by_value))
+            continue
+        parts = []
+        for value, group in sorted(by_value.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            per_variant: dict[str, set[int]] = defaultdict(set)
+            for r in group:
+                per_variant[r.variant].add(r.seed)
+            where = []
+            for variant in sorted(per_variant):
+                seeds = per_variant[variant]
+                if seeds == seeds_of[variant]:
+                    where.append(variant)
+                else:
+                    word = "seed" if len(seeds) == 1 else "seeds"
+                    where.append(f"{variant} {word} {_seed_list(seeds)}")
+            parts.append(f"{value!r} in {'; '.join(where)}")
+        warnings.append(
+            f"unfair comparison: {key!r} differs across runs: " + " vs ".join(parts)
+            + f". Re-run so that every run has the same {key}, or compare only runs that match."
+        )
+    return warnings, agreed
+
+
+def _median_or_none(values: Iterable[float | None]) -> float | None:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return statistics.median(vals) if vals else None
+
+
+def _first_cost(runs: Sequence[RunRecord], attr: str):
+    for r in runs:
+        v = getattr(r, attr)
+        if v is not None:
+            return v
+    return None
+
+
+def build_comparison(
+    records: Sequence[RunRecord],
+    baseline: str,
+    metric_name: str,
+    alpha: float = 0.05,
+    *,
+    level: float = 0.95,
+    lower_is_better: bool = True,
+) -> Comparison:
+    """Compare every variant in ``records`` with ``baseline``, paired by seed.
+
+    Only runs with status ``finished`` and a finite metric enter the statistics; the others are
+    named in the warnings. Raises :class:`AblateError` when there are no records or the baseline
+    has no runs (the message lists the variants that exist) or no finished run.
+    """
+    if not (0.0 < alpha < 1.0):
+        raise AblateError(f"alpha must be between 0 and 1 (e.g. 0.05), got {alpha!r}")
+    records = list(records)
+    if not records:
+        raise AblateError("no runs to compare: run some variants first (e.g. `ablate run`), "
+                          "or check the experiment/study name")
+    all_variants = sorted({r.variant for r in records})
+    if baseline not in all_variants:
+        raise AblateError(
+            f"baseline {baseline!r} has no runs; the runs contain these variants: "
+            f"{', '.join(all_variants)}. Choose one of them as the baseline, or run the baseline "
+            "with the same seeds first."
+        )
+
+    warnings: list[str] = []
+    excluded: list[str] = []
+    included: list[RunRecord] = []
+    for r in records:
+        if r.status not in _STATUSES:
+            raise AblateError(
+                f"run {r.run_id}: unknown status {r.status!r}; expected one of {', '.join(_STATUSES)}"
+            )
+        if r.status != FINISHED:
+            excluded.append(f"{_run_label(r)}: {r.status}")
+        elif r.metric is None or not math.isfinite(float(r.metric)):
+            excluded.append(f"{_run_label(r)}: final {metric_name} is {r.metric!r}")
+        else:
+            included.append(r)
+    if excluded:
+        warnings.append(
+            f"excluded {len(excluded)} run(s) that did not finish with a finite {metric_name}: "
+            + "; ".join(excluded)
+            + ". Their seeds are missing from the paired comparison."
+        )
+
+    # One value per (variant, seed): a repeated run is reported, the first one is used.
+    by_variant: dict[str, dict[int, RunRecord]] = defaultdict(dict)
+    for r in included:
+        slot = by_variant[r.variant]
+        if r.seed in slot:
+            warnings.append(
+                f"{r.variant} seed {r.seed} has more than one finished run "
+                f"({slot[r.seed].run_id}, {r.run_id}); using {slot[r.seed].run_id}."
+            )
+            continue
+        slot[r.seed] = r
+
+    if baseline not in by_variant:
+        raise AblateError(
+            f"baseline {baseline!r} has no finished runs ({len(excluded)} excluded, see above: "
+            + "; ".join(e for e in excluded if e.startswith(f"{baseline} seed"))
+            + "); re-run the baseline before comparing."
+        )
+    used = [r for runs in by_variant.values() for r in runs.values()]
+    fair_warnings, agreed = _fairness_warnings(used)
+    warnings[:0] = fair_warnings  # unfairness first: it undermines everything below it
+
+    base_runs = by_variant[baseline]
+    base_values = {s: float(r.metric) for s, r in base_runs.items()}
+
+    others = [v for v in all_variants if v != baseline]
+    paired: dict[str, stats.Paired] = {}
+    for v in others:
+        runs = by_variant.get(v, {})
+        values = {s: float(r.metric) for s, r in runs.items()}
+        paired[v] = stats.paired_difference(base_values, values, level=level)
+        orphan = sorted(set(values) - set(base_values))
+        if orphan:
+            warnings.append(
+                f"{v}: seed(s) {_seed_list(orphan)} have no finished baseline run with the same seed; "
+                "they are left out of the paired difference. Run the baseline with those seeds."
+            )
+        missing = sorted(set(base_values) - set(values))
+        if missing and values:
+            warnings.append(
+                f"{v}: no finished run for baseline seed(s) {_seed_list(missing)}; "
+                f"its paired comparison uses {paired[v].n} seed(s)."
+            )
+    adjusted = stats.holm({v: p.p_value for v, p in paired.items()})
+
+    rows: list[VariantRow] = []
+    for v in [baseline, *others]:
+        runs = list(by_variant.get(v, {}).values())
+        cost_runs = runs or [r for r in records if r.variant == v]
+        summary = stats.summarize([float(r.metric) for r in runs], level=level)
+        pr = None if v == baseline else paired[v]
+        p_adj = _NAN if v == baseline else adjusted[v]
+        ver = None
+        needed = None
+        if pr is not None:
+            ver = stats.verdict(pr, p_adj, alpha=alpha, lower_is_better=lower_is_better)
+            if ver == stats.TOO_FEW:
+                warnings.append(
+                    f"{v}: only {pr.n} seed(s) paired with the baseline; a paired test needs at "
+                    "least 2 (3 or more recommended). No verdict."
+                )
+            elif ver == stats.NO_EFFECT and math.isfinite(pr.sd_diff):
+                needed = stats.seeds_needed(pr.sd_diff, abs(pr.mean_diff), alpha=alpha, power=0.8)
+                if needed > pr.n:
+                    if needed >= stats.SEEDS_CAP:
+                        how_many = f"at least {stats.SEEDS_CAP} seeds"
+                    else:
+                        how_many = f"about {needed} seeds"
+                    warnings.append(
+                        f"{v}: underpowered. No detectable effect with {pr.n} seeds, but if the "
+                        f"observed difference ({pr.mean_diff:+.3g}) is real, detecting it at "
+                        f"alpha={alpha:g} with 80% power would need {how_many} "
+                        f"(per-seed difference sd {pr.sd_diff:.3g})."
+                    )
+        rows.append(
+            VariantRow(
+                variant=v,
+                is_baseline=v == baseline,
+                seeds=tuple(sorted(r.seed for r in runs)),
+                summary=summary,
+                paired=pr,
+                p_adjusted=p_adj,
+                verdict=ver,
+                seeds_needed=needed,
+                params=_first_cost(cost_runs, "params"),
+                flops_per_token=_first_cost(cost_runs, "flops_per_token"),
+                kv_bytes_per_token=_first_cost(cost_runs, "kv_bytes_per_token"),
+                tokens_per_s=_median_or_none(r.tokens_per_s for r in runs),
+            )
+        )
+    if not others:
+        warnings.append(f"only the baseline {baseline!r} has runs; there is nothing to compare it with.")
+
+    return Comparison(
+        baseline=baseline,
+        metric_name=metric_name,
+        alpha=float(alpha),
+        level=float(level),
+        lower_is_better=lower_is_better,
+        rows=rows,
+        warnings=warnings,
+        noise_floor=stats.noise_floor(base_values.values()),
+        noise_floor_n=len(base_values),
+        fairness=agreed,
+        excluded=excluded,
+    )

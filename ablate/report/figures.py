@@ -1,0 +1,143 @@
+"""Figures of a report: curves across seeds, paired differences, factorial effects (matplotlib, no pyplot)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+
+from ablate import stats
+from ablate.report.build import FINISHED, Comparison, RunRecord
+
+
+def new_figure(width: float, height: float):
+    # The object-oriented Agg API: no pyplot, no global backend switch, safe in any process.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+_HELPS_COLOR, _HURTS_COLOR, _NEUTRAL_COLOR = "#2a9d3a", "#c0392b", "#555555"
+
+
+def _mean_curve(curves: list[list[tuple[int, float]]]):
+    """Mean/min/max across seeds on a shared x grid (interpolated where eval points differ)."""
+    import numpy as np
+
+    curves = [sorted((float(x), float(y)) for x, y in cv if math.isfinite(float(y))) for cv in curves]
+    curves = [cv for cv in curves if cv]
+    if not curves:
+        return None
+    xs = [np.array([p[0] for p in cv]) for cv in curves]
+    ys = [np.array([p[1] for p in cv]) for cv in curves]
+    if all(len(x) == len(xs[0]) and np.array_equal(x, xs[0]) for x in xs):
+        grid, stack = xs[0], np.vstack(ys)
+    else:
+        lo, hi = max(x[0] for x in xs), min(x[-1] for x in xs)
+        grid = np.unique(np.concatenate(xs))
+        grid = grid[(grid >= lo) & (grid <= hi)]
+        if grid.size == 0:
+            return None
+        stack = np.vstack([np.interp(grid, x, y) for x, y in zip(xs, ys)])
+    return grid, stack.mean(axis=0), stack.min(axis=0), stack.max(axis=0), len(curves)
+
+
+def plot_curves(c: Comparison, records: Sequence[RunRecord], path: Path, x_label: str) -> bool:
+    by_variant: dict[str, list[RunRecord]] = defaultdict(list)
+    seen: set[tuple[str, int]] = set()
+    for r in records:
+        if r.status == FINISHED and r.metric is not None and math.isfinite(float(r.metric)):
+            if (r.variant, r.seed) in seen:
+                continue
+            seen.add((r.variant, r.seed))
+            by_variant[r.variant].append(r)
+    series = []
+    for row in c.rows:
+        mc = _mean_curve([r.curve for r in by_variant.get(row.variant, [])])
+        if mc is not None:
+            series.append((row.variant, *mc))
+    if not series:
+        return False
+    fig = new_figure(8.0, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    tops = []
+    for i, (name, grid, mean, lo, hi, n) in enumerate(series):
+        color = "black" if name == c.baseline else f"C{i % 10}"
+        ax.plot(grid, mean, color=color, lw=1.8 if name == c.baseline else 1.4,
+                label=f"{name} (n={n})")
+        if n > 1:
+            ax.fill_between(grid, lo, hi, color=color, alpha=0.18, lw=0)
+        tail = hi[len(hi) // 10:] if len(hi) >= 10 else hi
+        tops.append(float(tail.max()))
+    # Early-training losses dwarf the differences that matter: clip the y range to the part of
+    # training after the first 10% of eval points.
+    bottoms = [float(s[3].min()) for s in series]
+    top, bottom = max(tops), min(bottoms)
+    if top > bottom:
+        pad = 0.05 * (top - bottom)
+        ax.set_ylim(bottom - pad, top + pad)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(c.metric_name)
+    ax.set_title(f"{c.metric_name}: mean across seeds, band = min–max")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def plot_differences(c: Comparison, path: Path) -> None:
+    rows = [r for r in c.rows if not r.is_baseline]
+    fig = new_figure(7.0, 1.2 + 0.5 * max(len(rows), 1))
+    ax = fig.add_subplot(1, 1, 1)
+    pct = f"{round(c.level * 100):d}%"
+    ax.axvline(0.0, color="black", lw=1)
+    labels = []
+    for y, r in enumerate(reversed(rows)):
+        pr = r.paired
+        labels.append(f"{r.variant} (n={pr.n if pr else 0})")
+        if pr is None or pr.n == 0 or math.isnan(pr.mean_diff):
+            continue
+        color = {stats.HELPS: _HELPS_COLOR, stats.HURTS: _HURTS_COLOR}.get(r.verdict, _NEUTRAL_COLOR)
+        if math.isfinite(pr.ci_low):
+            xerr = [[pr.mean_diff - pr.ci_low], [pr.ci_high - pr.mean_diff]]
+            ax.errorbar(pr.mean_diff, y, xerr=xerr, fmt="o", color=color, capsize=4)
+        else:
+            ax.plot(pr.mean_diff, y, "o", color=color, mfc="none")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels)
+    if not rows:
+        ax.text(0.5, 0.5, "no variants besides the baseline", transform=ax.transAxes,
+                ha="center", va="center")
+    ax.set_ylim(-0.6, max(len(rows), 1) - 0.4)
+    better = "← better" if c.lower_is_better else "better →"
+    ax.set_xlabel(f"Δ {c.metric_name} vs {c.baseline} (variant − baseline), {pct} CI   {better}")
+    ax.set_title("Paired difference vs baseline (green helps, red hurts, grey no detectable effect)",
+                 fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_effects(result, path: Path) -> Path:
+    """Factorial main effects and interactions with their intervals (blue), and additivity checks (orange)."""
+    effects = [*result.effects, *result.additivity]
+    fig = new_figure(7.0, 0.45 * len(effects) + 1.2)
+    ax = fig.add_subplot()
+    ys = list(range(len(effects)))[::-1]
+    for y, e in zip(ys, effects):
+        ax.errorbar([e.estimate], [y], xerr=[[e.estimate - e.low], [e.high - e.estimate]], fmt="o",
+                    color="C0" if e in result.effects else "C1", capsize=3)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([e.term for e in effects])
+    ax.set_xlabel(f"effect on final {result.metric} (negative = better)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

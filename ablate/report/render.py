@@ -1,0 +1,223 @@
+"""The verdict table of a comparison, rendered to the terminal (rich), plain text and Markdown, and the
+report files (``report.md`` with its figures)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ablate import stats
+from ablate.errors import AblateError
+from ablate.format import num as _num
+from ablate.format import pval as _pval
+from ablate.format import si as _si
+from ablate.report.build import Comparison, RunRecord
+from ablate.report.figures import plot_curves, plot_differences
+from ablate.report.tables import CellTable, md_escape
+
+def _decimals(c: Comparison) -> int:
+    """Decimals that resolve the noise in this comparison (3..8)."""
+    scales = [c.noise_floor] + [r.paired.sd_diff for r in c.rows if r.paired is not None]
+    scales = [s for s in scales if s is not None and math.isfinite(s) and s > 0]
+    if not scales:
+        return 4
+    return max(3, min(8, 2 - math.floor(math.log10(min(scales)))))
+
+
+
+def _headers(c: Comparison) -> list[str]:
+    pct = f"{round(c.level * 100):d}%"
+    return [
+        "variant",
+        "seeds",
+        f"{c.metric_name} mean ± {pct} CI",
+        f"Δ vs {c.baseline} [{pct} CI]",
+        "p",
+        "p (Holm)",
+        "verdict",
+        "params",
+        "FLOPs/token",
+        "KV bytes/token",
+        "tokens/s",
+    ]
+
+
+def _cells(c: Comparison) -> list[list[str]]:
+    d = _decimals(c)
+    base = c.rows[0]
+    out = []
+    for r in c.rows:
+        s = r.summary
+        if s.n == 0:
+            metric = "—"
+        elif math.isnan(s.ci_low):
+            metric = f"{_num(s.mean, d)} (n={s.n})"
+        else:
+            metric = f"{_num(s.mean, d)} ± {_num(s.ci_high - s.mean, d)}"
+        if r.is_baseline:
+            diff, p, padj, ver, seeds = "(baseline)", "", "", "(baseline)", str(s.n)
+        else:
+            pr = r.paired
+            assert pr is not None
+            if pr.n == 0:
+                diff = "—"
+            elif math.isnan(pr.ci_low):
+                diff = _num(pr.mean_diff, d, sign=True)
+            else:
+                diff = (f"{_num(pr.mean_diff, d, sign=True)} "
+                        f"[{_num(pr.ci_low, d, sign=True)}, {_num(pr.ci_high, d, sign=True)}]")
+            p, padj, ver = _pval(pr.p_value), _pval(r.p_adjusted), str(r.verdict)
+            seeds = str(s.n) if pr.n == s.n else f"{s.n} ({pr.n} paired)"
+        params = _si(r.params)
+        if not r.is_baseline and r.params and base.params:
+            params += f" ({(r.params / base.params - 1) * 100:+.1f}%)"
+        out.append([
+            r.variant,
+            seeds,
+            metric,
+            diff,
+            p,
+            padj,
+            ver,
+            params,
+            _si(r.flops_per_token),
+            _si(r.kv_bytes_per_token, binary=True, unit="B"),
+            _si(r.tokens_per_s),
+        ])
+    return out
+
+
+_VERDICT_STYLE = {stats.HELPS: "bold green", stats.HURTS: "bold red", stats.TOO_FEW: "yellow"}
+
+
+def verdict_table(comparison: Comparison) -> CellTable:
+    """The cells of the verdict table (baseline first), with the verdicts' terminal styles."""
+    c = comparison
+    direction = "lower is better" if c.lower_is_better else "higher is better"
+    headers = _headers(c)
+    table = CellTable(
+        title=f"{c.metric_name} vs {c.baseline} ({direction}; paired t-test over seeds, "
+              f"Holm-corrected, alpha={c.alpha:g})",
+        headers=headers, right=[i for i in range(len(headers)) if i not in (0, 6)], code=(0,))
+    for i, (r, cells) in enumerate(zip(c.rows, _cells(c))):
+        table.add(*cells, style="dim" if r.is_baseline else None)
+        if r.verdict in _VERDICT_STYLE:
+            table.styles[(i, 6)] = _VERDICT_STYLE[r.verdict]
+    return table
+
+
+def render_table(comparison: Comparison) -> Table:
+    """The verdict table as a :class:`rich.table.Table` (baseline first)."""
+    return verdict_table(comparison).to_rich()
+
+
+def print_comparison(comparison: Comparison, console: Console) -> None:
+    """The verdict table, the noise floor and the warnings, on a terminal."""
+    console.print(render_table(comparison))
+    console.print(f"noise floor (baseline seed-to-seed sd): {comparison.noise_floor:.4g} "
+                  f"over {comparison.noise_floor_n} seeds", highlight=False)
+    for warning in comparison.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+
+
+def render_text(comparison: Comparison, width: int = 200) -> str:
+    """Plain-text rendering of the table, the noise floor and the warnings."""
+    console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
+    console.print(render_table(comparison))
+    console.print(_noise_floor_sentence(comparison), markup=False)
+    for w in comparison.warnings:
+        console.print(f"warning: {w}", markup=False)
+    return console.export_text()
+
+
+
+def _noise_floor_sentence(c: Comparison) -> str:
+    if c.noise_floor_n < 2:
+        return (f"Noise floor: not available; the baseline has {c.noise_floor_n} finished seed(s) "
+                "and its seed-to-seed spread needs at least 2.")
+    d = _decimals(c)
+    return (f"Noise floor: the baseline's seed-to-seed standard deviation of {c.metric_name} is "
+            f"{_num(c.noise_floor, d)} over {c.noise_floor_n} seeds. A single run that differs from "
+            "the baseline by less than this is within seed noise; the paired differences above "
+            "cancel the per-seed variation that all variants share, so they can resolve smaller "
+            "effects when the per-seed differences are consistent.")
+
+
+def _method_sentence(c: Comparison) -> str:
+    pct = f"{round(c.level * 100):d}%"
+    good, bad = ("negative", "positive") if c.lower_is_better else ("positive", "negative")
+    m = c.n_comparisons
+    return (
+        f"Each variant is compared with the baseline `{c.baseline}` paired by seed (the same seed "
+        "means the same data order and the same eval batches): Δ is the mean over seeds of "
+        f"variant − baseline in {c.metric_name}, with a {pct} t confidence interval, and p comes "
+        "from a two-sided paired t-test over seeds. p (Holm) is the Holm–Bonferroni adjusted "
+        f"p-value across the {m} variant comparison{'s' if m != 1 else ''}. A variant *helps* when "
+        f"p (Holm) < {c.alpha:g} and Δ is {good}, *hurts* when p (Holm) < {c.alpha:g} and Δ is "
+        f"{bad}, and otherwise shows *no detectable effect*, which is not evidence of no effect. "
+        "The confidence intervals are not adjusted for multiplicity, so an interval that excludes "
+        "zero can still come with p (Holm) above the level. "
+        "Seeds counts finished runs; only seeds the baseline also has are paired."
+    )
+
+
+
+def render_markdown(comparison: Comparison, figures: Sequence[str] = ()) -> str:
+    """The report as Markdown: table, method, noise floor, controls, warnings, figures."""
+    c = comparison
+    direction = "lower is better" if c.lower_is_better else "higher is better"
+    lines = [
+        f"# Ablation report: {c.metric_name}",
+        "",
+        f"Baseline: `{c.baseline}`. Metric: {c.metric_name} ({direction}). "
+        f"Significance level: {c.alpha:g}.",
+        "",
+        verdict_table(c).to_markdown(),
+    ]
+    lines += ["", "## Method", "", _method_sentence(c), "", "## Noise floor", "",
+              _noise_floor_sentence(c), ""]
+    if c.fairness:
+        lines += ["## Controls", "", "Identical across all compared runs:", ""]
+        lines += [f"- {k}: `{v}`" for k, v in sorted(c.fairness.items())]
+        lines.append("")
+    lines += ["## Warnings", ""]
+    lines += [f"- {md_escape(w)}" for w in c.warnings] if c.warnings else ["None."]
+    lines.append("")
+    if figures:
+        lines += ["## Figures", ""]
+        for f in figures:
+            lines += [f"![{Path(f).stem}]({f})", ""]
+    return "\n".join(lines)
+
+
+
+def write_report(
+    comparison: Comparison,
+    records: Sequence[RunRecord],
+    out_dir: Path,
+    *,
+    x_label: str = "step",
+) -> list[Path]:
+    """Write ``report.md``, ``curves.png`` (when any run has a curve) and ``differences.png``
+    into ``out_dir`` (created if needed); return the written paths, report first."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AblateError(f"cannot create report directory {out_dir}: {e.strerror or e}") from e
+    figures: list[Path] = []
+    curves = out_dir / "curves.png"
+    if plot_curves(comparison, records, curves, x_label):
+        figures.append(curves)
+    diffs = out_dir / "differences.png"
+    plot_differences(comparison, diffs)
+    figures.append(diffs)
+    md = out_dir / "report.md"
+    md.write_text(render_markdown(comparison, [f.name for f in figures]), encoding="utf-8")
+    return [md, *figures]

@@ -1,0 +1,229 @@
+"""A study's report: the verdict table of its comparison trials, with its tuning and factorial sections,
+or the ranking and parameter importances of a search. Each table is built once (``CellTable``) and
+printed to the terminal and written to ``report.md`` from the same cells."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.console import Console
+
+from ablate.errors import AblateError
+from ablate.format import num, short
+from ablate.report.figures import plot_effects
+from ablate.report.render import print_comparison, write_report
+from ablate.report.tables import CellTable
+
+
+def _warn(console: Console, text: str) -> None:
+    console.print(f"warning: {text}", highlight=False, markup=False, style="yellow")
+
+
+def compare_report(ctx, out: Path, console: Console) -> list[Path]:
+    """The comparison of a compare or tune-then-compare study: table, report.md and figures."""
+    from ablate.compare import compare, load_records
+    from ablate.factorial import factorial_design
+    from ablate.study.keys import K_RUN
+    from ablate.study.progress import compare_trials
+
+    spec = ctx.spec
+    trials, missing = compare_trials(ctx)
+    if not trials:
+        raise AblateError(f"study {spec.name!r} has no finished comparison trials yet; run "
+                          f"`ablate study run {spec.path}` first")
+    records = load_records(tracking_uri=ctx.tracking_uri, experiment=ctx.experiment,
+                           run_ids=[t.user_attrs[K_RUN] for t in trials], metric=spec.metric)
+    comparison = compare(records, baseline=spec.baseline, metric=spec.metric, alpha=spec.alpha)
+    console.print(f"study {spec.name} ({spec.protocol}): {comparison_header(comparison, records)}",
+                  highlight=False, markup=False)
+    print_comparison(comparison, console)
+    if missing:
+        _warn(console, f"{len(missing)} (variant, seed) not finished yet: {', '.join(missing[:10])}"
+                       f"{' …' if len(missing) > 10 else ''}; re-run `ablate study run` to finish them")
+    paths = write_report(comparison, records, out)
+    sections: list[str] = [f"\n## Study\n\n`{spec.path.name}` ({spec.protocol}); {spec.description}\n"]
+    if spec.protocol == "tune-then-compare":
+        sections.append(tuning_section(ctx, console))
+    factors = factorial_design(list(spec.variants), spec.baseline)
+    if factors:
+        section, figure = factorial_section(comparison, records, factors, spec.metric, console, out)
+        sections.append(section)
+        if figure:
+            paths.append(figure)
+    with open(paths[0], "a", encoding="utf-8") as fh:
+        fh.write("\n".join(sections))
+    return paths
+
+
+def comparison_header(comparison, records) -> str:
+    """What the compared runs were, read from the runs themselves (not from the study file)."""
+    variants = {r.variant for r in records}
+    seeds = {r.seed for r in records}
+    text = f"{len(records)} runs, {len(variants)} variants x {len(seeds)} seeds"
+    agreed = comparison.fairness
+    for key, label in (("budget", "budget"), ("dims", "dims"), ("data", "data"), ("tokenizer", "tokenizer"),
+                       ("batch", "batch")):
+        if key in agreed:
+            text += f", {label} {agreed[key]}"
+    return text
+
+
+def tuning_section(ctx, console: Console) -> str:
+    """Every lr tried per variant and the one chosen; warns when the best lies at the edge of the grid."""
+    from ablate.study.progress import tuning_table
+
+    spec = ctx.spec
+    table = CellTable(f"learning-rate tuning (seed {spec.tune['seed']}, budget {spec.tune['budget']})",
+                      ["variant", f"{spec.metric} at each lr tried", "chosen lr"], right=(2,))
+    edge = []
+    for row in tuning_table(ctx):
+        tried = ", ".join(f"{lr:.3g}: " + ("pruned" if v is None else "diverged" if v == float("inf") else f"{v:.4f}")
+                          for lr, v, _ in row["tried"])
+        best = f"{row['best']:.3g}" if row["best"] else "—"
+        lrs = [lr for lr, _, _ in row["tried"]]
+        if spec.tune_is_grid and row["best"] and len(lrs) > 1 and row["best"] in (min(lrs), max(lrs)):
+            edge.append(f"{row['variant']} ({best})")
+        table.add(row["variant"], tried, best)
+    console.print(table.to_rich())
+    md = [f"\n## Learning-rate tuning\n\nEach variant's lr was chosen on seed {spec.tune['seed']} "
+          f"(not one of the compared seeds) with budget {spec.tune['budget']}; the comparison above uses it.\n",
+          table.to_markdown()]
+    if edge:
+        warning = (f"best lr at the edge of the range tried for {', '.join(edge)}: its optimum may lie beyond; "
+                   "widen [tune] lr to be sure no variant is held back")
+        _warn(console, warning)
+        md.append(f"\nWarning: {warning}.")
+    return "\n".join(md) + "\n"
+
+
+def factorial_section(comparison, records, factors, metric: str, console: Console, out: Path):
+    """Main effects and interactions of a 2^k design; returns the Markdown and the figure (or None)."""
+    from ablate.factorial import effect_reading, factorial_effects
+
+    rows = [(r.variant, r.seed, float(r.metric)) for r in records
+            if r.status == "finished" and r.metric is not None and math.isfinite(r.metric)]
+    names = " x ".join(f.high for f in factors)
+    try:
+        result = factorial_effects(rows, factors, level=comparison.level, metric=metric)
+    except AblateError as err:
+        console.print(f"factorial ({names}): {err}", highlight=False, markup=False, style="yellow")
+        return f"\n## Factorial analysis\n\n{err}\n", None
+    pct = f"{result.level:.0%}"
+    table = CellTable(f"factorial {names}: effects on {metric} (linear model on ±1 factors + seed blocks, "
+                      f"{result.n_runs} runs, {result.df} residual df)",
+                      ["term", "effect", f"{pct} CI", "p", "reading"], right=(1, 3))
+    for e in [*result.effects, *result.additivity]:
+        table.add(e.term, num(e.estimate, sign=True), f"[{e.low:+.4f}, {e.high:+.4f}]", f"{e.p_value:.3g}",
+                  effect_reading(e))
+    console.print(table.to_rich())
+    md = [f"\n## Factorial analysis: {names}\n",
+          f"Linear model of final {metric} on ±1-coded factors (every interaction) plus a block per seed; "
+          f"{result.n_runs} runs, {result.n_seeds} seeds, {result.df} residual degrees of freedom. "
+          "A main effect is mean(on) − mean(off) averaged over the other factors; an interaction is the "
+          "difference of differences (e.g. AB − A − B + baseline), so 0 means the changes add up. "
+          "Negative is better for a loss.\n",
+          table.to_markdown()]
+    figure = plot_effects(result, out / "factorial.png")
+    md.append(f"\n![factorial effects]({figure.name})\n")
+    return "\n".join(md) + "\n", figure
+
+
+def _importance_targets(study, trials, metric: str):
+    """(title, study, note) to compute importances on: the final value of the completed trials, and,
+    when pruning stopped some, the value every trial reached at the last evaluation they all had."""
+    import optuna
+    from optuna.trial import TrialState
+
+    out = []
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    keys = {k for t in complete for k in t.params}
+    if len(complete) >= 2 and any(len({t.params.get(k) for t in complete}) > 1 for k in keys):
+        out.append((f"final {metric} ({len(complete)} completed trials)", study,
+                    "pruned trials have no final value and are left out."))
+    reached = [t for t in trials if t.intermediate_values]
+    if len(reached) > len(complete) and len(reached) >= 2:  # some were pruned
+        k = min(max(t.intermediate_values) for t in reached)
+        mem = optuna.create_study(direction="minimize")
+        for t in reached:
+            if k in t.intermediate_values and t.distributions:
+                mem.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                        value=t.intermediate_values[k]))
+        out.append((f"{metric} at evaluation {k} (all {len(mem.trials)} trials)", mem,
+                    f"the {metric} every trial reached (pruned ones included) at evaluation {k} of the budget."))
+    return out
+
+
+def _search_score(t):
+    """Completed trials rank by their final value; pruned ones after them, by the value they were stopped at."""
+    from optuna.trial import TrialState
+
+    if t.state == TrialState.COMPLETE:
+        return (0, t.value)
+    last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else float("inf")
+    return (1, last)
+
+
+def search_report(ctx, out: Path, console: Console) -> list[Path]:
+    """The best trials of a search and the parameter importances (fANOVA); report.md."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from ablate.study.context import _quiet_optuna
+    from ablate.study.keys import K_SKIP
+
+    _quiet_optuna()
+    spec = ctx.spec
+    study = ctx.main()
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not t.user_attrs.get(K_SKIP)]
+    if not trials:
+        raise AblateError(f"study {spec.name!r} has no finished trials yet; run `ablate study run {spec.path}` first")
+    ranked = sorted(trials, key=_search_score)
+    params = sorted({k for t in trials for k in t.params if k not in spec.slots and k != "variant"})
+    n_complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+    counts = f"{n_complete} completed, {len(trials) - n_complete} pruned"
+    table = CellTable(f"search {spec.name}: best trials by final {spec.metric} "
+                      f"({counts}; seed {spec.seeds[0]}, budget {spec.config.budget})",
+                      ["rank", "trial", "variant", *params, spec.metric, "state"],
+                      right=[i for i in range(len(params) + 5) if i not in (2, len(params) + 4)])
+    for rank, t in enumerate(ranked[:15], 1):
+        state = t.user_attrs.get("ablate.status", "finished") if t.state == TrialState.COMPLETE else \
+            ("diverged" if t.user_attrs.get("ablate.status") == "diverged" else "pruned")
+        table.add(rank, t.number, t.user_attrs.get("ablate.variant", "?"),
+                  *(short(t.params[p]) if p in t.params else "—" for p in params), num(_search_score(t)[1]), state)
+    console.print(table.to_rich())
+    md = [f"# Search {spec.name}\n", f"{spec.description}\n",
+          f"Sampler {spec.search['sampler']}, pruner {spec.search['pruner']}, {counts} trials on seed "
+          f"{spec.seeds[0]}, budget {spec.config.budget}, size {spec.config.size}, data {spec.config.data}. "
+          f"Completed trials rank first by final {spec.metric}; pruned ones follow with the value at which "
+          "they were stopped.\n", table.to_markdown()]
+    for title, imp_study, note in _importance_targets(study, trials, spec.metric):
+        try:
+            importances = optuna.importance.get_param_importances(
+                imp_study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        except Exception as err:  # too few trials or a degenerate space
+            console.print(f"no parameter importances ({title}): {err}", highlight=False, markup=False,
+                          style="yellow")
+            continue
+        imp = CellTable(f"parameter importances (fANOVA), {title}", ["parameter", "importance"], right=(1,))
+        for k, v in importances.items():
+            imp.add(k, f"{v:.3f}")
+        console.print(imp.to_rich())
+        md += [f"\n## Parameter importances, {title}\n",
+               f"fANOVA (share of the variance of the value each parameter explains); {note} "
+               "With few trials, and with TPE sampling mostly near the best region, treat these as rough.\n",
+               imp.to_markdown()]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = min(complete, key=lambda t: t.value)
+        line = (f"best: trial {best.number}, {best.user_attrs.get('ablate.variant')} "
+                f"{ {k: v for k, v in best.params.items() if k in params} or ''} → {spec.metric} {best.value:.4f}. "
+                "A search ranks single-seed runs; confirm the winner against the baseline over seeds with a "
+                "compare study.")
+        console.print(line, highlight=False, markup=False)
+        md.append(f"\n{line}\n")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.md"
+    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return [path]

@@ -1,0 +1,59 @@
+"""One table, three renderings: the cells are built once and written to rich, Markdown or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rich.markup import escape
+from rich.table import Table
+
+
+def md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+@dataclass
+class CellTable:
+    """A titled table of string cells. ``right`` names the columns aligned right; ``styles`` maps a
+    (row, column) to a rich style for the terminal; ``code`` names columns written as code in Markdown."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    right: Sequence[int] = ()
+    styles: dict[tuple[int, int], str] = field(default_factory=dict)
+    row_styles: dict[int, str] = field(default_factory=dict)
+    code: Sequence[int] = ()
+
+    def add(self, *cells: object, style: str | None = None) -> None:
+        if style:
+            self.row_styles[len(self.rows)] = style
+        self.rows.append([str(c) for c in cells])
+
+    def to_rich(self, no_wrap: Sequence[int] = (0,)) -> Table:
+        table = Table(title=escape(self.title), title_justify="left")
+        for i, h in enumerate(self.headers):
+            table.add_column(escape(h), justify="right" if i in self.right else "left", no_wrap=i in no_wrap)
+        for r, cells in enumerate(self.rows):
+            shown = []
+            for c, text in enumerate(cells):
+                style = self.styles.get((r, c))
+                shown.append(f"[{style}]{escape(text)}[/]" if style else escape(text))
+            table.add_row(*shown, style=self.row_styles.get(r))
+        return table
+
+    def to_markdown(self) -> str:
+        lines = ["| " + " | ".join(md_escape(h) for h in self.headers) + " |",
+                 "|" + "|".join("---:" if i in self.right else ":---" for i in range(len(self.headers))) + "|"]
+        for cells in self.rows:
+            shown = [f"`{md_escape(t)}`" if i in self.code and t else md_escape(t) for i, t in enumerate(cells)]
+            lines.append("| " + " | ".join(shown) + " |")
+        return "\n".join(lines)
+
+    def to_records(self) -> list[dict[str, str]]:
+        return [dict(zip(self.headers, cells)) for cells in self.rows]
+
+    def to_json(self) -> str:
+        return json.dumps({"title": self.title, "rows": self.to_records()}, indent=2, ensure_ascii=False)

@@ -1,0 +1,109 @@
+"""One process's view of a study: its spec, storage, MLflow tracking and how it reports."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import AblateError
+from ablate.study.keys import GRACE_SECONDS, HEARTBEAT_SECONDS
+from ablate.study.spec import StudySpec
+from ablate.study.storage import open_storage
+
+@dataclass
+class WorkSummary:
+    ran: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """One process's view of a study: spec, storage, tracking, and how this process reports."""
+
+    spec: StudySpec
+    storage_url: str
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    log_checkpoint: bool = False
+    label: str = ""
+    echo: Callable[[str], None] = print
+    heartbeat_seconds: float = HEARTBEAT_SECONDS
+    grace_seconds: float = GRACE_SECONDS
+    worker_index: int = 0
+    must_exist: bool = False  # report / status / worker: never create a journal file
+    summary: WorkSummary = field(default_factory=lambda: WorkSummary())
+    _storage: Any = None
+    _client: Any = None
+
+    @property
+    def storage(self):
+        if self._storage is None:
+            if self.must_exist and "://" not in self.storage_url and not Path(self.storage_url).exists():
+                raise AblateError(f"no study state at {self.storage_url}; run `ablate study run {self.spec.path}` "
+                                  "first, or pass the --storage / --state-dir it used")
+            self._storage = open_storage(self.storage_url)
+        return self._storage
+
+    def say(self, text: str) -> None:
+        self.echo(f"{self.label}{text}")
+
+    # -- Optuna studies of this study
+    def stage_names(self) -> list[str]:
+        spec = self.spec
+        names = []
+        if spec.protocol == "tune-then-compare":
+            names += [tune_study_name(spec)] if spec.tune_is_grid else [tune_study_name(spec, v) for v in spec.variants]
+        names.append(spec.name)
+        return names
+
+    def load(self, name: str, sampler=None, pruner=None):
+        import optuna
+
+        try:
+            return optuna.load_study(study_name=name, storage=self.storage, sampler=sampler, pruner=pruner)
+        except KeyError:
+            raise AblateError(f"study {name!r} does not exist in {self.storage_url}; create it with "
+                              f"`ablate study run {self.spec.path}` (with the same --storage)") from None
+
+    def main(self, sampler=None, pruner=None):
+        return self.load(self.spec.name, sampler, pruner)
+
+    # -- MLflow
+    def adopt_tracking(self, attrs: dict[str, Any]) -> None:
+        """Unless told otherwise (flag, $MLFLOW_TRACKING_URI), log where the study was created to."""
+        if self.tracking_uri is None:
+            self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or attrs.get("ablate.tracking_uri")
+        if self.experiment is None:
+            self.experiment = attrs.get("ablate.experiment")
+
+    def client(self):
+        if self._client is None:
+            from ablate.track import client_for
+
+            self._client, self.tracking_uri = client_for(self.tracking_uri)
+        return self._client
+
+
+def tune_study_name(spec: StudySpec, variant: str | None = None) -> str:
+    return f"{spec.name}:tune" + (f":{variant}" if variant else "")
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*GridSampler.*re-evaluating.*")
+    warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")
+
+
+def study_role(spec: StudySpec, name: str) -> str:
+    if name.startswith(f"{spec.name}:tune"):
+        return "tune"
+    return "search" if spec.protocol == "search" else "compare"

@@ -1,0 +1,141 @@
+"""Creating a study once, before any worker: preflight, Optuna studies, MLflow parent runs, the queue."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import Any
+
+from ablate.errors import AblateError
+from ablate.study.context import Context, _quiet_optuna, tune_study_name
+from ablate.study.progress import best_lrs
+from ablate.study.queue import compare_points, ensure_grid, tune_points
+from ablate.study.spec import StudySpec, compose_variant
+
+def preflight(spec: StudySpec, limit: int = 64) -> int:
+    """Resolve every variant the study will train (dims, data) before anything is created or trained."""
+    from ablate.train import prepare_run
+
+    if spec.protocol == "search":
+        candidates = [compose_variant(b, dict(zip(spec.slots, picks))) for b in spec.variants
+                      for picks in itertools.product(*spec.slots.values())]
+    else:
+        candidates = list(spec.variants)
+    seen = list(dict.fromkeys(candidates))[:limit]
+    for variant in seen:
+        try:
+            prepare_run(spec.config.replace(variant=variant, seed=spec.seeds[0]))
+        except AblateError as err:
+            raise AblateError(f"{spec.path}: variant {variant}: {err}") from None
+    return len(seen)
+
+
+def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
+    """Create the study (once, before any worker) or check that the existing one matches the file.
+
+    Makes the Optuna studies, the MLflow parent run(s) and the queue of grid trials; returns the
+    main study's user attributes.
+    """
+    import optuna
+
+    _quiet_optuna()
+    spec = ctx.spec
+    if fresh:
+        for name in ctx.stage_names():
+            try:
+                optuna.delete_study(study_name=name, storage=ctx.storage)
+            except KeyError:
+                pass
+    main = optuna.create_study(study_name=spec.name, storage=ctx.storage, direction="minimize",
+                               load_if_exists=True)
+    attrs = main.user_attrs
+    ctx.adopt_tracking(attrs)
+    identity = spec.identity()
+    if "ablate.identity" in attrs:
+        old = attrs["ablate.identity"]
+        if old != json.loads(json.dumps(identity)):
+            raise AblateError(f"study {spec.name!r} in {ctx.storage_url} was made with other settings "
+                              f"({_diff(old, identity)}); keep the file as it was, run these settings as a "
+                              f"new study with --name NEW, or start over with --fresh")
+    else:
+        main.set_user_attr("ablate.identity", identity)
+        main.set_user_attr("ablate.fingerprint", spec.fingerprint())
+        main.set_user_attr("ablate.file", str(spec.path))
+        main.set_user_attr("ablate.protocol", spec.protocol)
+        main.set_user_attr("ablate.created", time.strftime("%Y-%m-%d %H:%M:%S"))
+    if "ablate.mlflow_parent" not in attrs:
+        parent = _create_parent(ctx)
+        main.set_user_attr("ablate.mlflow_parent", parent)
+        main.set_user_attr("ablate.tracking_uri", ctx.tracking_uri)
+        main.set_user_attr("ablate.experiment", ctx.experiment or "ablate")
+        attrs = ctx.main().user_attrs
+        if attrs["ablate.mlflow_parent"] != parent:  # another process created the study meanwhile
+            ctx.client().delete_run(parent)
+    attrs = ctx.main().user_attrs
+    if spec.protocol == "compare":
+        ensure_grid(main, spec, "compare", compare_points(spec))
+    elif spec.protocol == "tune-then-compare":
+        if spec.tune_is_grid:
+            tune = optuna.create_study(study_name=tune_study_name(spec), storage=ctx.storage,
+                                       direction="minimize", load_if_exists=True)
+            ensure_grid(tune, spec, "tune", tune_points(spec))
+        else:
+            for v in spec.variants:
+                optuna.create_study(study_name=tune_study_name(spec, v), storage=ctx.storage,
+                                    direction="minimize", load_if_exists=True)
+        if "ablate.mlflow_tune_parent" not in attrs:
+            tune_parent = _create_parent(ctx, parent=attrs["ablate.mlflow_parent"], stage="tune")
+            main.set_user_attr("ablate.mlflow_tune_parent", tune_parent)
+            attrs = ctx.main().user_attrs
+        best = best_lrs(ctx, require_complete=True)
+        if best is not None:
+            ensure_grid(main, spec, "compare", compare_points(spec, best))
+    return attrs
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> str:
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _diff(a, b, f"{prefix}{key}.")
+            if inner:
+                parts.append(inner)
+        elif a != b:
+            parts.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return "; ".join(parts)
+
+
+def _create_parent(ctx: Context, parent: str | None = None, stage: str | None = None) -> str:
+    """A new MLflow parent run for the study (or one of its stages, nested under the study's)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from ablate.track import code_version, get_experiment_id
+
+    spec = ctx.spec
+    try:
+        client = ctx.client()
+        exp_id = get_experiment_id(client, ctx.experiment or "ablate", ctx.tracking_uri)
+    except AblateError:
+        raise
+    except Exception as err:
+        raise AblateError(f"cannot use MLflow tracking URI {ctx.tracking_uri!r}: {err}; "
+                          "fix --tracking-uri / MLFLOW_TRACKING_URI") from None
+    tags = {"ablate.kind": "study" if stage is None else "stage", "ablate.study": spec.name,
+            "ablate.protocol": spec.protocol, "ablate.study_file": str(spec.path),
+            "ablate.code_version": code_version(), "ablate.metric": spec.metric}
+    if stage is None:
+        # the newest study of this name owns the group; older ones keep their runs under another label
+        for old in client.search_runs([exp_id], f"tags.`ablate.group` = '{spec.name}'", max_results=100):
+            client.set_tag(old.info.run_id, "ablate.group", f"{spec.name}~{old.info.run_id[:8]}")
+        tags["ablate.group"] = spec.name
+        tags["mlflow.note.content"] = spec.description or f"ablate study {spec.name} ({spec.protocol})"
+        run_name = f"study {spec.name}"
+    else:
+        tags[MLFLOW_PARENT_RUN_ID] = parent
+        tags["ablate.stage"] = stage
+        run_name = f"{spec.name} · lr tuning"
+    run = client.create_run(exp_id, run_name=run_name, tags=tags)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id

@@ -1,0 +1,176 @@
+"""The trial runner: one trial's config trained with tracking, pruning and a heartbeat; the objectives."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ablate.config import RunConfig
+from ablate.train import Callback, RunResult, RunState, StopRun
+from ablate.format import short
+from ablate.study.context import Context
+from ablate.study.keys import K_RUN, K_SKIP, K_WORKER
+from ablate.study.queue import COMPARE_KEY, TUNE_KEY, _claim
+from ablate.study.spec import Range, compose_variant
+from ablate.study.storage import native_heartbeat
+from ablate.study.workers import _Heartbeat, worker_identity
+
+class _TrialHooks(Callback):
+    """Records the MLflow run id on the trial, reports evals to Optuna and prunes; on long trials it
+    says where they are every ``every`` seconds."""
+
+    def __init__(self, trial, tracker, metric: str, prune: bool, say: Callable[[str], None] | None = None,
+                 every: float = 30.0):
+        self.trial, self.tracker, self.metric, self.prune = trial, tracker, metric, prune
+        self.last: float | None = None
+        self.say, self.every, self.said = say, every, time.perf_counter()
+        self.evals = 0
+
+    def on_start(self, run: RunState) -> None:
+        if self.tracker is not None and self.tracker.run_id:
+            self.trial.set_user_attr(K_RUN, self.tracker.run_id)
+        self.trial.set_user_attr("ablate.run_dir", str(run.run_dir))
+
+    def on_eval(self, run: RunState, row: dict[str, float]) -> None:
+        value = row.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        self.last = value
+        if self.say and time.perf_counter() - self.said > self.every:
+            self.said = time.perf_counter()
+            total = f"/{run.total_steps}" if run.total_steps else ""
+            self.say(f"trial {self.trial.number} at step {run.step}{total}: {self.metric} {value:.4f}")
+        if run.step == 0:
+            return  # the untrained model says nothing about the variant
+        self.evals += 1
+        self.trial.report(value, self.evals)  # by eval index: the same rungs for every budget
+        if self.prune and self.trial.should_prune():
+            raise StopRun("pruned", f"pruned by Optuna at step {run.step} ({self.metric} {value:.4f})")
+
+
+def prune_diverged(ctx: Context, role: str) -> bool:
+    """Sampled stages record a diverged run as pruned (samplers learn from it); grids as +inf."""
+    return role == "search" or (role == "tune" and not ctx.spec.tune_is_grid)
+
+
+def run_trial(ctx: Context, trial, stage: str, role: str, config: RunConfig, parent: str | None,
+              prune: bool, extra: dict[str, Any] | None = None) -> float:
+    """Train one trial's config with tracking and (optionally) pruning; return the objective."""
+    import optuna
+
+    from ablate.track import MLflowTracker
+    from ablate.train import train
+
+    spec = ctx.spec
+    storage = trial.study._storage
+    trial.set_user_attr(K_WORKER, worker_identity())
+    trial.set_user_attr("ablate.variant", config.variant)
+    trial.set_user_attr("ablate.seed", config.seed)
+    tracker = MLflowTracker(tracking_uri=ctx.tracking_uri, experiment=ctx.experiment, parent=parent,
+                            log_checkpoint=ctx.log_checkpoint,
+                            extra_tags={"ablate.study": spec.name, "ablate.stage": role,
+                                        "ablate.trial": str(trial.number),
+                                        "ablate.optuna_trial": f"{stage}#{trial.number}",
+                                        **{f"ablate.param.{k}": str(v) for k, v in (extra or {}).items()}})
+    hooks = _TrialHooks(trial, tracker, spec.metric, prune, say=ctx.say)
+    started = time.perf_counter()
+    ctx.say(f"trial {trial.number} {_describe(config, extra)} started")
+    beat = _Heartbeat(storage, trial._trial_id, ctx.heartbeat_seconds) if not native_heartbeat(storage) else None
+    try:
+        if beat:
+            beat.__enter__()
+        result: RunResult = train(config, [tracker, hooks])
+    finally:
+        if beat:
+            beat.__exit__(None, None, None)
+    value = result.final.get(spec.metric, float("nan"))
+    for key, v in (("ablate.status", result.status), ("ablate.steps", result.steps),
+                   ("ablate.params", result.cost.get("params")), ("ablate.train_seconds", result.train_seconds),
+                   ("ablate.final", {k: v for k, v in result.final.items()})):
+        trial.set_user_attr(key, v)
+    took = time.perf_counter() - started
+    shown = f"{spec.metric} {value:.4f}" if value == value else f"no {spec.metric}"
+    ctx.say(f"trial {trial.number} {_describe(config, extra)} {result.status}: {shown} ({took:.0f}s)")
+    if result.status == "pruned":
+        ctx.summary.ran += 1
+        raise optuna.TrialPruned(result.message)
+    if result.status == "diverged":
+        if role in ("search", "tune") and prune_diverged(ctx, role):
+            ctx.summary.ran += 1
+            raise optuna.TrialPruned(f"diverged: {result.message}")
+        ctx.summary.ran += 1
+        return float("inf")  # a result, not a failure: it is not run again
+    if result.status != "finished" or value != value:
+        raise RuntimeError(f"run ended {result.status}: {result.message}")
+    ctx.summary.ran += 1
+    return float(value)
+
+
+def _describe(config: RunConfig, extra: dict[str, Any] | None) -> str:
+    hp = " ".join(f"{k}={short(v)}" for k, v in (extra or {}).items())
+    return f"[{config.variant} seed {config.seed}{' ' + hp if hp else ''}]"
+
+
+
+
+def grid_objective(ctx: Context, stage: str, role: str, parent: str | None, best_lr: dict[str, float] | None = None):
+    """The objective of a grid stage (compare, or the lr grid of tune-then-compare)."""
+    import optuna
+
+    spec = ctx.spec
+    names = TUNE_KEY if role == "tune" else COMPARE_KEY
+
+    def objective(trial) -> float:
+        params = dict(trial.params)
+        if not params:  # a trial the grid sampler made (two workers raced for the last queued one)
+            params = {"variant": trial.suggest_categorical("variant", list(spec.variants))}
+            if role == "tune":
+                params["lr"] = trial.suggest_float("lr", min(spec.tune["lr"]), max(spec.tune["lr"]), log=True)
+            else:
+                params["seed"] = trial.suggest_int("seed", 0, max(spec.seeds))
+                if best_lr is not None:
+                    lr = best_lr.get(params["variant"], spec.config.lr)
+                    params["lr"] = trial.suggest_float("lr", lr, lr, log=True)
+        why = _claim(trial.study, trial, params, names)
+        if why:
+            trial.set_user_attr(K_SKIP, why)
+            ctx.summary.skipped += 1
+            raise optuna.TrialPruned(f"skipped: {why}")
+        if role == "tune":
+            config = spec.trial_config(params["variant"], spec.tune["seed"], lr=params["lr"],
+                                       budget=spec.tune["budget"])
+            extra = {"lr": params["lr"]}
+        else:
+            extra = {"lr": params["lr"]} if "lr" in params else {}
+            config = spec.trial_config(params["variant"], params["seed"], **extra)
+        return run_trial(ctx, trial, stage, role, config, parent, prune=False, extra=extra)
+
+    return objective
+
+
+def search_objective(ctx: Context, stage: str, parent: str | None, variant: str | None = None):
+    """The objective of a sampled stage: the search, or one variant's lr search (tune with a range)."""
+    spec = ctx.spec
+
+    def objective(trial) -> float:
+        if variant is not None:  # tune-then-compare with an lr range
+            lr = spec.tune["lr"].suggest(trial, "lr")
+            config = spec.trial_config(variant, spec.tune["seed"], lr=lr, budget=spec.tune["budget"])
+            return run_trial(ctx, trial, stage, "tune", config, parent, prune=spec.tune["pruner"] != "none",
+                             extra={"lr": lr})
+        base = spec.variants[0]
+        if len(spec.variants) > 1:
+            base = trial.suggest_categorical("variant", list(spec.variants))
+        picks = {slot: trial.suggest_categorical(slot, list(terms)) for slot, terms in spec.slots.items()}
+        values = {}
+        for name, space in spec.hparams.items():
+            values[name] = space.suggest(trial, name) if isinstance(space, Range) else \
+                trial.suggest_categorical(name, list(space))
+        canon = compose_variant(base, picks)
+        config = spec.trial_config(canon, spec.seeds[0], **values)
+        return run_trial(ctx, trial, stage, "search", config, parent, prune=spec.search["pruner"] != "none",
+                         extra=values)
+
+    return objective

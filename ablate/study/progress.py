@@ -1,0 +1,159 @@
+"""Where a study stands and what it produced: stage progress, the compare trials, the tuning table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ablate.errors import AblateError
+from ablate.format import short
+from ablate.study.context import Context, study_role, tune_study_name
+from ablate.study.keys import K_RUN, K_SKIP
+from ablate.study.queue import COMPARE_KEY, TUNE_KEY, active_trials, compare_points, key_of, tune_points
+
+@dataclass
+class Progress:
+    stage: str
+    role: str
+    expected: int
+    done: int
+    pruned: int
+    running: int
+    waiting: int
+    failed: int
+    missing: list[str]
+    running_trials: list[Any]
+
+
+def progress(ctx: Context) -> list[Progress]:
+    """Where every stage stands (for `study status` and the end of `study run`)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    spec = ctx.spec
+    out = []
+    for name in ctx.stage_names():
+        try:
+            study = optuna.load_study(study_name=name, storage=ctx.storage)
+        except KeyError:
+            continue
+        role = study_role(spec, name)
+        trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(K_SKIP)]
+        by_state = {s: [t for t in trials if t.state == s] for s in TrialState}
+        missing: list[str] = []
+        if role == "search" or (role == "tune" and not spec.tune_is_grid):
+            expected = spec.search["trials"] if role == "search" else spec.tune["trials"]
+        else:
+            if role == "tune":
+                points, names = tune_points(spec), TUNE_KEY
+            else:
+                points, names = compare_points(spec), COMPARE_KEY
+            expected = len(points)
+            done_keys = {key_of(t.params, names) for t in by_state[TrialState.COMPLETE]}
+            missing = [f"{p['variant']} " + (f"seed {p['seed']}" if "seed" in p else f"lr {short(p['lr'])}")
+                       for p in points if key_of(p, names) not in done_keys]
+        out.append(Progress(name, role, expected, len(by_state[TrialState.COMPLETE]),
+                            len(by_state[TrialState.PRUNED]), len(by_state[TrialState.RUNNING]),
+                            len(by_state[TrialState.WAITING]), len(by_state[TrialState.FAIL]), missing,
+                            by_state[TrialState.RUNNING]))
+    return out
+
+
+def best_lrs(ctx: Context, require_complete: bool = True) -> dict[str, float] | None:
+    """Each variant's best tuning lr, or None while tuning is unfinished."""
+    import optuna
+    from optuna.trial import TrialState
+
+    spec = ctx.spec
+    best: dict[str, float] = {}
+    if spec.tune_is_grid:
+        try:
+            study = optuna.load_study(study_name=tune_study_name(spec), storage=ctx.storage)
+        except KeyError:
+            return None
+        by_key = active_trials(study, TUNE_KEY)
+        for variant in spec.variants:
+            results = []
+            for lr in spec.tune["lr"]:
+                trials = by_key.get(key_of({"variant": variant, "lr": lr}, TUNE_KEY), [])
+                done = [t for t in trials if t.state == TrialState.COMPLETE]
+                if not done:
+                    if require_complete:
+                        return None
+                    continue
+                results.append((done[0].value, lr))
+            if not results:
+                return None
+            best[variant] = _pick(results)
+    else:
+        for variant in spec.variants:
+            try:
+                study = optuna.load_study(study_name=tune_study_name(spec, variant), storage=ctx.storage)
+            except KeyError:
+                return None
+            trials = [t for t in study.get_trials(deepcopy=False)
+                      if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+            if require_complete and (len(trials) < spec.tune["trials"] or
+                                     study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
+                return None
+            complete = [(t.value, t.params["lr"]) for t in trials if t.state == TrialState.COMPLETE]
+            if not complete:
+                if require_complete:
+                    raise AblateError(f"every lr tried for {variant} was pruned or diverged; "
+                                      "widen [tune] lr towards smaller values")
+                return None
+            best[variant] = _pick(complete)
+    return best
+
+
+def _pick(results: list[tuple[float | None, float]]) -> float:
+    finite = [(v, lr) for v, lr in results if v is not None and math.isfinite(v)]
+    if not finite:  # everything diverged: the smallest lr is the least bad
+        return min(lr for _, lr in results)
+    return min(finite)[1]
+
+
+def compare_trials(ctx: Context) -> tuple[list[Any], list[str]]:
+    """The COMPLETE trials of the comparison, one per (variant, seed) of the file; and what is missing."""
+    import optuna
+    from optuna.trial import TrialState
+
+    spec = ctx.spec
+    study = optuna.load_study(study_name=spec.name, storage=ctx.storage)
+    by_key = active_trials(study, COMPARE_KEY)
+    chosen, missing = [], []
+    for point in compare_points(spec):
+        done = sorted((t for t in by_key.get(key_of(point, COMPARE_KEY), []) if t.state == TrialState.COMPLETE),
+                      key=lambda t: t.number)
+        if done and done[0].user_attrs.get(K_RUN):
+            chosen.append(done[0])
+        else:
+            missing.append(f"{point['variant']} seed {point['seed']}")
+    return chosen, missing
+
+
+def tuning_table(ctx: Context) -> list[dict[str, Any]]:
+    """Per variant: every lr tried with its result, and the chosen one."""
+    import optuna
+    from optuna.trial import TrialState
+
+    spec = ctx.spec
+    best = best_lrs(ctx, require_complete=False) or {}
+    rows = []
+    for variant in spec.variants:
+        name = tune_study_name(spec) if spec.tune_is_grid else tune_study_name(spec, variant)
+        try:
+            study = optuna.load_study(study_name=name, storage=ctx.storage)
+        except KeyError:
+            continue
+        tried = []
+        for t in study.get_trials(deepcopy=False):
+            if t.user_attrs.get(K_SKIP) or t.params.get("variant", variant) != variant or "lr" not in t.params:
+                continue
+            if t.state == TrialState.COMPLETE:
+                tried.append((t.params["lr"], t.value, t.user_attrs.get("ablate.status", "finished")))
+            elif t.state == TrialState.PRUNED:
+                tried.append((t.params["lr"], None, "pruned"))
+        rows.append({"variant": variant, "tried": sorted(tried), "best": best.get(variant)})
+    return rows

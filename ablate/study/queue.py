@@ -1,0 +1,141 @@
+"""The queue: grid points of each stage, queued as Optuna trials, claimed once; samplers and pruners."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from ablate.study.keys import K_SKIP
+from ablate.study.spec import StudySpec
+
+def key_of(params: dict[str, Any], names: Sequence[str]) -> str:
+    return json.dumps({n: params.get(n) for n in names}, sort_keys=True)
+
+
+# -- the grid stages: compare points, tune points
+COMPARE_KEY = ("variant", "seed")
+TUNE_KEY = ("variant", "lr")
+
+
+def compare_points(spec: StudySpec, best_lr: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Every (variant, seed), seed-major: a study stopped early still has complete seeds to pair."""
+    points = []
+    for seed in spec.seeds:
+        for variant in spec.variants:
+            point: dict[str, Any] = {"variant": variant, "seed": seed}
+            if best_lr is not None:
+                point["lr"] = best_lr[variant]
+            points.append(point)
+    return points
+
+
+def tune_points(spec: StudySpec) -> list[dict[str, Any]]:
+    return [{"variant": v, "lr": lr} for lr in spec.tune["lr"] for v in spec.variants]
+
+
+def grid_space(spec: StudySpec, role: str) -> dict[str, list]:
+    if role == "tune":
+        return {"variant": list(spec.variants), "lr": list(spec.tune["lr"])}
+    return {"variant": list(spec.variants), "seed": list(spec.seeds)}
+
+
+def _distributions(spec: StudySpec, role: str, point: dict[str, Any]):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    dists: dict[str, Any] = {"variant": CategoricalDistribution(list(spec.variants))}
+    if "seed" in point:
+        dists["seed"] = IntDistribution(0, max(max(spec.seeds), int(point["seed"])))
+    if "lr" in point:
+        lrs = list(spec.tune["lr"]) if role == "tune" else [point["lr"]]
+        dists["lr"] = FloatDistribution(min(lrs), max(lrs), log=True)
+    return dists
+
+
+def active_trials(study, names: Sequence[str]) -> dict[str, list]:
+    """Trials by key, skipping the duplicates a worker declined to run."""
+    by_key: dict[str, list] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get(K_SKIP):
+            continue
+        params = t.params or t.system_attrs.get("fixed_params", {})
+        by_key.setdefault(key_of(params, names), []).append(t)
+    return by_key
+
+
+def ensure_grid(study, spec: StudySpec, role: str, points: list[dict[str, Any]],
+                only_keys: set[str] | None = None) -> int:
+    """Queue every point that has no COMPLETE, RUNNING or WAITING trial; return how many were queued."""
+    import optuna
+    from optuna.trial import TrialState
+
+    names = TUNE_KEY if role == "tune" else COMPARE_KEY
+    space = grid_space(spec, role)
+    grid_names = sorted(space)
+    grids = optuna.samplers.GridSampler(space, seed=0)._all_grids
+    index = {tuple(g): i for i, g in enumerate(grids)}
+    by_key = active_trials(study, names)
+    added = 0
+    for point in points:
+        key = key_of(point, names)
+        if only_keys is not None and key not in only_keys:
+            continue
+        if any(t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING) for t in by_key.get(key, [])):
+            continue
+        grid_id = index.get(tuple(point[n] for n in grid_names))
+        system_attrs = {"search_space": space, "grid_id": grid_id} if grid_id is not None else {}
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=point, distributions=_distributions(spec, role, point),
+            user_attrs={"ablate.key": key, "ablate.role": role}, system_attrs=system_attrs))
+        added += 1
+    return added
+
+
+def make_sampler(name: str, seed: int, startup: int, space: dict | None = None):
+    import optuna
+
+    if name == "grid":
+        return optuna.samplers.GridSampler(space, seed=0)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+
+
+def make_pruner(name: str, eval_points: int, startup: int = 5):
+    """Pruners over the evaluations of a run (reported as 1, 2, ... eval_points, after step 0).
+
+    Early in training the loss curves of different learning rates and warmups cross, so neither
+    pruner judges the first half of the budget: median pruning starts at the evaluation past the
+    half, after ``startup`` finished trials; successive halving's first rung is at that evaluation.
+    """
+    import optuna
+
+    half = max(1, eval_points // 2)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=max(1, startup), n_warmup_steps=half, interval_steps=1)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=half, reduction_factor=2)
+    return optuna.pruners.NopPruner()
+
+
+def _claim(study, trial, params: dict[str, Any], names: Sequence[str]) -> str | None:
+    """Why this trial must not run (its key is done or held by an earlier trial), or None."""
+    from optuna.trial import TrialState
+
+    key = key_of(params, names)
+    for other in study.get_trials(deepcopy=False):
+        if other.number == trial.number or other.user_attrs.get(K_SKIP):
+            continue
+        other_params = other.params or other.system_attrs.get("fixed_params", {})
+        if key_of(other_params, names) != key:
+            continue
+        if other.state == TrialState.COMPLETE:
+            return f"already done by trial {other.number}"
+        if other.state in (TrialState.RUNNING, TrialState.WAITING) and other.number < trial.number:
+            return f"held by trial {other.number}"
+    return None
