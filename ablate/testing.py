@@ -1,4 +1,4 @@
-"""The checks every component gets: shapes, dtype, causality and KV-cached decoding.
+"""The checks every component gets: init contract, shapes, dtype, causality and KV-cached decoding.
 
 Built-ins are tested with these through ``tests/test_components.py``; a plugin author gets the same
 checks for their component with one line in their own test file::
@@ -8,20 +8,34 @@ checks for their component with one line in their own test file::
         check_component("dyt")
 
 ``check_component(name)`` runs the checks on the baseline with ``name`` swapped in, and on every
-pairing of ``name`` with each component of every other slot.
+pairing of ``name`` with each component of every other slot that its declared needs and conflicts
+allow; it returns (and logs) the pairs it skipped, each with the reason the variant does not resolve.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterator
 
 import torch
+from torch import nn
 
 from ablate.errors import AblateError
 from ablate.model import GPT, build_model
 from ablate.registry import SLOTS, all_specs, lookup
-from ablate.slots import Dims
+from ablate.slots import (
+    MLP,
+    Attention,
+    Component,
+    Dims,
+    InitContext,
+    components,
+    own_modules,
+)
 from ablate.variant import BASELINE, parse_variant
+
+log = logging.getLogger(__name__)
 
 TINY = Dims(d_model=32, n_layers=2, n_heads=4, context=16, vocab_size=50)
 
@@ -48,16 +62,67 @@ def pair_variants(name: str | None = None, compatible: bool = True) -> Iterator[
             if name is not None and name not in (a.name, b.name):
                 continue
             variant = f"{a.name}+{b.name}"
-            if _resolves(variant) == compatible:
+            if (_unresolved(variant) is None) == compatible:
                 yield variant
 
 
-def _resolves(variant: str) -> bool:
+def skipped_pairs(name: str | None = None) -> list[tuple[str, str]]:
+    """The pairs ``pair_variants`` leaves out, each with the resolve-time error that rules it out."""
+    return [(variant, _unresolved(variant)) for variant in pair_variants(name, compatible=False)]
+
+
+def _unresolved(variant: str) -> str | None:
+    """Why ``variant`` does not resolve (a declared need unmet, a conflict), or None when it does."""
     try:
         parse_variant(variant)
-    except AblateError:
-        return False
-    return True
+    except AblateError as err:
+        return str(err)
+    return None
+
+
+def _check_normal(weight: torch.Tensor, std: float, what: str) -> None:
+    """``weight`` looks like a draw from N(0, std): sample std and mean within a few standard errors."""
+    w = weight.detach().float()
+    n = w.numel()
+    rtol = max(0.1, 4 / math.sqrt(2 * n))  # the sample std's relative standard error is 1/√(2n)
+    got_std, got_mean = w.std().item(), w.mean().item()
+    assert abs(got_std / std - 1) <= rtol, f"{what}: std {got_std:.4g}, the init contract promises {std:.4g}"
+    assert abs(got_mean) <= 5 * std / math.sqrt(n), f"{what}: mean {got_mean:.3g}, the init contract promises 0"
+
+
+@torch.no_grad()
+def check_init(model: GPT) -> None:
+    """The init contract (``ablate.slots.Component``), checked on the parameters' statistics.
+
+    Each declared residual projection is a module of its component, with weight ~ N(0, residual_std).
+    A component with the default ``init_weights`` has every other Linear/Embedding weight ~ N(0, std)
+    and zero biases, and, if it is an attention or MLP with projections, declares the one(s) writing into
+    the residual stream: otherwise they silently miss GPT-2's scaled init. A component that overrides
+    ``init_weights`` owns the rest of its init.
+    """
+    init = InitContext(model.dims.n_layers)
+    paths = {module: name for name, module in model.named_modules()}
+    for component in components(model):
+        where = f"{paths[component]} ({type(component).__name__})"
+        owned = list(own_modules(component))
+        residual = list(component.residual_projections())
+        for proj in residual:
+            assert any(proj is m for m in owned), f"{where}: residual projection {proj!r} is not one of its own modules"
+            assert isinstance(getattr(proj, "weight", None), torch.Tensor), f"{where}: residual projection {proj!r} has no weight"
+            _check_normal(proj.weight, init.residual_std, f"{where}: residual projection {paths[proj]}.weight")
+        if type(component).init_weights is not Component.init_weights:
+            continue
+        dense = [m for m in owned if isinstance(m, (nn.Linear, nn.Embedding)) and not any(m is r for r in residual)]
+        for module in dense:
+            _check_normal(module.weight, init.std, f"{where}: {paths[module]}.weight")
+            bias = getattr(module, "bias", None)
+            assert bias is None or not bias.any(), f"{where}: {paths[module]}.bias is not zero at init"
+        if isinstance(component, (Attention, MLP)) and dense and not residual:
+            raise AssertionError(
+                f"{where} declares no residual projections, so its output projection gets N(0, {init.std}) "
+                f"instead of GPT-2's scaled N(0, {init.residual_std:.4g}); return the module(s) whose output "
+                "is added to the residual stream from residual_projections() (see docs/plugins.md)"
+            )
 
 
 def check_forward(model: GPT) -> None:
@@ -106,18 +171,32 @@ def check_kv_cache(model: GPT, prompt: int = 5, atol: float = 1e-4) -> None:
 
 def check_variant(variant: str) -> None:
     model = tiny_model(variant)
+    check_init(model)
     check_forward(model)
     check_causal(model)
     check_kv_cache(model)
 
 
-def check_component(name: str) -> None:
-    """Every check, on ``name`` alone (in the baseline) and paired with each other slot's components."""
+def check_component(name: str) -> list[tuple[str, str]]:
+    """Every check, on ``name`` alone (in the baseline) and paired with each other slot's components.
+
+    Variants that the components' declared needs or conflicts rule out are skipped, not failed:
+    returns them as (variant, reason), and logs each.
+    """
     spec = lookup(name)
-    check_variant(name if spec.name != BASELINE[spec.slot] else "baseline")
-    for variant in pair_variants(name):
+    alone = name if spec.name != BASELINE[spec.slot] else "baseline"
+    reason = _unresolved(alone)
+    skipped = [(alone, reason)] if reason else []
+    checked = [] if reason else [alone]
+    checked += pair_variants(name)
+    skipped += skipped_pairs(name)
+    assert checked, f"{name} resolves in no variant to check: {skipped}"
+    for variant in checked:
         check_variant(variant)
+    for variant, why in skipped:
+        log.info("check_component(%r) skipped %s: %s", name, variant, why)
+    return skipped
 
 
-__all__ = ["SLOTS", "TINY", "check_causal", "check_component", "check_forward", "check_kv_cache",
-           "check_variant", "pair_variants", "tiny_model"]
+__all__ = ["SLOTS", "TINY", "check_causal", "check_component", "check_forward", "check_init", "check_kv_cache",
+           "check_variant", "pair_variants", "skipped_pairs", "tiny_model"]
