@@ -1,0 +1,111 @@
+"""What every bench shares: the device, thread count, building one attention-slot module, timing a step."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ablate.errors import AblateError
+from ablate.slots import Attention, Dims, Position
+
+
+def pick_device(device: str | None) -> torch.device:
+    """``None`` or ``auto``: CUDA when there is one, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise AblateError(f"unknown device {device!r} ({err}); use cpu, cuda or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AblateError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    return dev
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} torch threads)"
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run with ``threads`` intra-op threads (None: leave as is); yields the count in effect."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_dims(d_model: int, n_heads: int) -> None:
+    if d_model <= 0 or n_heads <= 0 or d_model % n_heads:
+        raise AblateError(f"width {d_model} is not divisible by {n_heads} heads; pick dims that divide")
+
+
+def build_mixer(name: str, dims: Dims) -> Attention:
+    """The attention-slot module ``name`` (options allowed, e.g. ``lstm(match_params=true)``) at ``dims``."""
+    from ablate.variant import parse_variant
+
+    variant = parse_variant(name)
+    choice = next(c for c in variant.choices if c.slot == "attention")
+    base = name.split("(")[0].strip()
+    if choice.name != base:
+        slot = next((c.slot for c in variant.choices if c.name == base), None)
+        what = f"a {slot} component" if slot else "a preset"
+        raise AblateError(f"{base!r} is {what}, not a token mixer (the attention slot); "
+                          f"run `ablate list attention` for the choices")
+    norm = next(c for c in variant.choices if c.slot == "norm")
+    try:
+        return choice.spec.cls(choice.options, dims, lambda dim: norm.spec.cls(norm.options, dim, dims.bias))
+    except ValueError as err:
+        raise AblateError(f"cannot build {name} at width {dims.d_model}, {dims.n_heads} heads: {err}") from None
+
+
+def no_position(dims: Dims) -> Position:
+    """A position scheme that does nothing, so a bench times the mixing alone."""
+    return Position(None, dims)
+
+
+def median_step_seconds(step: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
+    """Median wall time of ``step`` over ``repeats`` calls after ``warmup`` untimed ones (synchronised on GPU)."""
+    if repeats < 1 or warmup < 0:
+        raise AblateError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_backward(module: nn.Module, position: Position, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+    """One training step's worth of work for a mixer: forward, then backward to its weights and its input."""
+    pos = torch.arange(x.shape[1], device=x.device)
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        module(x, position, pos).backward(grad)
+
+    return step
+
+
+def params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
