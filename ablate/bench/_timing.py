@@ -30,7 +30,8 @@ def pick_device(device: str | None) -> torch.device:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} torch threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} torch thread{'s' if threads != 1 else ''})"
 
 
 @contextmanager
@@ -109,3 +110,11 @@ def forward_backward(module: nn.Module, position: Position, x: torch.Tensor, gra
 
 def params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def markdown_table(columns, rows) -> str:
+    """A Markdown table; ``|`` inside a cell is escaped."""
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(columns), "|" + "---|" * len(columns), *(line(r) for r in rows)])

@@ -14,8 +14,17 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ablate.bench._timing import (build_mixer, check_dims, describe_device, forward_backward, median_step_seconds,
-                                  no_position, pick_device, torch_threads)
+from ablate.bench._timing import (
+    build_mixer,
+    check_dims,
+    describe_device,
+    forward_backward,
+    markdown_table,
+    median_step_seconds,
+    no_position,
+    pick_device,
+    torch_threads,
+)
 from ablate.errors import AblateError
 from ablate.slots import Dims
 
@@ -90,9 +99,7 @@ class AttentionBench:
         return table
 
     def markdown(self) -> str:
-        lines = [f"Setup: {self.setup}.", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.cells()]
-        return "\n".join(lines)
+        return f"Setup: {self.setup}.\n\n" + markdown_table(COLUMNS, self.cells())
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -16,8 +16,18 @@ from pathlib import Path
 
 import torch
 
-from ablate.bench._timing import (build_mixer, check_dims, describe_device, forward_backward, median_step_seconds,
-                                  no_position, params, pick_device, torch_threads)
+from ablate.bench._timing import (
+    build_mixer,
+    check_dims,
+    describe_device,
+    forward_backward,
+    markdown_table,
+    median_step_seconds,
+    no_position,
+    params,
+    pick_device,
+    torch_threads,
+)
 from ablate.errors import AblateError
 from ablate.slots import Dims
 
@@ -100,10 +110,7 @@ class MixerBench:
         return table
 
     def markdown(self) -> str:
-        lines = [f"Setup: {self.setup}.", "", "| " + " | ".join(self.columns()) + " |",
-                 "|" + "---|" * len(self.columns())]
-        lines += ["| " + " | ".join(row) + " |" for row in self.cells()]
-        return "\n".join(lines)
+        return f"Setup: {self.setup}.\n\n" + markdown_table(self.columns(), self.cells())
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -114,6 +121,7 @@ class MixerBench:
     def plot(self, path: str | Path) -> Path:
         """µs/token and tokens/s against context, one line per mixer (log-log), saved as a PNG."""
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -131,6 +139,10 @@ class MixerBench:
             ax.set_yscale("log")
             ax.set_xlabel("context length T")
             ax.set_ylabel(ylabel)
+            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xticks([t.context for t in self.timings], [str(t.context) for t in self.timings])
             ax.grid(True, which="both", alpha=0.3)
         left.legend()
         fig.suptitle(f"Token mixers at width {self.d_model}: {self.device}, {self.batch_tokens} tokens/step",
