@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ablate.errors import AblateError
 from ablate.report import Comparison, RunRecord, build_comparison, write_report
-from ablate.track import DEFAULT_EXPERIMENT, client_for, find_or_create_parent, get_experiment_id
+from ablate.track import DEFAULT_EXPERIMENT, client_for, find_or_create_parent, find_parent, find_runs, get_experiment_id
 
 METRICS = {"val_loss": "final_val_loss", "val_bpb": "final_val_bpb"}
 _STATUS = {"finished": "finished", "diverged": "diverged"}
@@ -58,15 +58,11 @@ def load_records(*, tracking_uri: str | None = None, experiment: str | None = No
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise AblateError(f"no MLflow experiment {name!r} in {uri}; run `ablate run` first or pass --experiment")
-        filters = []
         if group:
-            parent = client.search_runs([exp.experiment_id], f"tags.`ablate.group` = '{group}'", max_results=1)
-            if not parent:
+            parent_run_id = find_parent(client, exp.experiment_id, group)
+            if parent_run_id is None:
                 raise AblateError(f"no group {group!r} in experiment {name!r}; runs join one with `ablate run --group`")
-            parent_run_id = parent[0].info.run_id
-        if parent_run_id:
-            filters.append(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
-        runs = client.search_runs([exp.experiment_id], " and ".join(filters), max_results=50000)
+        runs = find_runs(client, [exp.experiment_id], {"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
     records = [r for r in (_record(client, run, metric) for run in runs) if r is not None]
     if not records:
         raise AblateError("no ablate runs found there; check --experiment / --group / run ids")

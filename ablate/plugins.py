@@ -7,7 +7,7 @@ Two ways in, and no others (nothing is imported from a folder the user neither n
       [project.entry-points."ablate.plugins"]
       dyt = "ablate_dyt"
 
-  ``autoload()`` imports each once per process, right after the built-ins (``registry.ensure_loaded``).
+  ``autoload()`` imports each once per process, right after the built-ins (``catalog.ensure_loaded``).
   ``ABLATE_NO_PLUGINS=1`` turns this off for hermetic runs.
 - **A file**: ``ablate --plugin my_norm.py ...`` (repeatable) calls ``load_file``, for quick experiments.
   It loads even when autoload is off: the user named it.
@@ -108,7 +108,7 @@ def _load_entry_point(ep: importlib.metadata.EntryPoint) -> bool:
 
 def load_file(path: str | os.PathLike) -> None:
     """Import a local plugin file the user named with ``--plugin`` (a no-op if it is already loaded)."""
-    registry.ensure_loaded()  # built-ins and installed plugins first, so name clashes are caught here
+    _load_builtins_and_installed()  # first, so name clashes are caught here
     given = Path(path).expanduser()
     if given.suffix != ".py":
         raise AblateError(f"plugin {path} is not a .py file; --plugin takes a Python file that registers components")
@@ -147,25 +147,29 @@ def load_file(path: str | os.PathLike) -> None:
 
 def loaded_plugins() -> list[dict[str, str]]:
     """Provenance of what was loaded: distribution + version, or file path + content hash."""
-    registry.ensure_loaded()
+    _load_builtins_and_installed()
     return [dict(entry) for entry in _LOADED]
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _load_builtins_and_installed() -> None:
+    import ablate.components  # noqa: F401  (registers the built-ins)
+
+    autoload()
+
+
 @contextmanager
 def _registering(origin: str) -> Iterator[None]:
     """Record ``origin`` on everything registered inside; on failure, unregister it all again."""
     before = {slot: set(reg.names()) for slot, reg in registry.REGISTRIES.items()}
-    registry._CURRENT_ORIGIN.append(origin)
     try:
-        yield
+        with registry.recording_origin(origin):
+            yield
     except BaseException:
         for slot, reg in registry.REGISTRIES.items():
             for added in set(reg.names()) - before[slot]:
                 reg.remove(added)
         raise
-    finally:
-        registry._CURRENT_ORIGIN.pop()
 
 
 def _adopt(module: str, origin: str) -> None:

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import fnmatch
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,7 +151,7 @@ def register(
         text = doc if isinstance(doc, str) else (doc[0] if doc else "")
         if not text:
             raise ValueError(f"component {name!r} needs a docstring (one line: what it is)")
-        origin = _CURRENT_ORIGIN[-1]
+        origin = _ORIGINS[-1]
         if origin == "built-in" and not cls.__module__.startswith("ablate."):
             origin = f"module {cls.__module__}"  # imported directly, e.g. in a notebook
         spec = ComponentSpec(
@@ -172,8 +173,17 @@ def register(
     return decorate
 
 
-# Plugins loading set the origin their registrations are recorded with (see ablate.plugins).
-_CURRENT_ORIGIN: list[str] = ["built-in"]
+_ORIGINS: list[str] = ["built-in"]
+
+
+@contextmanager
+def recording_origin(origin: str) -> Iterator[None]:
+    """Record ``origin`` (e.g. a plugin's distribution) on every component registered inside."""
+    _ORIGINS.append(origin)
+    try:
+        yield
+    finally:
+        _ORIGINS.pop()
 
 
 def find(name: str) -> ComponentSpec | None:
@@ -183,25 +193,11 @@ def find(name: str) -> ComponentSpec | None:
     return None
 
 
-_LOADED = False
+def registered(pattern: str | None = None) -> list[ComponentSpec]:
+    """The components registered so far, slot by slot; ``pattern`` filters names (``rope*``) or picks a slot.
 
-
-def ensure_loaded() -> None:
-    """Register the built-ins, then the installed plugins (once per process)."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    from ablate import components  # noqa: F401  (registers the built-ins)
-    from ablate.plugins import autoload
-
-    autoload()
-
-
-def all_specs(pattern: str | None = None) -> list[ComponentSpec]:
-    """Every registered component, slot by slot; ``pattern`` filters names (``rope*``) or picks a slot."""
-    ensure_loaded()
-
+    This module is a leaf: it does not load the built-ins or plugins (``ablate.catalog`` does).
+    """
     specs = [s for slot in SLOTS for s in REGISTRIES[slot]]
     if pattern is None:
         return specs
@@ -210,17 +206,15 @@ def all_specs(pattern: str | None = None) -> list[ComponentSpec]:
     return [s for s in specs if fnmatch.fnmatch(s.name, pattern)]
 
 
-def lookup(name: str, slot: str | None = None, also: dict[str, list[str]] | None = None) -> ComponentSpec:
-    """The component called ``name``; unknown names fail with the closest matches and all choices.
+def lookup_registered(name: str, slot: str | None = None, also: dict[str, list[str]] | None = None) -> ComponentSpec:
+    """The registered component called ``name``; unknown names fail with the closest matches and all choices.
 
     ``also`` names other kinds of valid words (e.g. presets) for the suggestions and the message.
     """
-    ensure_loaded()
-
     spec = find(name)
     if spec is not None and (slot is None or spec.slot == slot):
         return spec
-    pool = REGISTRIES[slot].names() if slot else [s.name for s in all_specs()]
+    pool = REGISTRIES[slot].names() if slot else [s.name for s in registered()]
     others = also or {}
     close = difflib.get_close_matches(name, pool + [w for words in others.values() for w in words], n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""

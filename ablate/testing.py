@@ -23,7 +23,8 @@ from torch import nn
 
 from ablate.errors import AblateError
 from ablate.model import GPT, build_model
-from ablate.registry import SLOTS, all_specs, lookup
+from ablate.catalog import all_specs, lookup
+from ablate.registry import SLOTS
 from ablate.slots import (
     MLP,
     Attention,

@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from ablate.errors import AblateError
 from ablate.train import Callback, RunResult, RunState
@@ -81,11 +80,41 @@ def plugin_provenance() -> list[dict[str, str]]:
     return loaded_plugins()
 
 
+def _quoted(value: str) -> str | None:
+    """``value`` as an MLflow filter string literal, or None when it holds both kinds of quote."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
+
+
+def find_runs(client, experiment_ids: list[str], tags: dict[str, str], status: str | None = None,
+              max_results: int = 50000) -> list:
+    """Runs whose tags equal ``tags`` (and whose status is ``status``). Values are quoted for MLflow's
+    filter, and every match is checked again in Python, so no name can widen or break the search."""
+    clauses = []
+    for key, value in tags.items():
+        literal = _quoted(str(value))
+        if literal is not None:
+            clauses.append(f"tags.`{key}` = {literal}")
+    if status:
+        clauses.append(f"attributes.status = '{status}'")
+    runs = client.search_runs(experiment_ids, " and ".join(clauses), max_results=max_results)
+    return [r for r in runs if all(r.data.tags.get(k) == str(v) for k, v in tags.items())]
+
+
+def find_parent(client, experiment_id: str, name: str) -> str | None:
+    """The id of the newest parent run of the group (or study) ``name``, or None."""
+    found = find_runs(client, [experiment_id], {"ablate.group": name})
+    return found[0].info.run_id if found else None
+
+
 def find_or_create_parent(client, experiment_id: str, name: str, tags: dict[str, str] | None = None) -> str:
     """The id of the parent run called ``name`` (a group or a study), created when missing."""
-    found = client.search_runs([experiment_id], filter_string=f"tags.`ablate.group` = '{name}'", max_results=1)
+    found = find_parent(client, experiment_id, name)
     if found:
-        return found[0].info.run_id
+        return found
     run = client.create_run(experiment_id, run_name=name, tags={"ablate.group": name, "ablate.kind": "group",
                                                               **(tags or {})})
     client.set_terminated(run.info.run_id, "FINISHED")

@@ -27,7 +27,8 @@ from typing import Any
 from ablate.config import read_toml
 from ablate.errors import AblateError
 from ablate.presets import ARCHITECTURES
-from ablate.registry import SLOTS, ComponentSpec, lookup
+from ablate.catalog import lookup
+from ablate.registry import SLOTS, ComponentSpec
 
 BASELINE: dict[str, str] = {
     "position": "learned",

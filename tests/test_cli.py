@@ -3,7 +3,7 @@ import json
 import pytest
 
 from ablate.cli import main
-from ablate.registry import all_specs
+from ablate.catalog import all_specs
 
 
 def test_list_shows_every_component(capsys):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablate.registry import all_specs
+from ablate.catalog import all_specs
 from ablate.slots import causal_attention
 from ablate.testing import TINY, check_causal, check_forward, check_kv_cache, pair_variants, tiny_model
 from ablate.errors import AblateError

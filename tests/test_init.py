@@ -16,7 +16,8 @@ from torch import nn
 from ablate.components.attention.mha import MHAOptions, MultiHeadAttention
 from ablate.components.mlp._base import DenseOptions
 from ablate.model import build_model
-from ablate.registry import REGISTRIES, all_specs, register
+from ablate.catalog import all_specs
+from ablate.registry import REGISTRIES, register
 from ablate.slots import MLP, Dims
 from ablate.testing import (
     TINY,

@@ -27,7 +27,8 @@ from ablate import plugins, registry
 from ablate.cli import main
 from ablate.errors import AblateError
 from ablate.plugins import PluginWarning, load_file, loaded_plugins
-from ablate.registry import REGISTRIES, lookup
+from ablate.catalog import ensure_loaded, lookup
+from ablate.registry import REGISTRIES
 from ablate.testing import check_variant, pair_variants
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,7 +232,7 @@ def test_example_plugin_tests_pass_once_installed(venv):
 @pytest.fixture
 def isolated_plugins(monkeypatch):
     """Undo whatever a test registers or records, so the rest of the suite sees the built-ins only."""
-    registry.ensure_loaded()
+    ensure_loaded()
     before = {slot: set(reg.names()) for slot, reg in REGISTRIES.items()}
     modules = set(sys.modules)
     monkeypatch.setattr(plugins, "_LOADED", list(plugins._LOADED))

@@ -19,7 +19,8 @@ import pytest
 from ablate.cli import main
 from ablate.factorial import factorial_design, factorial_effects
 from ablate.study import COMPARE_KEY, K_RUN, K_SKIP, K_WORKER, Context, load_study, storage_url
-from ablate.study.queue import key_of
+from ablate.study.keys import failure_key
+from ablate.study.queue import key_of, trial_point
 
 
 TINY = {"size": "tiny", "context": 32, "budget": "10steps"}
@@ -274,7 +275,7 @@ def test_a_sigkilled_worker_loses_nothing_and_repeats_nothing(small_corpus, tmp_
     expected = {key_of({"variant": v, "seed": s}, COMPARE_KEY) for v in ("baseline", "rope") for s in range(2)}
     assert_exactly_once(trials, expected)
     killed = next(t for t in trials if t.number == victim.number)
-    assert killed.state == TrialState.FAIL and "gone" in killed.user_attrs["ablate.failure"]
+    assert killed.state == TrialState.FAIL and "gone" in ctx.main().user_attrs[failure_key(killed.number)]
     client, runs = mlflow_children(mlflow_uri, parent)
     killed_run = client.get_run(victim.user_attrs[K_RUN])
     assert killed_run.info.status == "FAILED" and killed_run.data.tags["ablate.status"] == "failed"
@@ -389,9 +390,10 @@ def test_reaper_fails_trials_of_dead_or_silent_workers_and_queues_them_again(sma
     assert sorted(reaped[spec.name]) == sorted([dead.number, silent.number])
     states = {t.number: t for t in ctx.main().get_trials(deepcopy=False)}
     assert states[dead.number].state == states[silent.number].state == TrialState.FAIL
-    assert "gone" in states[dead.number].user_attrs["ablate.failure"]
-    assert "no heartbeat" in states[silent.number].user_attrs["ablate.failure"]
+    why = ctx.main().user_attrs
+    assert "gone" in why[failure_key(dead.number)]
+    assert "no heartbeat" in why[failure_key(silent.number)]
     assert states[alive.number].state == TrialState.RUNNING
-    waiting = {key_of(t.params, COMPARE_KEY) for t in states.values() if t.state == TrialState.WAITING}
-    assert key_of(dead.params, COMPARE_KEY) in waiting and key_of(silent.params, COMPARE_KEY) in waiting
+    waiting = {key_of(trial_point(t), COMPARE_KEY) for t in states.values() if t.state == TrialState.WAITING}
+    assert key_of(trial_point(dead), COMPARE_KEY) in waiting and key_of(trial_point(silent), COMPARE_KEY) in waiting
     assert reap(ctx) == {}  # nothing twice

@@ -14,7 +14,8 @@ from ablate.errors import AblateError
 
 def cmd_list(args) -> int:
     from ablate.presets import ARCHITECTURES, SIZES
-    from ablate.registry import SLOTS, all_specs
+    from ablate.catalog import all_specs
+    from ablate.registry import SLOTS
 
     specs = all_specs(args.pattern)
     if args.pattern and not specs:
@@ -44,7 +45,7 @@ def cmd_list(args) -> int:
 
 def cmd_describe(args) -> int:
     from ablate.presets import ARCHITECTURES, SIZES
-    from ablate.registry import lookup
+    from ablate.catalog import lookup
 
     if args.name in ARCHITECTURES:
         from ablate.variant import parse_variant

@@ -38,6 +38,7 @@ class Context:
     worker_index: int = 0
     must_exist: bool = False  # report / status / worker: never create a journal file
     summary: WorkSummary = field(default_factory=lambda: WorkSummary())
+    current_trial: int | None = None  # the trial this process trains now (or trained last)
     _storage: Any = None
     _client: Any = None
 

@@ -111,7 +111,7 @@ def _create_parent(ctx: Context, parent: str | None = None, stage: str | None = 
     """A new MLflow parent run for the study (or one of its stages, nested under the study's)."""
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    from ablate.track import code_version, get_experiment_id
+    from ablate.track import code_version, find_runs, get_experiment_id
 
     spec = ctx.spec
     try:
@@ -127,7 +127,7 @@ def _create_parent(ctx: Context, parent: str | None = None, stage: str | None = 
             "ablate.code_version": code_version(), "ablate.metric": spec.metric}
     if stage is None:
         # the newest study of this name owns the group; older ones keep their runs under another label
-        for old in client.search_runs([exp_id], f"tags.`ablate.group` = '{spec.name}'", max_results=100):
+        for old in find_runs(client, [exp_id], {"ablate.group": spec.name}, max_results=100):
             client.set_tag(old.info.run_id, "ablate.group", f"{spec.name}~{old.info.run_id[:8]}")
         tags["ablate.group"] = spec.name
         tags["mlflow.note.content"] = spec.description or f"ablate study {spec.name} ({spec.protocol})"

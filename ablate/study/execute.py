@@ -64,7 +64,6 @@ def run_trial(ctx: Context, trial, stage: str, role: str, config: RunConfig, par
     from ablate.train import train
 
     spec = ctx.spec
-    storage = trial.study._storage
     trial.set_user_attr(K_WORKER, worker_identity())
     trial.set_user_attr("ablate.variant", config.variant)
     trial.set_user_attr("ablate.seed", config.seed)
@@ -77,7 +76,8 @@ def run_trial(ctx: Context, trial, stage: str, role: str, config: RunConfig, par
     hooks = _TrialHooks(trial, tracker, spec.metric, prune, say=ctx.say)
     started = time.perf_counter()
     ctx.say(f"trial {trial.number} {_describe(config, extra)} started")
-    beat = _Heartbeat(storage, trial._trial_id, ctx.heartbeat_seconds) if not native_heartbeat(storage) else None
+    ctx.current_trial = trial.number
+    beat = _Heartbeat(trial, ctx.heartbeat_seconds) if not native_heartbeat(ctx.storage) else None
     try:
         if beat:
             beat.__enter__()

@@ -9,5 +9,10 @@ K_BEAT = "ablate.heartbeat"
 K_RUN = "ablate.mlflow_run_id"
 K_SKIP = "ablate.skipped"
 K_STATUS = "ablate.status"
-K_FAILURE = "ablate.failure"
+K_FAILURE = "ablate.failure"  # a study attribute per failed trial: see failure_key
 K_POINT = "ablate.point"  # the (variant, seed[, lr]) a queued trial stands for
+
+
+def failure_key(number: int) -> str:
+    """The study attribute that says why a reaper failed trial ``number`` (set with ``study.set_user_attr``)."""
+    return f"{K_FAILURE}.{number}"

@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from ablate.study.keys import K_SKIP
+from ablate.study.keys import K_POINT, K_SKIP
 from ablate.study.spec import StudySpec
 
 def key_of(params: dict[str, Any], names: Sequence[str]) -> str:
@@ -41,16 +41,9 @@ def grid_space(spec: StudySpec, role: str) -> dict[str, list]:
     return {"variant": list(spec.variants), "seed": list(spec.seeds)}
 
 
-def _distributions(spec: StudySpec, role: str, point: dict[str, Any]):
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    dists: dict[str, Any] = {"variant": CategoricalDistribution(list(spec.variants))}
-    if "seed" in point:
-        dists["seed"] = IntDistribution(0, max(max(spec.seeds), int(point["seed"])))
-    if "lr" in point:
-        lrs = list(spec.tune["lr"]) if role == "tune" else [point["lr"]]
-        dists["lr"] = FloatDistribution(min(lrs), max(lrs), log=True)
-    return dists
+def trial_point(trial) -> dict[str, Any]:
+    """The grid point a trial stands for: its parameters once it has run, the queued point before."""
+    return trial.params or trial.user_attrs.get(K_POINT, {})
 
 
 def active_trials(study, names: Sequence[str]) -> dict[str, list]:
@@ -59,22 +52,20 @@ def active_trials(study, names: Sequence[str]) -> dict[str, list]:
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get(K_SKIP):
             continue
-        params = t.params or t.system_attrs.get("fixed_params", {})
-        by_key.setdefault(key_of(params, names), []).append(t)
+        by_key.setdefault(key_of(trial_point(t), names), []).append(t)
     return by_key
 
 
 def ensure_grid(study, spec: StudySpec, role: str, points: list[dict[str, Any]],
                 only_keys: set[str] | None = None) -> int:
-    """Queue every point that has no COMPLETE, RUNNING or WAITING trial; return how many were queued."""
-    import optuna
+    """Queue every point that has no COMPLETE, RUNNING or WAITING trial; return how many were queued.
+
+    Points are queued with ``study.enqueue_trial``: the trial that pops one gets its values back from
+    its ``suggest_*`` calls, and the point is kept in the trial's user attributes while it waits.
+    """
     from optuna.trial import TrialState
 
     names = TUNE_KEY if role == "tune" else COMPARE_KEY
-    space = grid_space(spec, role)
-    grid_names = sorted(space)
-    grids = optuna.samplers.GridSampler(space, seed=0)._all_grids
-    index = {tuple(g): i for i, g in enumerate(grids)}
     by_key = active_trials(study, names)
     added = 0
     for point in points:
@@ -83,11 +74,7 @@ def ensure_grid(study, spec: StudySpec, role: str, points: list[dict[str, Any]],
             continue
         if any(t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING) for t in by_key.get(key, [])):
             continue
-        grid_id = index.get(tuple(point[n] for n in grid_names))
-        system_attrs = {"search_space": space, "grid_id": grid_id} if grid_id is not None else {}
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.WAITING, params=point, distributions=_distributions(spec, role, point),
-            user_attrs={"ablate.key": key, "ablate.role": role}, system_attrs=system_attrs))
+        study.enqueue_trial(point, user_attrs={"ablate.key": key, "ablate.role": role, K_POINT: point})
         added += 1
     return added
 
@@ -131,8 +118,7 @@ def _claim(study, trial, params: dict[str, Any], names: Sequence[str]) -> str | 
     for other in study.get_trials(deepcopy=False):
         if other.number == trial.number or other.user_attrs.get(K_SKIP):
             continue
-        other_params = other.params or other.system_attrs.get("fixed_params", {})
-        if key_of(other_params, names) != key:
+        if key_of(trial_point(other), names) != key:
             continue
         if other.state == TrialState.COMPLETE:
             return f"already done by trial {other.number}"

@@ -142,7 +142,7 @@ def _canonical(path, key: str, text: Any) -> str:
 
 def _slot_term(path, key: str, slot: str, term: Any) -> str:
     """A component term for ``slot`` (e.g. ``gqa(kv_heads=2)``), checked and in canonical form."""
-    from ablate.registry import lookup
+    from ablate.catalog import lookup
     from ablate.variant import _TERM, parse_variant
 
     if not isinstance(term, str) or not _TERM.match(term):

@@ -86,6 +86,6 @@ def open_storage(url: str):
 
 
 def native_heartbeat(storage) -> bool:
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    return is_heartbeat_enabled(storage)
+    """Whether the storage runs Optuna's own heartbeat (RDB storages opened with an interval)."""
+    interval = getattr(storage, "get_heartbeat_interval", None)
+    return callable(interval) and interval() is not None

@@ -10,7 +10,7 @@ from ablate.errors import AblateError
 from ablate.study.context import Context, WorkSummary, _quiet_optuna, tune_study_name
 from ablate.study.create import _diff
 from ablate.study.execute import grid_objective, search_objective
-from ablate.study.keys import K_SKIP
+from ablate.study.keys import K_SKIP, failure_key
 from ablate.study.progress import best_lrs
 from ablate.study.queue import compare_points, ensure_grid, grid_space, make_pruner, make_sampler
 from ablate.study.workers import reap
@@ -35,8 +35,9 @@ def _optimize_one(ctx: Context, study, objective) -> None:
         ctx.summary.failed += 1
         text = f"{type(err).__name__}: {err}"
         ctx.summary.errors.append(text)
-        if "Cannot tell" in str(err):
-            ctx.say(f"warning: the trial was failed by another process meanwhile ({err})")
+        reaped = study.user_attrs.get(failure_key(ctx.current_trial)) if ctx.current_trial is not None else None
+        if reaped:
+            ctx.say(f"warning: trial {ctx.current_trial} was failed by another process meanwhile ({reaped})")
         else:
             ctx.say(f"trial failed: {text}")
 

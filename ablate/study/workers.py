@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ablate.track import find_runs
 from ablate.study.context import Context, _quiet_optuna, study_role
-from ablate.study.keys import K_BEAT, K_FAILURE, K_WORKER
-from ablate.study.queue import COMPARE_KEY, TUNE_KEY, ensure_grid, key_of
+from ablate.study.keys import K_BEAT, K_WORKER, failure_key
+from ablate.study.queue import COMPARE_KEY, TUNE_KEY, ensure_grid, key_of, trial_point
 from ablate.study.storage import native_heartbeat, retry_callback
 
 def _boot_id() -> str:
@@ -53,15 +54,15 @@ def worker_alive(ident: dict[str, Any]) -> bool | None:
 class _Heartbeat:
     """Writes the trial's heartbeat into its user attributes while it runs (for journal storages)."""
 
-    def __init__(self, storage, trial_id: int, interval: float):
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+    def __init__(self, trial, interval: float):
+        self.trial, self.interval = trial, interval
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="ablate-heartbeat")
 
     def _run(self) -> None:
         while not self.stop.wait(self.interval):
             try:
-                self.storage.set_trial_user_attr(self.trial_id, K_BEAT, time.time())
+                self.trial.set_user_attr(K_BEAT, time.time())
             except Exception:
                 return  # the trial finished (or was failed by a reaper)
 
@@ -115,10 +116,9 @@ def reap(ctx: Context) -> dict[str, list[int]]:
             if not why:
                 continue
             try:
-                storage.set_trial_user_attr(t._trial_id, K_FAILURE, why)
-                if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                    continue
-            except optuna.exceptions.UpdateFinishedTrialError:
+                study.set_user_attr(failure_key(t.number), why)
+                study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):  # it finished (or another reaper failed it) meanwhile
                 continue
             failed.append(t)
             ctx.say(f"trial {t.number} of {name} failed: {why}; queued again")
@@ -127,13 +127,14 @@ def reap(ctx: Context) -> dict[str, list[int]]:
             role = study_role(spec, name)
             if role == "compare" or (role == "tune" and spec.tune_is_grid):
                 names = TUNE_KEY if role == "tune" else COMPARE_KEY
-                points = [dict(t.params) for t in failed if t.params]
+                points = [dict(trial_point(t)) for t in failed if trial_point(t)]
                 keys = {key_of(p, names) for p in points}
                 ensure_grid(study, spec, role, points, only_keys=keys)
             else:
                 callback = retry_callback()
+                now_failed = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
                 for t in failed:
-                    callback(study, storage.get_trial(t._trial_id))
+                    callback(study, now_failed.get(t.number, t))
     _fail_orphan_runs(ctx)
     return reaped
 
@@ -149,11 +150,11 @@ def _fail_orphan_runs(ctx: Context) -> int:
         exp = client.get_experiment_by_name(ctx.experiment or "ablate")
         if exp is None:
             return 0
-        runs = client.search_runs([exp.experiment_id], f"tags.`ablate.study` = '{ctx.spec.name}' and "
-                                                       "attributes.status = 'RUNNING'", max_results=1000)
+        runs = find_runs(client, [exp.experiment_id], {"ablate.study": ctx.spec.name}, status="RUNNING")
     except Exception:
         return 0
     states: dict[str, dict[int, Any]] = {}
+    states_attrs: dict[str, dict[str, Any]] = {}
     count = 0
     for run in runs:
         ref = run.data.tags.get("ablate.optuna_trial", "")
@@ -164,12 +165,13 @@ def _fail_orphan_runs(ctx: Context) -> int:
             try:
                 study = optuna.load_study(study_name=name, storage=ctx.storage)
                 states[name] = {t.number: t for t in study.get_trials(deepcopy=False)}
+                states_attrs[name] = study.user_attrs
             except KeyError:
-                states[name] = {}
+                states[name], states_attrs[name] = {}, {}
         trial = states[name].get(int(number))
         if trial is not None and trial.state == TrialState.RUNNING:
             continue
-        why = (trial.user_attrs.get(K_FAILURE) if trial is not None else None) or "its worker died"
+        why = states_attrs[name].get(failure_key(int(number))) or "its worker died"
         client.set_tag(run.info.run_id, "ablate.status", "failed")
         client.set_tag(run.info.run_id, "ablate.error", f"trial {number} of {name} failed: {why}")
         client.set_terminated(run.info.run_id, "FAILED")

@@ -1,6 +1,6 @@
 import torch
 
-from ablate.registry import lookup
+from ablate.catalog import lookup
 from ablate.testing import check_component
 
 
