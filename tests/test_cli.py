@@ -55,7 +55,7 @@ def test_every_command_group_is_reachable_from_the_main_cli(capsys):
     quickstart = Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml"
     assert main(["study", "show", str(quickstart)]) == 0
     assert "quickstart" in capsys.readouterr().out
-    for command in ("run", "sample", "compare", "ui", "study", "list", "describe", "inspect"):
+    for command in ("run", "sample", "compare", "ui", "study", "list", "describe", "inspect", "bench"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
