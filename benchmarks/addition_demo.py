@@ -64,7 +64,6 @@ def main() -> None:
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     model.train()
-    t_train = time.perf_counter()
     train_seconds = 0.0
     recent = []
     for step in range(args.steps):

@@ -10,9 +10,21 @@ from torch import nn
 
 from ablate.errors import AblateError
 from ablate.slots import Dims
-from ablate.tasks import (END, Problem, TaskBatches, encode_problems, eval_problem_sets, evaluate_task,
-                          greedy_complete, is_heldout, is_task_spec, parse_task, prepare_task,
-                          task_eval_batches, task_names)
+from ablate.tasks import (
+    END,
+    Problem,
+    TaskBatches,
+    encode_problems,
+    eval_problem_sets,
+    evaluate_task,
+    greedy_complete,
+    is_heldout,
+    is_task_spec,
+    parse_task,
+    prepare_task,
+    task_eval_batches,
+    task_names,
+)
 from ablate.tasks.arithmetic import _max_len
 from ablate.testing import tiny_model
 
@@ -194,7 +206,7 @@ def test_chain_of_thought_traces():
     rcalc = parse_task("calculator(digits=3,cot=true,reverse=true)")
     assert rcalc.render(Problem(12, "*", 34)) == ("12*34=", "84+063=804>804$")
     # trace tokens are trained on: they are targets, not masked
-    x, y = encode_problems(calc, [Problem(12, "*", 34)], calc.train_context())
+    _, y = encode_problems(calc, [Problem(12, "*", 34)], calc.train_context())
     assert calc.tokenizer.decode([t for t in y[0].tolist() if t >= 0]) == "48+360=408>408$"
 
 

@@ -9,13 +9,36 @@ See ``ablate.tasks.base`` (interface, held-out split), ``ablate.tasks.arithmetic
 ``ablate.tasks.batches`` and ``ablate.tasks.accuracy``.
 """
 
-from ablate.tasks.base import (ALPHABET, END, PAD, TASKS, Problem, Task, TaskTokenizer, is_heldout,
-                               is_task_spec, parse_task, register_task, task_names)
 from ablate.tasks import arithmetic as _arithmetic  # noqa: F401 - registers the built-ins
+from ablate.tasks.accuracy import (
+    AccuracyResult,
+    answer_prompt,
+    evaluate_accuracy,
+    evaluate_task,
+    greedy_complete,
+    score_problems,
+)
 from ablate.tasks.arithmetic import Addition, Calculator
-from ablate.tasks.batches import TaskBatches, encode_problems, eval_problem_sets, task_eval_batches
-from ablate.tasks.accuracy import (AccuracyResult, answer_prompt, evaluate_accuracy, evaluate_task,
-                                   greedy_complete, score_problems)
+from ablate.tasks.base import (
+    ALPHABET,
+    END,
+    PAD,
+    TASKS,
+    Problem,
+    Task,
+    TaskTokenizer,
+    is_heldout,
+    is_task_spec,
+    parse_task,
+    register_task,
+    task_names,
+)
+from ablate.tasks.batches import (
+    TaskBatches,
+    encode_problems,
+    eval_problem_sets,
+    task_eval_batches,
+)
 from ablate.tasks.prepare import TaskData, prepare_task
 
 __all__ = [

@@ -245,4 +245,4 @@ class Calculator(ArithmeticTask):
         return tuple(self.options.ops)
 
 
-__all__ = ["Addition", "ArithmeticTask", "Calculator", "MAX_DIGITS"]
+__all__ = ["MAX_DIGITS", "Addition", "ArithmeticTask", "Calculator"]

@@ -30,8 +30,9 @@ import dataclasses
 import difflib
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -238,7 +239,7 @@ def _format_value(v: Any) -> str:
     return str(v)
 
 
-_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.S)
+_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
 
 
 def is_task_spec(data: str) -> bool:
@@ -299,7 +300,21 @@ def _convert(task: str, key: str, raw: str, field: dataclasses.Field) -> Any:
 
 
 __all__ = [
-    "ALPHABET", "END", "PAD", "HELDOUT_MODULUS", "OP_NAMES", "SPLIT_RULE", "TASKS", "TASK_PREFIX",
-    "Problem", "Task", "TaskTokenizer", "is_heldout", "is_task_spec", "parse_task", "register_task",
-    "split_hash", "task_names",
+    "ALPHABET",
+    "END",
+    "HELDOUT_MODULUS",
+    "OP_NAMES",
+    "PAD",
+    "SPLIT_RULE",
+    "TASKS",
+    "TASK_PREFIX",
+    "Problem",
+    "Task",
+    "TaskTokenizer",
+    "is_heldout",
+    "is_task_spec",
+    "parse_task",
+    "register_task",
+    "split_hash",
+    "task_names",
 ]

@@ -20,7 +20,7 @@ fingerprint, like ``ablate.data.batches.eval_batches``.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -150,5 +150,13 @@ def task_eval_batches(task: Task, batch_size: int, n_batches: int, seed: int = 0
     return out
 
 
-__all__ = ["TaskBatches", "encode_problems", "eval_problem_sets", "problems_fingerprint", "task_eval_batches",
-           "TASK_TRAIN_STREAM", "TASK_EVAL_STREAM", "TASK_LOSS_STREAM"]
+__all__ = [
+    "TASK_EVAL_STREAM",
+    "TASK_LOSS_STREAM",
+    "TASK_TRAIN_STREAM",
+    "TaskBatches",
+    "encode_problems",
+    "eval_problem_sets",
+    "problems_fingerprint",
+    "task_eval_batches",
+]

@@ -22,16 +22,28 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
+from ablate.data.batches import EvalBatches
 from ablate.errors import AblateError
 from ablate.tasks.accuracy import AccuracyResult, evaluate_task
-from ablate.tasks.base import SPLIT_RULE, TASK_PREFIX, Problem, Task, TaskTokenizer, parse_task
-from ablate.tasks.batches import TaskBatches, eval_problem_sets, problems_fingerprint, task_eval_batches
-from ablate.data.batches import EvalBatches
+from ablate.tasks.base import (
+    SPLIT_RULE,
+    TASK_PREFIX,
+    Problem,
+    Task,
+    TaskTokenizer,
+    parse_task,
+)
+from ablate.tasks.batches import (
+    TaskBatches,
+    eval_problem_sets,
+    problems_fingerprint,
+    task_eval_batches,
+)
 
 TASK_FORMAT_VERSION = 1
 TASK_FINGERPRINT_KEYS = ("format", "kind", "task", "tokenizer_fingerprint", "vocab_size", "eot", "pad",
@@ -87,7 +99,7 @@ def prepare_task(spec: str | Task, *, seed: int, batch_size: int, eval_seed: int
     the model's context should be ``TaskData.context`` (>= it), which covers every eval problem.
     """
     task = spec if isinstance(spec, Task) else parse_task(spec)
-    lengths = sorted(set(int(L) for L in (eval_lengths or task.eval_lengths())))
+    lengths = sorted({int(L) for L in (eval_lengths or task.eval_lengths())})
     if any(L < 1 for L in lengths):
         raise AblateError(f"eval lengths must be positive, got {lengths}")
     train = TaskBatches(task, batch_size, seed, context)
