@@ -1,4 +1,4 @@
-"""Small file helpers shared by the data layer: hashing, atomic writes, a best-effort lock.
+"""Small file helpers: hashing, atomic writes (fsynced), a best-effort lock; used by the data layer and the trainer.
 
 Every file the data layer leaves in a cache is written to a temporary name in the same folder,
 flushed and fsynced, then moved into place with ``os.replace``. A reader therefore sees either the

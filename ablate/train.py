@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -24,6 +23,8 @@ from ablate.accounting import cost
 from ablate.budget import Budget, parse_budget
 from ablate.config import RunConfig
 from ablate.errors import AblateError
+from ablate.optim import autocast_dtype, lr_at, make_optimizer, pick_device  # noqa: F401  (lr_at: public here too)
+from ablate.fileio import atomic_write, atomic_write_text
 from ablate.model import GPT, build_model, make_dims
 from ablate.presets import get_size
 from ablate.variant import parse_variant
@@ -101,75 +102,23 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------------- helpers
-def pick_device(name: str) -> str:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AblateError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise AblateError("device 'mps' asked for, but MPS is not available here; use --device cpu or auto")
-    return name
-
-
-def autocast_dtype(device: str, dtype: str) -> torch.dtype | None:
-    if dtype == "float32":
-        return None
-    if dtype == "bfloat16":
-        return torch.bfloat16
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None  # CPU and MPS train in float32 by default
-
-
-def lr_at(config: RunConfig, progress: float, total_steps: int | None) -> float:
-    """The learning rate at ``progress`` ∈ [0, 1] of the budget: linear warmup, then the schedule.
-
-    With a known step count this is nanoGPT's schedule exactly (warmup lr·(it+1)/(warmup+1), then
-    cosine from lr to min_lr); a time budget uses the same curve over the fraction of seconds spent.
-    """
-    w = config.warmup if config.warmup < 1 else config.warmup / (total_steps or config.warmup * 20)
-    eps = 1 / total_steps if total_steps else 1e-3 * max(w, 1e-3)
-    if progress < w:
-        return config.lr * (progress + eps) / (w + eps)
-    rest = min(1.0, (progress - w) / max(1 - w, 1e-9))
-    if config.schedule == "constant":
-        return config.lr
-    if config.schedule == "cosine":
-        return config.min_lr + 0.5 * (1 + math.cos(math.pi * rest)) * (config.lr - config.min_lr)
-    if config.schedule == "linear":
-        return config.lr - rest * (config.lr - config.min_lr)
-    # inverse square root (Vaswani et al. 2017): lr · sqrt(w / progress) after warmup
-    return max(config.min_lr, config.lr * math.sqrt(max(w, 1e-3) / max(progress, w, 1e-3)))
-
-
-def make_optimizer(model: torch.nn.Module, config: RunConfig, device: str) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices (and embeddings) only, never on biases or norm gains."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    extra = {"fused": True} if device.startswith("cuda") else {}
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), **extra)
-
-
 def run_dir_for(config: RunConfig, variant_name: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", variant_name)[:80]
     return Path(config.out_dir) / f"{slug}-seed{config.seed}-{config.fingerprint()}"
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+
+
+def unigram_entropy(tokens, limit: int = 20_000_000) -> float:
+    """Entropy (nats/token) of the unigram distribution of ``tokens`` (the first ``limit``): the loss of
+    a model that learned token frequencies and nothing else, so a run that ends near it has stalled."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(tokens[:limit], dtype=np.int64))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
 
 
 @torch.no_grad()
@@ -185,7 +134,7 @@ def evaluate(model: GPT, batches: Sequence, device: str, amp: torch.dtype | None
     return total / len(batches)
 
 
-# --------------------------------------------------------------------------------------- train
+# --------------------------------------------------------------------------------- named steps
 def prepare_run(config: RunConfig):
     """Resolve everything that can fail on user input (variant, size, budget, data) before training."""
     from ablate.data.batches import TrainBatches, eval_batches
@@ -194,6 +143,9 @@ def prepare_run(config: RunConfig):
     variant = parse_variant(config.variant)
     size = get_size(config.size)
     budget = parse_budget(config.budget)
+    if budget.kind == "seconds" and config.warmup >= 1:
+        raise AblateError(f"warmup {config.warmup:g} is a number of steps, which a time budget ({budget.text}) "
+                          "cannot honour; give it as a fraction of the budget, e.g. --warmup 0.05")
     data = prepare(config.data, config.tokenizer, cache_dir=Path(config.cache_dir),
                    data_file=Path(config.data_file) if config.data_file else None)
     overrides = {k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "context") if getattr(config, k)}
@@ -203,11 +155,165 @@ def prepare_run(config: RunConfig):
     return variant, dims, budget, data, train_batches, evals
 
 
-def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = False) -> RunResult:
-    wall_start = time.perf_counter()
+@dataclass
+class Meter:
+    """Training throughput over optimizer steps only (no evaluation, checkpoint or tracking time):
+    per session (since this process started or resumed) and per logging window."""
+
+    session_tokens: int = 0
+    session_seconds: float = 0.0
+    window_tokens: int = 0
+    window_seconds: float = 0.0
+
+    def add(self, tokens: int, seconds: float) -> None:
+        self.session_tokens += tokens
+        self.session_seconds += seconds
+        self.window_tokens += tokens
+        self.window_seconds += seconds
+
+    def window_rate(self) -> float:
+        """Tokens/s since the last call; starts a new window."""
+        rate = self.window_tokens / max(self.window_seconds, 1e-9)
+        self.window_tokens, self.window_seconds = 0, 0.0
+        return rate
+
+    @property
+    def session_rate(self) -> float:
+        return self.session_tokens / self.session_seconds if self.session_seconds else 0.0
+
+
+class EvalPlan:
+    """When to evaluate: ``eval_points`` evenly spaced points of the budget, plus step 0.
+
+    A step budget evaluates at fixed steps; a time budget at each k/n of the seconds, so every run
+    of a comparison is evaluated at the same fractions of its budget.
+    """
+
+    def __init__(self, points: int, total_steps: int | None, done_steps: Sequence[int]):
+        self.points, self.total_steps = points, total_steps
+        self.steps = {round(k * total_steps / points) for k in range(points + 1)} if total_steps else set()
+        self.done = set(done_steps)
+        self.next_k = len(self.done)
+
+    def due(self, step: int, progress: float, finished: bool) -> bool:
+        if step in self.done:
+            return False
+        return step in self.steps if self.total_steps else (progress >= self.next_k / self.points or finished)
+
+    def mark(self, step: int) -> None:
+        self.done.add(step)
+        self.next_k += 1
+
+
+@dataclass
+class Run:
+    """Everything one training run holds while it goes: the state callbacks see, its records, the
+    model and optimizer, and how it is measured."""
+
+    state: RunState
+    config: RunConfig
+    model: GPT
+    optimizer: torch.optim.Optimizer
+    data: Any
+    evals: Sequence
+    amp: torch.dtype | None
+    callbacks: Sequence[Callback]
+    history: list[dict[str, float]] = field(default_factory=list)
+    eval_rows: list[dict[str, float]] = field(default_factory=list)
+    initial_loss: float | None = None
+    meter: Meter = field(default_factory=Meter)
+    wall_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.state.run_dir / CHECKPOINT
+
+    def progress(self) -> float:
+        s = self.state
+        return min(1.0, s.step / s.total_steps) if s.total_steps else min(1.0, s.train_seconds / s.budget.amount)
+
+    def finished(self) -> bool:
+        s = self.state
+        return s.step >= s.total_steps if s.total_steps else s.train_seconds >= s.budget.amount
+
+
+def resume(run: Run) -> None:
+    """Continue from the run directory's checkpoint: weights, optimizer, RNG, counters and records."""
+    state, device = run.state, run.state.device
+    ckpt = torch.load(run.checkpoint_path, map_location=device, weights_only=True)
+    if ckpt["fingerprint"] != run.config.fingerprint():
+        raise AblateError(f"checkpoint in {state.run_dir} belongs to a different configuration; run without --resume")
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng_cpu"])
+    if device.startswith("cuda") and "rng_cuda" in ckpt:
+        torch.cuda.set_rng_state(ckpt["rng_cuda"])
+    state.step, state.tokens, state.train_seconds = ckpt["step"], ckpt["tokens"], ckpt["train_seconds"]
+    run.history, run.eval_rows, run.initial_loss = ckpt["history"], ckpt["evals"], ckpt["initial_loss"]
+    state.resumed_from = state.step
+
+
+def save_checkpoint(run: Run) -> None:
+    """Everything ``resume`` needs, written atomically (a reader never sees half a checkpoint)."""
+    state = run.state
+    payload = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "step": state.step,
+               "tokens": state.tokens, "train_seconds": state.train_seconds, "history": run.history,
+               "evals": run.eval_rows, "initial_loss": run.initial_loss, "rng_cpu": torch.get_rng_state(),
+               "fingerprint": run.config.fingerprint(), "config": run.config.to_dict()}
+    if state.device.startswith("cuda"):
+        payload["rng_cuda"] = torch.cuda.get_rng_state()
+    atomic_write(run.checkpoint_path, lambda f: torch.save(payload, f))
+
+
+def evaluate_now(run: Run, plan: EvalPlan) -> None:
+    """One evaluation on the fixed held-out batches; the train loss beside it is the recent mean."""
+    state, config = run.state, run.config
+    val_loss = evaluate(run.model, run.evals, state.device, run.amp)
+    recent = [r["train_loss"] for r in run.history[-config.log_every:]] if run.history else []
+    row = {"step": state.step, "tokens": state.tokens, "progress": state.progress,
+           "val_loss": val_loss, "val_bpb": run.data.bits_per_byte(val_loss),
+           "train_loss": sum(recent) / len(recent) if recent else float("nan"),
+           "train_seconds": state.train_seconds}
+    run.eval_rows.append(row)
+    plan.mark(state.step)
+    for cb in run.callbacks:
+        cb.on_eval(state, row)
+
+
+def optimizer_step(run: Run, train_model, batches, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over ``grad_accum`` micro-batches at ``lr``; returns (mean loss, grad norm)
+    as tensors, so nothing here waits for the device."""
+    config, device, step = run.config, run.state.device, run.state.step
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum = 0.0
+    for micro in range(config.grad_accum):
+        x, y = batches.get(step * config.grad_accum + micro)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.split(":")[0], dtype=run.amp, enabled=run.amp is not None):
+            _, loss = train_model(x, y)
+        (loss / config.grad_accum).backward()
+        loss_sum += loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip or float("inf"))
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_sum / config.grad_accum, grad_norm
+
+
+def divergence(run: Run, loss: float) -> str:
+    """Why the run has diverged at this loss, or "" (not finite, or above the factor x the first loss)."""
+    if not math.isfinite(loss):
+        return f"loss {loss:.4g} at step {run.state.step} (not finite)"
+    if loss > run.config.divergence_factor * run.initial_loss:
+        return (f"loss {loss:.4g} at step {run.state.step} "
+                f"(> {run.config.divergence_factor}x the initial {run.initial_loss:.4g})")
+    return ""
+
+
+def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) -> tuple[Run, Any]:
+    """Build the run: data, model, optimizer, run directory, fairness keys; resume if asked."""
     variant, dims, budget, data, train_batches, evals = prepare_run(config)
     device = pick_device(config.device)
-    amp = autocast_dtype(device, config.dtype)
     torch.manual_seed(config.seed)
     model = build_model(variant, dims, device=device)
     run_cost = cost(model).to_dict()
@@ -224,124 +330,69 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
     }
     run_dir = run_dir_for(config, variant.name)
     run_dir.mkdir(parents=True, exist_ok=True)
+    data_meta = dict(data.meta, unigram_entropy=unigram_entropy(data.train))
     state = RunState(config, variant.name, variant.hash, run_dir, model, data.tokenizer, run_cost,
-                     dims.__dict__.copy(), dict(data.meta), fairness, total_steps, budget, device)
-
-    history: list[dict[str, float]] = []
-    eval_rows: list[dict[str, float]] = []
-    initial_loss: float | None = None
-    ckpt_path = run_dir / CHECKPOINT
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt["fingerprint"] != config.fingerprint():
-            raise AblateError(f"checkpoint in {run_dir} belongs to a different configuration; run without --resume")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if device.startswith("cuda") and "rng_cuda" in ckpt:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"])
-        state.step, state.tokens, state.train_seconds = ckpt["step"], ckpt["tokens"], ckpt["train_seconds"]
-        history, eval_rows, initial_loss = ckpt["history"], ckpt["evals"], ckpt["initial_loss"]
-        state.resumed_from = state.step
+                     dims.__dict__.copy(), data_meta, fairness, total_steps, budget, device)
+    run = Run(state, config, model, optimizer, data, evals, autocast_dtype(device, config.dtype), callbacks)
+    if resume_run and run.checkpoint_path.exists():
+        resume(run)
     _write_json(run_dir / "config.json", {"config": config.to_dict(), "variant": variant.to_dict(),
                                           "variant_name": variant.name, "variant_hash": variant.hash,
                                           "dims": state.dims, "data": state.data_meta})
+    return run, train_batches
 
-    train_model = torch.compile(model) if config.compile else model
-    n = config.eval_points
-    eval_steps = {round(k * total_steps / n) for k in range(n + 1)} if total_steps else set()
-    done_evals = {int(r["step"]) for r in eval_rows}
-    next_eval_k = len(eval_rows)  # time budgets: the next fraction k/n to evaluate at
 
-    def progress() -> float:
-        if total_steps:
-            return min(1.0, state.step / total_steps)
-        return min(1.0, state.train_seconds / budget.amount)
+# --------------------------------------------------------------------------------------- train
+def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = False) -> RunResult:
+    """Train ``config`` under its budget and return the result; the callbacks track and display it.
 
-    def finished() -> bool:
-        return state.step >= total_steps if total_steps else state.train_seconds >= budget.amount
-
-    def save_checkpoint() -> None:
-        payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": state.step,
-                   "tokens": state.tokens, "train_seconds": state.train_seconds, "history": history,
-                   "evals": eval_rows, "initial_loss": initial_loss, "rng_cpu": torch.get_rng_state(),
-                   "fingerprint": config.fingerprint(), "config": config.to_dict()}
-        if device.startswith("cuda"):
-            payload["rng_cuda"] = torch.cuda.get_rng_state()
-        _atomic_torch_save(payload, ckpt_path)
-
-    def do_eval() -> None:
-        nonlocal next_eval_k
-        val_loss = evaluate(model, evals, device, amp)
-        recent = [r["train_loss"] for r in history[-config.log_every:]] if history else []
-        row = {"step": state.step, "tokens": state.tokens, "progress": state.progress,
-               "val_loss": val_loss, "val_bpb": data.bits_per_byte(val_loss),
-               "train_loss": sum(recent) / len(recent) if recent else float("nan"),
-               "train_seconds": state.train_seconds}
-        eval_rows.append(row)
-        done_evals.add(state.step)
-        next_eval_k += 1
-        for cb in callbacks:
-            cb.on_eval(state, row)
-
+    Writes ``config.json``, ``checkpoint.pt`` (at every evaluation, or every ``checkpoint_every``
+    steps), ``result.json`` and ``metrics.jsonl`` into the run directory. With ``resume`` a run
+    continues from its checkpoint, bit-identically to a run that was never stopped.
+    """
+    run, batches = start(config, callbacks, resume)
+    state = run.state
+    train_model = torch.compile(run.model) if config.compile else run.model
+    plan = EvalPlan(config.eval_points, state.total_steps, [int(r["step"]) for r in run.eval_rows])
+    tokens_per_step = config.batch_size * config.grad_accum * state.dims["context"]
     for cb in callbacks:
         cb.on_start(state)
     status, message = "finished", ""
-    session_tokens, session_seconds = 0, 0.0
-    window_tokens, window_seconds = 0, 0.0  # tokens/s over training compute only (no eval, no I/O)
-    model.train()
+    run.model.train()
     try:
         while True:
-            state.progress = progress()
-            due = (state.step in eval_steps) if total_steps else (state.progress >= next_eval_k / n or finished())
-            if due and state.step not in done_evals:
-                do_eval()
+            state.progress = run.progress()
+            if plan.due(state.step, state.progress, run.finished()):
+                evaluate_now(run, plan)
                 if config.checkpoint_every == 0:
-                    save_checkpoint()
-            if finished():
+                    save_checkpoint(run)
+            if run.finished():
                 break
             t0 = time.perf_counter()
-            lr = lr_at(config, state.progress, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = 0.0
-            for micro in range(config.grad_accum):
-                x, y = train_batches.get(state.step * config.grad_accum + micro)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with torch.autocast(device_type=device.split(":")[0], dtype=amp, enabled=amp is not None):
-                    _, loss = train_model(x, y)
-                (loss / config.grad_accum).backward()
-                loss_sum += loss.detach()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = (loss_sum / config.grad_accum).item()  # syncs, so the timing below is honest
+            lr = lr_at(config, state.progress, state.total_steps)
+            loss, grad_norm = optimizer_step(run, train_model, batches, lr)
+            step_loss = loss.item()  # syncs, so the timing below is honest
             dt = time.perf_counter() - t0
             state.step += 1
             state.tokens += tokens_per_step
             state.train_seconds += dt
-            session_tokens += tokens_per_step
-            session_seconds += dt
-            window_tokens += tokens_per_step
-            window_seconds += dt
-            if initial_loss is None:
-                initial_loss = step_loss
+            run.meter.add(tokens_per_step, dt)
+            if run.initial_loss is None:
+                run.initial_loss = step_loss
             row = {"step": state.step, "tokens": state.tokens, "train_loss": step_loss, "lr": lr,
                    "grad_norm": float(grad_norm)}
-            history.append(row)
-            if not math.isfinite(step_loss) or step_loss > config.divergence_factor * initial_loss:
+            run.history.append(row)
+            message = divergence(run, step_loss)
+            if message:
                 status = "diverged"
-                message = (f"loss {step_loss:.4g} at step {state.step} "
-                           f"({'not finite' if not math.isfinite(step_loss) else f'> {config.divergence_factor}x the initial {initial_loss:.4g}'})")
                 break
             if state.step % config.log_every == 0 or state.step == 1:
-                row["tokens_per_s"] = window_tokens / max(window_seconds, 1e-9)
-                window_tokens, window_seconds = 0, 0.0
-                row["progress"] = progress()
+                row["tokens_per_s"] = run.meter.window_rate()
+                row["progress"] = run.progress()
                 for cb in callbacks:
                     cb.on_step(state, row)
             if config.checkpoint_every and state.step % config.checkpoint_every == 0:
-                save_checkpoint()
+                save_checkpoint(run)
     except StopRun as stop:
         status, message = stop.status, str(stop)
     except Exception as err:
@@ -349,30 +400,33 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
             cb.on_error(state, err)
         raise
     except KeyboardInterrupt:
-        status, message = "interrupted", f"interrupted at step {state.step}; continue with --resume"
-        save_checkpoint()
-        _finish(state, callbacks, status, message, history, eval_rows, session_tokens, session_seconds, wall_start)
+        save_checkpoint(run)
+        finish(run, "interrupted", f"interrupted at step {state.step}; continue with --resume")
         raise
     if status == "finished":
-        save_checkpoint()
-    return _finish(state, callbacks, status, message, history, eval_rows, session_tokens, session_seconds, wall_start)
+        save_checkpoint(run)
+    return finish(run, status, message)
 
 
-def _finish(state: RunState, callbacks, status, message, history, eval_rows, session_tokens, session_seconds,
-            wall_start) -> RunResult:
-    last = eval_rows[-1] if eval_rows else {}
+def finish(run: Run, status: str, message: str) -> RunResult:
+    """The result: final metrics from the last evaluation, throughput, MFU where the peak is known;
+    written to ``result.json`` and ``metrics.jsonl`` and handed to the callbacks."""
+    state = run.state
+    last = run.eval_rows[-1] if run.eval_rows else {}
     final = {k: last[k] for k in ("val_loss", "val_bpb", "train_loss") if k in last}
-    tokens_per_s = session_tokens / session_seconds if session_seconds else 0.0
+    tokens_per_s = run.meter.session_rate
     peak = next((v for k, v in PEAK_FLOPS.items() if state.device.startswith("cuda")
                  and k in torch.cuda.get_device_name()), None)
-    extra = {"mfu": state.cost["flops_per_token"] * tokens_per_s / peak} if peak else {}
+    extra: dict[str, Any] = {"unigram_entropy": state.data_meta.get("unigram_entropy")}
+    if peak:
+        extra["mfu"] = state.cost["flops_per_token"] * tokens_per_s / peak
     result = RunResult(status, state.variant_name, state.variant_hash, state.config.seed, state.step, state.tokens,
-                       final, eval_rows, history, state.cost, state.fairness, tokens_per_s, state.train_seconds,
-                       time.perf_counter() - wall_start, str(state.run_dir), message, extra)
+                       final, run.eval_rows, run.history, state.cost, state.fairness, tokens_per_s,
+                       state.train_seconds, time.perf_counter() - run.wall_start, str(state.run_dir), message, extra)
     summary = {k: v for k, v in result.to_dict().items() if k != "history"}
     _write_json(state.run_dir / "result.json", summary)
-    (state.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-    for cb in callbacks:
+    atomic_write_text(state.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
+    for cb in run.callbacks:
         cb.on_end(state, result)
     return result
 

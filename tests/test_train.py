@@ -186,6 +186,7 @@ def test_config_layering_and_strictness(tmp_path):
         (["--schedule", "zigzag"], "unknown schedule"),
         (["--context", "100000"], "context"),
         (["--device", "cuda:0"], "CUDA is not available"),
+        (["--budget", "30s", "--warmup", "100"], "warmup 100 is a number of steps"),
     ],
 )
 def test_run_bad_inputs_exit_2(extra, needle, corpus, tmp_path, capsys):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablate.data import shakespeare as _shakespeare
-from ablate.data._io import atomic_write_bytes, sha256_bytes
+from ablate.fileio import atomic_write_bytes, sha256_bytes
 from ablate.errors import AblateError
 
 TINYSHAKESPEARE_URL = (

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.data._io import atomic_write, atomic_write_text, file_lock, remove_stale_tmp, sha256_text
+from ablate.fileio import atomic_write, atomic_write_text, file_lock, remove_stale_tmp, sha256_text
 from ablate.data.datasets import Corpus, load_text
 from ablate.data.tokenizers import Tokenizer, canonical_spec, get_tokenizer, parse_spec
 from ablate.errors import AblateError

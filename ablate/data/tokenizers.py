@@ -31,7 +31,7 @@ import tiktoken
 import tiktoken.load
 
 from ablate.data import bpe as _bpe
-from ablate.data._io import atomic_write_bytes, sha256_bytes, sha256_text
+from ablate.fileio import atomic_write_bytes, sha256_bytes, sha256_text
 from ablate.errors import AblateError
 
 GPT2_RANKS_ENV = "ABLATE_GPT2_RANKS"

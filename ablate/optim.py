@@ -1,0 +1,64 @@
+"""What the trainer runs on and how it steps: device, autocast precision, AdamW and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ablate.config import RunConfig
+from ablate.errors import AblateError
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AblateError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise AblateError("device 'mps' asked for, but MPS is not available here; use --device cpu or auto")
+    return name
+
+
+def autocast_dtype(device: str, dtype: str) -> torch.dtype | None:
+    if dtype == "float32":
+        return None
+    if dtype == "bfloat16":
+        return torch.bfloat16
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None  # CPU and MPS train in float32 by default
+
+
+def lr_at(config: RunConfig, progress: float, total_steps: int | None) -> float:
+    """The learning rate at ``progress`` ∈ [0, 1] of the budget: linear warmup, then the schedule.
+
+    With a known step count this is nanoGPT's schedule exactly (warmup lr·(it+1)/(warmup+1), then
+    cosine from lr to min_lr); a time budget uses the same curve over the fraction of seconds spent.
+    """
+    w = config.warmup if config.warmup < 1 else config.warmup / (total_steps or config.warmup * 20)
+    eps = 1 / total_steps if total_steps else 1e-3 * max(w, 1e-3)
+    if progress < w:
+        return config.lr * (progress + eps) / (w + eps)
+    rest = min(1.0, (progress - w) / max(1 - w, 1e-9))
+    if config.schedule == "constant":
+        return config.lr
+    if config.schedule == "cosine":
+        return config.min_lr + 0.5 * (1 + math.cos(math.pi * rest)) * (config.lr - config.min_lr)
+    if config.schedule == "linear":
+        return config.lr - rest * (config.lr - config.min_lr)
+    # inverse square root (Vaswani et al. 2017): lr · sqrt(w / progress) after warmup
+    return max(config.min_lr, config.lr * math.sqrt(max(w, 1e-3) / max(progress, w, 1e-3)))
+
+
+def make_optimizer(model: torch.nn.Module, config: RunConfig, device: str) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices (and embeddings) only, never on biases or norm gains."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    extra = {"fused": True} if device.startswith("cuda") else {}
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), **extra)
