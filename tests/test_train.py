@@ -84,8 +84,24 @@ def test_same_seed_twice_gives_identical_losses(cfg, tmp_path):
     assert [r["train_loss"] for r in c.history] != [r["train_loss"] for r in a.history]
 
 
-def test_variants_share_data_order_and_eval_batches(cfg):
-    a, b = train(cfg), train(cfg.replace(variant="rope+swiglu"))
+def test_variants_share_data_order_and_eval_batches(cfg, monkeypatch):
+    from ablate.data.batches import TrainBatches
+
+    seen: list[tuple[int, int]] = []
+    original = TrainBatches.get
+
+    def recording_get(self, index):
+        x, y = original(self, index)
+        seen.append((index, hash(x.numpy().tobytes()) ^ hash(y.numpy().tobytes())))
+        return x, y
+
+    monkeypatch.setattr(TrainBatches, "get", recording_get)
+    a = train(cfg)
+    order_a, seen[:] = list(seen), []
+    b = train(cfg.replace(variant="rope+swiglu"))
+    assert len(order_a) == a.steps and order_a == seen  # the same batches, in the same order
+    c = train(cfg.replace(seed=cfg.seed + 1))
+    assert seen[-c.steps:] != order_a  # and another seed sees other batches
     assert a.fairness == b.fairness  # same data, tokenizer, budget, eval batches
     assert a.variant != b.variant and a.final["val_loss"] != b.final["val_loss"]
     assert len(a.evals) == len(b.evals) == cfg.eval_points + 1

@@ -148,7 +148,9 @@ def test_accounting_numbers():
     c = cost(model)
     assert c.non_embedding_params == 124_439_808 - 50257 * 768 - 1024 * 768
     assert c.attention_flops_per_token == 12 * 12 * 768 * 1024
-    assert c.flops_per_token == 6 * (c.non_embedding_params + 50257 * 768) + c.attention_flops_per_token
+    # Kaplan et al. 2020: 6 FLOPs per parameter per token (the tied head counts, the position table does
+    # not) plus 12·L·d·T for attention scores: 6 * 123,653,376 + 113,246,208.
+    assert c.flops_per_token == 855_166_464
     assert c.kv_cache_bytes_per_token == 2 * 12 * 768 * 2
     mqa = build_model(parse_variant("mqa"), make_dims(SIZES["gpt2-small"], v), device="meta")
     assert cost(mqa).kv_cache_bytes_per_token == c.kv_cache_bytes_per_token // 12
