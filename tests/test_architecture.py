@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ablate"
-MAX_LINES = 460
+MAX_LINES = 500  # target ~400; study/spec.py and train.py are the two above it
 
 
 def _module_name(path: Path) -> str:
