@@ -71,6 +71,8 @@ class LiveView(Callback):
         line = (f"step {int(row['step']):>6}  {run.progress:6.1%}  train {train}  "
                 f"val {row['val_loss']:.4f}  val bpb {row['val_bpb']:.4f}  "
                 f"{self.last.get('tokens_per_s', 0):,.0f} tok/s  ETA {_eta(run, self.started, self.start_progress)}")
+        if "acc" in row:  # a task run: exact-match accuracy in-distribution and on longer operands
+            line += f"  acc {row['acc']:.1%}" + (f"  longer {row['acc_longer']:.1%}" if "acc_longer" in row else "")
         if self.live is not None:
             self.live.console.print(line)
             self.live.update(self._panel(run))

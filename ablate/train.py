@@ -23,10 +23,11 @@ from ablate.accounting import cost
 from ablate.budget import Budget, parse_budget
 from ablate.config import RunConfig
 from ablate.errors import AblateError
-from ablate.optim import autocast_dtype, lr_at, make_optimizer, pick_device  # noqa: F401  (lr_at: public here too)
 from ablate.fileio import atomic_write, atomic_write_text
 from ablate.model import GPT, build_model, make_dims
+from ablate.optim import autocast_dtype, lr_at, make_optimizer, pick_device
 from ablate.presets import get_size
+from ablate.tasks import TaskData, is_task_spec, prepare_task
 from ablate.variant import parse_variant
 
 CHECKPOINT = "checkpoint.pt"
@@ -146,13 +147,25 @@ def prepare_run(config: RunConfig):
     if budget.kind == "seconds" and config.warmup >= 1:
         raise AblateError(f"warmup {config.warmup:g} is a number of steps, which a time budget ({budget.text}) "
                           "cannot honour; give it as a fraction of the budget, e.g. --warmup 0.05")
+    overrides = {k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "context") if getattr(config, k)}
+    if is_task_spec(config.data):  # a synthetic task (ablate.tasks): problems generated on the fly
+        data = prepare_task(config.data, seed=config.seed, batch_size=config.batch_size,
+                            eval_seed=config.eval_seed, n_eval_batches=config.eval_batches)
+        if config.context and config.context < data.train_context:
+            raise AblateError(f"--context {config.context} is shorter than the task's training rows; give at least "
+                              f"{data.train_context}, or leave it out for {data.context} (every eval problem)")
+        dims = make_dims(size, variant, data.vocab_size, **{"context": data.context, **overrides})
+        return variant, dims, budget, data, data.train_batches, data.eval_batches
     data = prepare(config.data, config.tokenizer, cache_dir=Path(config.cache_dir),
                    data_file=Path(config.data_file) if config.data_file else None)
-    overrides = {k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "context") if getattr(config, k)}
     dims = make_dims(size, variant, data.vocab_size, **overrides)
     train_batches = TrainBatches(data.train, config.batch_size, dims.context, config.seed)
     evals = eval_batches(data.val, config.batch_size, dims.context, config.eval_batches, config.eval_seed)
     return variant, dims, budget, data, train_batches, evals
+
+
+def row_width(data, context: int) -> int:  # tokens per training row: a task's row width, else the context
+    return data.train_context if isinstance(data, TaskData) else context
 
 
 @dataclass
@@ -274,6 +287,8 @@ def evaluate_now(run: Run, plan: EvalPlan) -> None:
            "val_loss": val_loss, "val_bpb": run.data.bits_per_byte(val_loss),
            "train_loss": sum(recent) / len(recent) if recent else float("nan"),
            "train_seconds": state.train_seconds}
+    if isinstance(run.data, TaskData) and state.step > 0:  # exact-match accuracy (the untrained model is slow to decode)
+        row.update(run.data.accuracy(run.model, state.device, amp_dtype=run.amp))
     run.eval_rows.append(row)
     plan.mark(state.step)
     for cb in run.callbacks:
@@ -317,20 +332,20 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
     torch.manual_seed(config.seed)
     model = build_model(variant, dims, device=device)
     run_cost = cost(model).to_dict()
-    tokens_per_step = config.batch_size * config.grad_accum * dims.context
+    tokens_per_step = config.batch_size * config.grad_accum * row_width(data, dims.context)
     total_steps = budget.total_steps(tokens_per_step, run_cost["flops_per_token"])
     optimizer = make_optimizer(model, config, device)
     fairness = {
         "budget": budget.text,
-        "data": str(data.meta.get("fingerprint", "")),
-        "tokenizer": config.tokenizer,
+        "data": str(data.meta.get("problems_fingerprint", data.meta.get("fingerprint", ""))),
+        "tokenizer": str(data.meta["tokenizer"]) if isinstance(data, TaskData) else config.tokenizer,
         "eval_batches": str(getattr(evals, "fingerprint", "")),
         "dims": f"{dims.d_model}x{dims.n_layers}x{dims.n_heads}@{dims.context}",
         "batch": f"{config.batch_size}x{config.grad_accum}",
     }
     run_dir = run_dir_for(config, variant.name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    data_meta = dict(data.meta, unigram_entropy=unigram_entropy(data.train))
+    data_meta = dict(data.meta, unigram_entropy=unigram_entropy(data.train) if hasattr(data, "train") else None)
     state = RunState(config, variant.name, variant.hash, run_dir, model, data.tokenizer, run_cost,
                      dims.__dict__.copy(), data_meta, fairness, total_steps, budget, device)
     run = Run(state, config, model, optimizer, data, evals, autocast_dtype(device, config.dtype), callbacks)
@@ -354,7 +369,7 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
     state = run.state
     train_model = torch.compile(run.model) if config.compile else run.model
     plan = EvalPlan(config.eval_points, state.total_steps, [int(r["step"]) for r in run.eval_rows])
-    tokens_per_step = config.batch_size * config.grad_accum * state.dims["context"]
+    tokens_per_step = config.batch_size * config.grad_accum * row_width(run.data, state.dims["context"])
     for cb in callbacks:
         cb.on_start(state)
     status, message = "finished", ""
@@ -413,7 +428,7 @@ def finish(run: Run, status: str, message: str) -> RunResult:
     written to ``result.json`` and ``metrics.jsonl`` and handed to the callbacks."""
     state = run.state
     last = run.eval_rows[-1] if run.eval_rows else {}
-    final = {k: last[k] for k in ("val_loss", "val_bpb", "train_loss") if k in last}
+    final = {k: v for k, v in last.items() if k in ("val_loss", "val_bpb", "train_loss") or k.startswith("acc")}
     tokens_per_s = run.meter.session_rate
     peak = next((v for k, v in PEAK_FLOPS.items() if state.device.startswith("cuda")
                  and k in torch.cuda.get_device_name()), None)

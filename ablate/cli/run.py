@@ -48,6 +48,7 @@ def print_summary(result) -> None:
         ("tokens/s", f"{result.tokens_per_s:,.0f}"),
         ("train time / wall time", f"{result.train_seconds:.1f}s / {result.wall_seconds:.1f}s"),
     ]
+    rows[2:2] = [(f"final {k}", f"{v:.1%}") for k, v in result.final.items() if k.startswith("acc")]
     if "mfu" in result.extra:
         rows.append(("MFU", f"{result.extra['mfu']:.1%}"))
     for name, value in rows:
@@ -95,6 +96,16 @@ def cmd_sample(args) -> int:
     from ablate.train import load_checkpoint_model
 
     model, config, tokenizer = load_checkpoint_model(args.run)
+    from ablate.tasks import answer_prompt, is_task_spec, parse_task
+
+    if is_task_spec(config.data):  # a task run answers the problem typed (greedy, up to the end token)
+        if not args.prompt:
+            raise AblateError("a task run answers a problem: give one, e.g. --prompt \"123+456=\"")
+        task = parse_task(config.data)
+        completion, value = answer_prompt(model, task, args.prompt)
+        shown = args.prompt.strip() if args.prompt.strip().endswith("=") else args.prompt.strip() + "="
+        print(f"{shown}{completion}" + (f"   (answer: {value})" if value is not None else "   (no answer: malformed)"))
+        return 0
     prompt = tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eot if tokenizer.eot is not None else 0]
     if not prompt:
         raise AblateError("the prompt encodes to no tokens; give a longer --prompt")

@@ -215,6 +215,9 @@ class Task:
 
 
 # ---------------------------------------------------------------------------- registry + parser
+# The built-ins register themselves when ablate.tasks.arithmetic is imported, which the package
+# __init__ does before any of its modules can be used (importing ablate.tasks.base runs it first),
+# so this module needs no import of arithmetic (that would be an import cycle).
 TASKS: dict[str, type[Task]] = {}
 
 
@@ -249,8 +252,6 @@ def is_task_spec(data: str) -> bool:
 
 def parse_task(spec: str) -> Task:
     """Build the task named by ``spec`` (``addition(digits=3)``, with or without ``task:``)."""
-    from ablate.tasks import arithmetic  # noqa: F401 - registers the built-ins
-
     s = str(spec).strip()
     if s.lower().startswith(TASK_PREFIX):
         s = s[len(TASK_PREFIX):]
