@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from ablate.errors import AblateError
@@ -34,6 +35,9 @@ def _record(client, run, metric: str) -> RunRecord | None:
         kv_bytes_per_token=float(metrics.get("kv_cache_bytes_per_token", 0.0)),
         tokens_per_s=metrics.get("tokens_per_s_overall"),
         status=status if value == value or status != "finished" else "failed",
+        unigram_entropy=metrics.get("unigram_entropy"),
+        final_loss=metrics.get("final_val_loss"),
+        dataset=tags.get("ablate.dataset", ""),
         fairness={k[len(FAIRNESS_PREFIX):]: v for k, v in tags.items()
                   if k.startswith(FAIRNESS_PREFIX) and k[len(FAIRNESS_PREFIX):] not in TOKENIZER_FREE.get(metric, ())},
     )
@@ -69,7 +73,62 @@ def load_records(*, tracking_uri: str | None = None, experiment: str | None = No
     return records
 
 
+FAIRNESS_FLAGS = {"budget": "--budget", "dims": "--dims", "batch": "--batch"}
+_NOT_RECORDED = "<not recorded>"
+
+
+def fairness_groups(records: list[RunRecord]) -> dict[tuple[tuple[str, str], ...], list[RunRecord]]:
+    """Records grouped by their fairness settings (a key a run lacks counts as '<not recorded>').
+    Keys that legitimately differ for the metric (``TOKENIZER_FREE``) are already left out of
+    ``RunRecord.fairness`` by :func:`load_records`."""
+    keys = sorted({k for r in records for k in r.fairness})
+    groups: dict[tuple[tuple[str, str], ...], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[tuple((k, r.fairness.get(k, _NOT_RECORDED)) for k in keys)].append(r)
+    return dict(groups)
+
+
+def select_records(records: list[RunRecord], where: dict[str, str]) -> list[RunRecord]:
+    """The records whose fairness settings equal every ``key=value`` in ``where``."""
+    if not where:
+        return records
+    known = sorted({k for r in records for k in r.fairness})
+    for key in where:
+        if key not in known:
+            raise AblateError(f"cannot select on {key!r}: the runs record {', '.join(known) or 'no fairness keys'}")
+    chosen = [r for r in records if all(r.fairness.get(k, _NOT_RECORDED) == v for k, v in where.items())]
+    if not chosen:
+        wanted = ", ".join(f"{k}={v}" for k, v in where.items())
+        have = "; ".join(f"{k}: {', '.join(sorted({r.fairness.get(k, _NOT_RECORDED) for r in records}))}"
+                         for k in where)
+        raise AblateError(f"no runs with {wanted}; the runs have {have}")
+    return chosen
+
+
+def require_one_group(records: list[RunRecord]) -> None:
+    """Refuse (one line) when the runs differ in a fairness key: no verdict over unfair runs."""
+    groups = fairness_groups(records)
+    if len(groups) <= 1:
+        return
+    keys = sorted({k for r in records for k in r.fairness})
+    parts, hints = [], []
+    for key in keys:
+        counts = Counter(r.fairness.get(key, _NOT_RECORDED) for r in records)
+        if len(counts) < 2:
+            continue
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        parts.append(f"{key} " + " vs ".join(f"{v} ({n} run{'s' if n != 1 else ''})" for v, n in ordered))
+        flag = FAIRNESS_FLAGS.get(key)
+        hints.append(f"{flag} {ordered[0][0]}" if flag else f"--where {key}={ordered[0][0]}")
+    raise AblateError(
+        f"no verdict over unfair runs: the runs differ in {'; '.join(parts)} ({len(groups)} groups); "
+        f"compare one group: --group NAME, or select with {' '.join(hints)} (or --where KEY=VALUE)")
+
+
 def compare(records: list[RunRecord], *, baseline: str | None, metric: str, alpha: float) -> Comparison:
+    """The verdict table over ``records``; refuses runs that differ in a fairness key
+    (:func:`require_one_group`; select a group first with :func:`select_records`)."""
+    require_one_group(records)
     variants = sorted({r.variant for r in records})
     if baseline is None:
         baseline = "baseline" if "baseline" in variants else None

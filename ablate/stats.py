@@ -31,12 +31,17 @@ __all__ = [
     "HURTS",
     "NO_EFFECT",
     "TOO_FEW",
+    "UNSTABLE",
     "SEEDS_CAP",
     "Summary",
     "Paired",
     "summarize",
     "paired_difference",
     "holm",
+    "holm_levels",
+    "interval_at",
+    "unstable_verdict",
+    "is_unstable",
     "verdict",
     "power_paired",
     "seeds_needed",
@@ -47,6 +52,9 @@ HELPS = "helps"
 HURTS = "hurts"
 NO_EFFECT = "no detectable effect"
 TOO_FEW = "too few seeds"
+#: Prefix of the verdict of a variant with diverged or stalled runs (or compared with such a baseline),
+#: e.g. ``"unstable: diverged on 2 of 5 seeds"``; see :func:`unstable_verdict`.
+UNSTABLE = "unstable"
 
 #: Upper bound returned by :func:`seeds_needed` when even this many seeds would not suffice.
 SEEDS_CAP = 1000
@@ -180,6 +188,70 @@ def holm(p_values: Mapping[str, float]) -> dict[str, float]:
         running = max(running, min(1.0, (m - rank) * p))
         out[key] = running
     return {key: out[key] for key in p_values}
+
+
+def holm_levels(p_values: Mapping[str, float], alpha: float = 0.05) -> dict[str, float]:
+    """The confidence level at which Holm's step-down procedure tests each hypothesis, keyed like the input.
+
+    With ``m`` finite p-values sorted ascending, Holm tests the (k+1)-th smallest at ``alpha / (m - k)``
+    and stops at the first that is not rejected. A hypothesis rejected at step k gets level
+    ``1 - alpha / (m - k)``; every hypothesis from the first non-rejected step ``k*`` on gets
+    ``1 - alpha / (m - k*)``. A paired t interval at that level excludes zero exactly when the Holm
+    adjusted p-value is below ``alpha``, so intervals drawn at these levels agree with the verdicts.
+    The widest level, ``1 - alpha / m``, is the Bonferroni simultaneous level; the narrower step-down
+    levels agree with Holm's decisions but are not simultaneous coverage statements. ``nan``
+    p-values get ``nan``.
+    """
+    if not (0.0 < alpha < 1.0):
+        raise AblateError(f"alpha must be between 0 and 1 (e.g. 0.05), got {alpha!r}")
+    out = {key: _NAN for key in p_values}
+    finite = sorted((float(p), key) for key, p in p_values.items() if not math.isnan(float(p)))
+    m = len(finite)
+    stopped_at: int | None = None
+    for k, (p, key) in enumerate(finite):
+        if stopped_at is None and p < alpha / (m - k):
+            out[key] = 1.0 - alpha / (m - k)
+            continue
+        if stopped_at is None:
+            stopped_at = k
+        out[key] = 1.0 - alpha / (m - stopped_at)
+    return out
+
+
+def interval_at(paired: Paired, level: float) -> tuple[float, float]:
+    """The paired t interval of ``paired.mean_diff`` at another ``level`` (``nan`` when undefined)."""
+    if math.isnan(level):
+        return _NAN, _NAN
+    _check_level(level)
+    if paired.n >= 2 and paired.sd_diff == 0.0:
+        return paired.mean_diff, paired.mean_diff
+    return _t_interval(paired.mean_diff, paired.sd_diff, paired.n, level)
+
+
+def unstable_verdict(
+    diverged: int, stalled: int, seeds: int,
+    baseline_diverged: int = 0, baseline_stalled: int = 0, baseline_seeds: int = 0,
+) -> str | None:
+    """``"unstable: diverged on 2 of 5 seeds"`` (or stalled, or both, or about the baseline), or ``None``
+    when neither the variant nor the baseline has a diverged or stalled seed.
+
+    The verdict of a variant with such seeds is this, never helps/hurts from the seeds that survived;
+    a baseline with such seeds makes every variant's verdict this too.
+    """
+    def part(div: int, stall: int, n: int, who: str) -> str | None:
+        bits = [f"{word} on {k}" for word, k in (("diverged", div), ("stalled", stall)) if k]
+        if not bits:
+            return None
+        return f"{who}{', '.join(bits)} of {n} seed{'s' if n != 1 else ''}"
+
+    parts = [x for x in (part(diverged, stalled, seeds, ""),
+                         part(baseline_diverged, baseline_stalled, baseline_seeds, "baseline ")) if x]
+    return f"{UNSTABLE}: " + "; ".join(parts) if parts else None
+
+
+def is_unstable(verdict_text: str | None) -> bool:
+    """Whether a verdict string is an "unstable: …" verdict."""
+    return bool(verdict_text) and str(verdict_text).startswith(UNSTABLE)
 
 
 def verdict(

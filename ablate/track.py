@@ -250,14 +250,30 @@ class MLflowTracker(Callback):
                       "kv_cache_bytes_per_token": result.cost["kv_cache_bytes_per_token"]})
         if "mfu" in result.extra:
             final["mfu"] = result.extra["mfu"]
+        unigram = _unigram_entropy(run, result)
+        if unigram is not None:
+            final["unigram_entropy"] = unigram
         self.buffer += [Metric(k, float(v), now, result.steps) for k, v in final.items() if v == v]
         self.flush()
         self.client.set_tag(self.run_id, "ablate.status", result.status)
+        if result.status == "finished":
+            self._mark_stalled(result, unigram)
         if result.message:
             self.client.set_tag(self.run_id, "ablate.message", result.message[:5000])
         self._log_artifacts(run, result)
         self.client.set_terminated(self.run_id, STATUS.get(result.status, "FAILED"))
         self.seconds_logging += time.perf_counter() - t0
+
+    def _mark_stalled(self, result: RunResult, unigram: float | None) -> None:
+        """Tag ``ablate.stalled=true`` (and the reason) on a finished run that the rule of
+        :mod:`ablate.report.stability` calls stalled; the report applies the same rule to the curve."""
+        from ablate.report.stability import stall_reason
+
+        curve = [(r["step"], r["val_loss"]) for r in result.evals if r.get("val_loss") is not None]
+        reason = stall_reason(curve, result.final.get("val_loss"), unigram)
+        if reason:
+            self.client.set_tag(self.run_id, "ablate.stalled", "true")
+            self.client.set_tag(self.run_id, "ablate.stalled_reason", reason[:5000])
 
     def _log_artifacts(self, run: RunState, result: RunResult) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -273,6 +289,16 @@ class MLflowTracker(Callback):
         ckpt = run.run_dir / "checkpoint.pt"
         if self.log_checkpoint and ckpt.exists() and result.status == "finished":
             self.client.log_artifact(self.run_id, str(ckpt), artifact_path="checkpoint")
+
+
+def _unigram_entropy(run: RunState, result: RunResult) -> float | None:
+    """Nats per token of the training split's unigram distribution, when the trainer measured it."""
+    value = run.data_meta.get("unigram_entropy", result.extra.get("unigram_entropy"))
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and abs(value) != float("inf") else None
 
 
 def sample_text(run: RunState, tokens: int = 200) -> str:

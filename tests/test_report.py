@@ -18,6 +18,7 @@ from ablate.report import (
     render_markdown,
     render_table,
     render_text,
+    verdict_table,
     write_report,
 )
 
@@ -115,16 +116,100 @@ def test_missing_fairness_key_is_unfair():
     assert any("'tokenizer'" in w and "<not recorded>" in w for w in c.warnings)
 
 
-def test_diverged_run_is_excluded_and_named():
+def test_diverged_run_is_a_result_and_the_verdict_says_unstable():
     recs = replace(make_records(), "rope-2", status="diverged", metric=float("nan"))
     c = build_comparison(recs, "baseline", "val_bpb")
     rope = c.row("rope")
     assert rope.summary.n == 2 and rope.paired.n == 2 and rope.paired.seeds == (0, 1)
-    excluded = [w for w in c.warnings if "excluded" in w]
-    assert len(excluded) == 1
-    assert "rope seed 2" in excluded[0] and "rope-2" in excluded[0] and "diverged" in excluded[0]
-    assert c.excluded == ["rope seed 2 (run rope-2): diverged"]
-    assert any("rope" in w and "baseline seed(s) 2" in w for w in c.warnings)
+    assert rope.verdict == "unstable: diverged on 1 of 3 seeds" and rope.diverged == (2,)
+    assert c.excluded == [] and c.unstable == ["rope seed 2 (run rope-2): diverged"]
+    assert any("rope seed 2 (run rope-2): diverged" in w and "unstable" in w for w in c.warnings)
+    assert c.row("swiglu").verdict in (stats.NO_EFFECT, stats.HURTS, stats.HELPS)
+
+
+def test_diverged_seeds_never_let_the_survivors_say_helps():
+    seeds = (0, 1, 2, 3, 4)
+    recs = make_records({"baseline": 0.0, "rope": -0.05}, seeds=seeds)
+    assert build_comparison(recs, "baseline", "val_loss").row("rope").verdict == stats.HELPS
+    for s in (3, 4):
+        recs = replace(recs, f"rope-{s}", status="diverged", metric=float("nan"))
+    rope = build_comparison(recs, "baseline", "val_loss").row("rope")
+    assert rope.paired.n == 3 and rope.paired.ci_high < 0  # the survivors alone would say helps
+    assert rope.verdict == "unstable: diverged on 2 of 5 seeds"
+    assert rope.verdict != stats.HELPS and stats.is_unstable(rope.verdict)
+
+
+def test_unstable_baseline_makes_every_verdict_say_so():
+    recs = replace(make_records(), "baseline-1", status="diverged", metric=float("nan"))
+    c = build_comparison(recs, "baseline", "val_bpb")
+    assert c.row("rope").verdict == "unstable: baseline diverged on 1 of 3 seeds"
+    assert c.row("swiglu").verdict == "unstable: baseline diverged on 1 of 3 seeds"
+    table = verdict_table(c)
+    assert table.rows[0][table.headers.index("verdict")] == "unstable: diverged on 1 of 3 seeds"
+
+
+def test_baseline_with_only_diverged_runs_is_reported_not_raised():
+    recs = [dataclasses.replace(r, status="diverged", metric=float("nan")) if r.variant == "baseline" else r
+            for r in make_records()]
+    c = build_comparison(recs, "baseline", "val_bpb")
+    assert c.row("rope").verdict == "unstable: baseline diverged on 3 of 3 seeds"
+    assert c.row("rope").paired.n == 0
+
+
+def test_baseline_with_only_failed_runs_raises():
+    recs = [dataclasses.replace(r, status="failed") if r.variant == "baseline" else r
+            for r in make_records()]
+    with pytest.raises(AblateError, match="no finished or diverged runs"):
+        build_comparison(recs, "baseline", "val_bpb")
+
+
+# --------------------------------------------------------------------------- stalled runs
+
+def test_stall_rule_on_curves():
+    from ablate.report.stability import stall_reason
+
+    learning = [(0, 4.2), (50, 2.6), (100, 2.2)]
+    flat = [(0, 4.2), (50, 3.31), (100, 3.32)]
+    assert stall_reason(learning) is None
+    assert "no better than the first eval after step 0" in stall_reason(flat)
+    assert stall_reason([(0, 4.2), (100, 3.3)]) is None  # one eval after step 0: no rule applies
+    # within max(0.05, 2%) of the unigram entropy 3.30 (margin 0.066), although still improving
+    near = [(0, 4.2), (50, 3.5), (100, 3.36)]
+    assert stall_reason(near) is None
+    assert "unigram entropy" in stall_reason(near, final_loss=3.36, unigram_entropy=3.30)
+    assert stall_reason(near, final_loss=3.23, unigram_entropy=3.30) is None  # 0.07 below: learned
+    assert stall_reason(learning, final_loss=2.2, unigram_entropy=3.30) is None
+    # higher is better: a metric that did not rise
+    assert stall_reason([(0, 0.0), (5, 0.4), (10, 0.3)], lower_is_better=False) is not None
+
+
+def test_stalled_run_is_detected_from_its_curve_and_makes_the_variant_unstable():
+    recs = make_records({"baseline": 0.0, "post": -0.05})
+    flat = [(0, 4.2), (100, 3.31), (200, 3.312)]
+    recs = replace(recs, "post-1", curve=flat)
+    c = build_comparison(recs, "baseline", "val_loss")
+    post = c.row("post")
+    assert post.verdict == "unstable: stalled on 1 of 3 seeds" and post.stalled == (1,)
+    assert post.summary.n == 3  # a stalled run keeps its value in the numbers
+    assert any("post seed 1" in u and "stalled" in u for u in c.unstable)
+
+
+def test_stalled_run_by_unigram_entropy():
+    recs = make_records({"baseline": 0.0, "post": -0.05})
+    h = 1.60  # the records' level sits near 1.55..1.65: call the training data's unigram entropy 1.60
+    recs = [dataclasses.replace(r, unigram_entropy=h) for r in recs]
+    c = build_comparison(recs, "baseline", "val_loss")
+    assert all(stats.is_unstable(r.verdict) for r in c.rows[1:])
+    # the same runs measured in another metric use final_loss (nats/token) for the entropy rule
+    recs = [dataclasses.replace(r, unigram_entropy=3.3, final_loss=r.metric) for r in make_records()]
+    c = build_comparison(recs, "baseline", "val_bpb")
+    assert c.row("rope").verdict == stats.HELPS and not c.unstable
+
+
+def test_stability_rule_is_stated_in_the_report(tmp_path):
+    c = build_comparison(make_records(), "baseline", "val_bpb")
+    md = render_markdown(c)
+    assert "*stalled*" in md and "unigram entropy" in md and "unstable" in md
 
 
 def test_failed_run_and_nonfinite_finished_run_are_excluded():
@@ -145,13 +230,6 @@ def test_missing_baseline_raises_with_variants_listed():
     assert "'baseline'" in msg and "rope" in msg and "swiglu" in msg and "baseline" in msg
     with pytest.raises(AblateError, match="rope, swiglu"):
         build_comparison(make_records(), "gpt2", "val_bpb")
-
-
-def test_baseline_with_only_diverged_runs_raises():
-    recs = [dataclasses.replace(r, status="diverged") if r.variant == "baseline" else r
-            for r in make_records()]
-    with pytest.raises(AblateError, match="no finished runs"):
-        build_comparison(recs, "baseline", "val_bpb")
 
 
 def test_no_records_raises():
@@ -244,3 +322,99 @@ def test_curves_with_different_eval_points_are_interpolated(tmp_path):
     paths = write_report(c, recs, tmp_path)
     assert (tmp_path / "curves.png").read_bytes()[:8] == PNG_MAGIC
     assert len(paths) == 3
+
+
+# --------------------------------------------------------------------------- figures agree with verdicts
+
+def _records_with_diffs(diffs: dict[str, list[float]]):
+    levels = [1.61, 1.58, 1.63, 1.60, 1.59]
+    out = [RunRecord(f"baseline-{s}", "baseline", s, lv, fairness=dict(FAIR)) for s, lv in enumerate(levels)]
+    for v, ds in diffs.items():
+        out += [RunRecord(f"{v}-{s}", v, s, lv + d, fairness=dict(FAIR)) for s, (lv, d) in enumerate(zip(levels, ds))]
+    return out
+
+
+def test_difference_marks_use_the_holm_interval_and_the_verdict_colour():
+    from ablate.report.figures import _HELPS_COLOR, _NEUTRAL_COLOR, _UNSTABLE_COLOR, difference_marks
+
+    recs = _records_with_diffs({"big": [-0.05, -0.051, -0.049, -0.052, -0.048],
+                                "alibi": [-0.012, -0.02, -0.006, -0.015, -0.002],
+                                "null": [0.01, -0.01, 0.004, -0.006, 0.001]})
+    c = build_comparison(recs, "baseline", "val_loss")
+    alibi = c.row("alibi")
+    # alibi's unadjusted interval excludes zero, but Holm does not reject: no detectable effect
+    assert alibi.paired.p_value < 0.05 < alibi.p_adjusted and alibi.paired.ci_high < 0
+    assert alibi.verdict == stats.NO_EFFECT
+    marks = {m.label.split(" ")[0]: m for m in difference_marks(c)}
+    m = marks["alibi"]
+    assert m.raw_high < 0 <= m.high and m.low < 0  # drawn interval (Holm) includes zero, like the verdict
+    assert m.color == _NEUTRAL_COLOR
+    assert alibi.holm_level == pytest.approx(1 - 0.05 / 2)
+    big = marks["big"]
+    assert c.row("big").verdict == stats.HELPS and big.high < 0 and big.color == _HELPS_COLOR
+    assert c.row("big").holm_level == pytest.approx(1 - 0.05 / 3)
+    # the rule for every row: the drawn interval excludes zero exactly when the verdict decides
+    for r in c.rows[1:]:
+        lo, hi = r.holm_ci
+        assert (lo > 0 or hi < 0) == (r.verdict in (stats.HELPS, stats.HURTS))
+    # unstable variants are drawn in the unstable colour whatever their interval
+    recs = replace(recs, "big-4", status="diverged", metric=float("nan"))
+    marks = {m.label.split(" ")[0]: m for m in difference_marks(build_comparison(recs, "baseline", "val_loss"))}
+    assert marks["big"].color == _UNSTABLE_COLOR and stats.is_unstable(marks["big"].verdict)
+
+
+def test_holm_levels_agree_with_holm_decisions():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        ps = {f"v{i}": float(p) for i, p in enumerate(rng.uniform(0, 0.08, size=rng.integers(1, 6)))}
+        adj, levels = stats.holm(ps), stats.holm_levels(ps, 0.05)
+        for k, p in ps.items():
+            assert (p < 1 - levels[k]) == (adj[k] < 0.05)
+
+
+def test_markdown_table_shows_both_intervals():
+    c = build_comparison(make_records(), "baseline", "val_bpb")
+    md = render_markdown(c)
+    assert "[Holm CI]" in md and "95% CI (unadjusted)" in md and "Bonferroni" in md
+    assert "[Holm CI]" in render_text(c) and "unadjusted" not in render_text(c).split("Noise floor")[0]
+
+
+# --------------------------------------------------------------------------- no verdict over unfair runs
+
+def test_mixed_fairness_is_refused_in_one_line_naming_key_values_and_how_to_select():
+    from ablate.compare import compare, require_one_group, select_records
+
+    recs = make_records()
+    recs = recs + [dataclasses.replace(r, run_id=r.run_id + "-long", fairness={**FAIR, "budget": "30steps"})
+                   for r in recs if r.variant != "swiglu"]
+    with pytest.raises(AblateError) as e:
+        compare(recs, baseline=None, metric="val_loss", alpha=0.05)
+    msg = str(e.value)
+    assert "\n" not in msg and e.value.exit_code == 2
+    assert "differ in budget tokens=2000000 (9 runs) vs 30steps (6 runs)" in msg
+    assert "--group NAME" in msg and "--budget tokens=2000000" in msg
+    picked = select_records(recs, {"budget": "30steps"})
+    assert {r.fairness["budget"] for r in picked} == {"30steps"} and len(picked) == 6
+    require_one_group(picked)
+    c = compare(picked, baseline=None, metric="val_loss", alpha=0.05)
+    assert [r.variant for r in c.rows] == ["baseline", "rope"]
+    with pytest.raises(AblateError, match="no runs with budget=1steps; the runs have budget: 30steps, tokens=2000000"):
+        select_records(recs, {"budget": "1steps"})
+    with pytest.raises(AblateError, match="cannot select on 'width'"):
+        select_records(recs, {"width": "64"})
+
+
+def test_missing_fairness_key_is_its_own_group_and_the_header_reads_the_runs():
+    from ablate.compare import require_one_group
+    from ablate.report.render import comparison_header
+
+    recs = replace(make_records(), "rope-0", fairness={k: v for k, v in FAIR.items() if k != "tokenizer"})
+    with pytest.raises(AblateError, match=r"tokenizer char \(8 runs\) vs <not recorded> \(1 run\)"):
+        require_one_group(recs)
+    fair = {**FAIR, "dims": "64x2x4@32", "batch": "4x1"}
+    recs = [dataclasses.replace(r, fairness=fair, dataset="shakespeare") for r in make_records()]
+    c = build_comparison(recs, "baseline", "val_loss")
+    header = comparison_header(c, recs)
+    for part in ("9 runs, 3 variants x 3 seeds (0, 1, 2)", "budget tokens=2000000", "64x2x4@32", "4x1",
+                 "data shakespeare (fingerprint tinyshakespeare)", "tokenizer char"):
+        assert part in header

@@ -154,3 +154,36 @@ def test_ui_serves_the_runs_over_rest(mlflow_uri, small_corpus, tmp_path):
     # SIGTERM stops the UI and the server it started: nothing listens on the port any more
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+class _Unigram(Callback):
+    def on_start(self, run):
+        run.data_meta["unigram_entropy"] = 1.0  # far below any loss of a 10-step run: the rule calls it stalled
+
+
+def test_unigram_entropy_is_logged_and_a_stalled_run_is_tagged(mlflow_uri, small_corpus, tmp_path):
+    from ablate.compare import load_records
+
+    tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-stall", log_checkpoint=False)
+    train(_config(small_corpus, tmp_path), [_Unigram(), tracker])
+    run = MlflowClient(mlflow_uri).get_run(tracker.run_id)
+    assert run.data.metrics["unigram_entropy"] == 1.0
+    assert run.data.tags["ablate.stalled"] == "true" and "unigram entropy" in run.data.tags["ablate.stalled_reason"]
+    (record,) = load_records(tracking_uri=mlflow_uri, experiment="t-stall")
+    assert record.unigram_entropy == 1.0 and record.final_loss == run.data.metrics["final_val_loss"]
+
+
+def test_compare_refuses_a_mixed_store_and_selects_a_group(mlflow_uri, small_corpus, tmp_path, capsys):
+    for budget, variant in (("10steps", "baseline"), ("12steps", "rope")):
+        argv = ["run", "--variant", variant, "--tracking-uri", mlflow_uri, "--experiment", "t-mixed",
+                "--no-log-checkpoint", "--json", *tiny_run_args(small_corpus, tmp_path, budget)]
+        assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["compare", "--tracking-uri", mlflow_uri, "--experiment", "t-mixed", "--no-log"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "budget 10steps (1 run) vs 12steps (1 run)" in err and "--budget" in err
+    assert main(["compare", "--tracking-uri", mlflow_uri, "--experiment", "t-mixed", "--no-log", "--budget", "10steps",
+                 "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "runs used: 1 runs, 1 variants x 1 seeds (0), budget 10steps" in out
+    assert "budget 10steps" in (tmp_path / "rep" / "report.md").read_text()

@@ -6,17 +6,35 @@ from pathlib import Path
 
 
 from ablate.cli.console import console
+from ablate.errors import AblateError
 
 from ablate.cli.run import add_tracking_flags
 from ablate.report.render import print_comparison
 
 
+def _where(args) -> dict[str, str]:
+    """The fairness values to select on: --budget/--dims/--batch and every --where KEY=VALUE."""
+    where: dict[str, str] = {}
+    for item in args.where or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AblateError(f"--where takes KEY=VALUE (e.g. --where budget=200steps), got {item!r}")
+        where[key.strip()] = value.strip()
+    for key in ("budget", "dims", "batch"):
+        if getattr(args, key, None):
+            where[key] = getattr(args, key)
+    return where
+
+
 def cmd_compare(args) -> int:
-    from ablate.compare import compare, default_report_dir, load_records, log_report
+    from ablate.compare import compare, default_report_dir, load_records, log_report, select_records
+    from ablate.report.render import comparison_header
 
     records = load_records(tracking_uri=args.tracking_uri, experiment=args.experiment, group=args.group,
                            run_ids=args.run_ids, metric=args.metric)
+    records = select_records(records, _where(args))
     comparison = compare(records, baseline=args.baseline, metric=args.metric, alpha=args.alpha)
+    console.print(f"runs used: {comparison_header(comparison, records)}", highlight=False, markup=False)
     print_comparison(comparison, console)
     label = args.group or (f"runs-{len(args.run_ids)}" if args.run_ids else (args.experiment or "ablate"))
     out = Path(args.out) if args.out else default_report_dir(label)
@@ -36,6 +54,13 @@ def add_commands(sub) -> None:
     p.add_argument("run_ids", nargs="*", help="MLflow run ids (default: every ablate run of the experiment/group)")
     add_tracking_flags(p, run=False)
     p.add_argument("--group", default=None, help="compare the runs of this group (`ablate run --group`)")
+    p.add_argument("--budget", default=None, help="only runs with this budget, as recorded (e.g. 200steps)")
+    p.add_argument("--dims", default=None, help="only runs with these dims, d_model x layers x heads @ context "
+                                                "(e.g. 64x2x4@32)")
+    p.add_argument("--batch", default=None, help="only runs with this batch size x accumulation (e.g. 4x1)")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="only runs whose fairness KEY (budget, data, tokenizer, eval_batches, dims, batch) "
+                        "equals VALUE; repeatable")
     p.add_argument("--metric", default="val_loss", choices=["val_loss", "val_bpb"])
     p.add_argument("--baseline", default=None, help="baseline variant (default: 'baseline')")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected)")

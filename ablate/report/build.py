@@ -3,9 +3,18 @@
 The statistics are seed-paired (see :mod:`ablate.stats`): for every variant, the per-seed difference
 ``variant - baseline`` over the seeds both have, a two-sided paired t-test, and Holm–Bonferroni
 correction across the non-baseline variants. Everything that weakens the comparison is stated in
-``Comparison.warnings`` rather than silently dropped: runs that did not finish, seeds without a
+``Comparison.warnings`` rather than silently dropped: runs that failed, seeds without a
 baseline partner, fairness settings that differ between runs, and comparisons with too few seeds
 to detect the observed difference.
+
+Diverged and stalled runs are results, not gaps (the rule is in :mod:`ablate.report.stability`): a
+variant with any diverged or stalled seed gets the verdict ``"unstable: diverged on 2 of 5 seeds"``
+and is never called helps or hurts on the strength of the seeds that survived; a baseline with any
+makes every variant's verdict say so. Stalled runs keep their finite values in the statistics;
+diverged runs have none.
+
+Each row also carries the interval at the level at which Holm's step-down procedure tested it
+(:func:`ablate.stats.holm_levels`), which excludes zero exactly when the verdict is helps or hurts.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from typing import Iterable, Sequence
 
 from ablate import stats
 from ablate.errors import AblateError
+from ablate.report.stability import stall_reason
 
 FINISHED = "finished"
 _STATUSES = ("finished", "diverged", "failed")
@@ -33,6 +43,10 @@ class RunRecord:
     says otherwise); ``curve`` holds ``(step or tokens, metric)`` pairs from the fixed eval points.
     ``fairness`` holds the settings that must be identical across runs for a fair comparison
     (e.g. ``budget``, ``data``, ``tokenizer``, ``eval_batches``), as strings.
+    ``unigram_entropy`` (nats/token of the training split's unigram distribution) and ``final_loss``
+    (the final validation loss in nats/token; ``None`` means ``metric`` when the compared metric is
+    ``val_loss``) feed the stalled-run rule of :mod:`ablate.report.stability`; ``dataset`` is the
+    data's name for the report header.
     """
 
     run_id: str
@@ -46,6 +60,9 @@ class RunRecord:
     tokens_per_s: float | None = None
     status: str = FINISHED
     fairness: dict[str, str] = field(default_factory=dict)
+    unigram_entropy: float | None = None
+    final_loss: float | None = None
+    dataset: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,9 @@ class VariantRow:
     ``paired.seeds`` (those that also have a baseline run). ``seeds_needed`` is set when the verdict
     is "no detectable effect": the seeds a paired t-test would need to detect the observed mean
     difference at ``alpha`` with 80% power (``stats.SEEDS_CAP`` means "at least that many").
+    ``diverged`` and ``stalled`` are this variant's seeds with such runs (the verdict is then
+    "unstable: …"); ``holm_level`` is the level at which Holm tested this variant and ``holm_ci``
+    the paired interval at that level (excludes zero exactly when the verdict is helps or hurts).
     """
 
     variant: str
@@ -71,6 +91,14 @@ class VariantRow:
     flops_per_token: float | None
     kv_bytes_per_token: float | None
     tokens_per_s: float | None
+    diverged: tuple[int, ...] = ()
+    stalled: tuple[int, ...] = ()
+    holm_level: float = _NAN
+    holm_ci: tuple[float, float] = (_NAN, _NAN)
+
+    @property
+    def unstable(self) -> bool:
+        return stats.is_unstable(self.verdict)
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,7 @@ class Comparison:
     noise_floor_n: int
     fairness: dict[str, str]
     excluded: list[str]
+    unstable: list[str] = field(default_factory=list)
 
     @property
     def n_comparisons(self) -> int:
@@ -179,9 +208,11 @@ def build_comparison(
 ) -> Comparison:
     """Compare every variant in ``records`` with ``baseline``, paired by seed.
 
-    Only runs with status ``finished`` and a finite metric enter the statistics; the others are
-    named in the warnings. Raises :class:`AblateError` when there are no records or the baseline
-    has no runs (the message lists the variants that exist) or no finished run.
+    Runs with status ``finished`` and a finite metric enter the statistics (stalled ones included);
+    diverged runs count against their variant's verdict ("unstable: …", see
+    :mod:`ablate.report.stability`); failed runs are named in the warnings. Raises
+    :class:`AblateError` when there are no records or the baseline has no runs (the message lists
+    the variants that exist) or none that finished or diverged.
     """
     if not (0.0 < alpha < 1.0):
         raise AblateError(f"alpha must be between 0 and 1 (e.g. 0.05), got {alpha!r}")
@@ -199,23 +230,40 @@ def build_comparison(
 
     warnings: list[str] = []
     excluded: list[str] = []
+    unstable: list[str] = []
     included: list[RunRecord] = []
+    diverged: dict[str, set[int]] = defaultdict(set)
+    stalled: dict[str, set[int]] = defaultdict(set)
     for r in records:
         if r.status not in _STATUSES:
             raise AblateError(
                 f"run {r.run_id}: unknown status {r.status!r}; expected one of {', '.join(_STATUSES)}"
             )
-        if r.status != FINISHED:
+        if r.status == "diverged":
+            diverged[r.variant].add(r.seed)
+            unstable.append(f"{_run_label(r)}: diverged")
+        elif r.status != FINISHED:
             excluded.append(f"{_run_label(r)}: {r.status}")
         elif r.metric is None or not math.isfinite(float(r.metric)):
             excluded.append(f"{_run_label(r)}: final {metric_name} is {r.metric!r}")
         else:
+            loss = r.final_loss if r.final_loss is not None else (
+                r.metric if metric_name == "val_loss" else None)
+            reason = stall_reason(r.curve, loss, r.unigram_entropy, lower_is_better)
+            if reason:
+                stalled[r.variant].add(r.seed)
+                unstable.append(f"{_run_label(r)}: stalled ({reason})")
             included.append(r)
     if excluded:
         warnings.append(
-            f"excluded {len(excluded)} run(s) that did not finish with a finite {metric_name}: "
-            + "; ".join(excluded)
+            f"excluded {len(excluded)} run(s) that failed or did not finish with a finite "
+            f"{metric_name}: " + "; ".join(excluded)
             + ". Their seeds are missing from the paired comparison."
+        )
+    if unstable:
+        warnings.append(
+            f"{len(unstable)} run(s) diverged or stalled; they are results and make their variant's "
+            "verdict 'unstable' (a baseline's makes every verdict so): " + "; ".join(unstable) + "."
         )
 
     # One value per (variant, seed): a repeated run is reported, the first one is used.
@@ -230,9 +278,9 @@ def build_comparison(
             continue
         slot[r.seed] = r
 
-    if baseline not in by_variant:
+    if baseline not in by_variant and not diverged.get(baseline):
         raise AblateError(
-            f"baseline {baseline!r} has no finished runs ({len(excluded)} excluded, see above: "
+            f"baseline {baseline!r} has no finished or diverged runs ({len(excluded)} excluded: "
             + "; ".join(e for e in excluded if e.startswith(f"{baseline} seed"))
             + "); re-run the baseline before comparing."
         )
@@ -240,7 +288,7 @@ def build_comparison(
     fair_warnings, agreed = _fairness_warnings(used)
     warnings[:0] = fair_warnings  # unfairness first: it undermines everything below it
 
-    base_runs = by_variant[baseline]
+    base_runs = by_variant.get(baseline, {})
     base_values = {s: float(r.metric) for s, r in base_runs.items()}
 
     others = [v for v in all_variants if v != baseline]
@@ -262,6 +310,14 @@ def build_comparison(
                 f"its paired comparison uses {paired[v].n} seed(s)."
             )
     adjusted = stats.holm({v: p.p_value for v, p in paired.items()})
+    levels = stats.holm_levels({v: p.p_value for v, p in paired.items()}, alpha)
+
+    def seeds_of(variant: str) -> set[int]:
+        return set(by_variant.get(variant, {})) | diverged.get(variant, set())
+
+    base_seeds = seeds_of(baseline)
+    base_unstable = (len(diverged.get(baseline, ())), len(stalled.get(baseline, set()) & base_seeds),
+                     len(base_seeds))
 
     rows: list[VariantRow] = []
     for v in [baseline, *others]:
@@ -274,7 +330,12 @@ def build_comparison(
         needed = None
         if pr is not None:
             ver = stats.verdict(pr, p_adj, alpha=alpha, lower_is_better=lower_is_better)
-            if ver == stats.TOO_FEW:
+            seeds_all = seeds_of(v)
+            shaky = stats.unstable_verdict(len(diverged.get(v, ())), len(stalled.get(v, set()) & seeds_all),
+                                           len(seeds_all), *base_unstable)
+            if shaky:
+                ver = shaky
+            elif ver == stats.TOO_FEW:
                 warnings.append(
                     f"{v}: only {pr.n} seed(s) paired with the baseline; a paired test needs at "
                     "least 2 (3 or more recommended). No verdict."
@@ -306,6 +367,10 @@ def build_comparison(
                 flops_per_token=_first_cost(cost_runs, "flops_per_token"),
                 kv_bytes_per_token=_first_cost(cost_runs, "kv_bytes_per_token"),
                 tokens_per_s=_median_or_none(r.tokens_per_s for r in runs),
+                diverged=tuple(sorted(diverged.get(v, ()))),
+                stalled=tuple(sorted(stalled.get(v, ()))),
+                holm_level=_NAN if pr is None else levels[v],
+                holm_ci=(_NAN, _NAN) if pr is None else stats.interval_at(pr, levels[v]),
             )
         )
     if not others:
@@ -323,4 +388,5 @@ def build_comparison(
         noise_floor_n=len(base_values),
         fairness=agreed,
         excluded=excluded,
+        unstable=unstable,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +23,8 @@ def new_figure(width: float, height: float):
     return fig
 
 
-_HELPS_COLOR, _HURTS_COLOR, _NEUTRAL_COLOR = "#2a9d3a", "#c0392b", "#555555"
+_HELPS_COLOR, _HURTS_COLOR, _NEUTRAL_COLOR, _UNSTABLE_COLOR = "#2a9d3a", "#c0392b", "#555555", "#a0309a"
+_NAN = float("nan")
 
 
 def _mean_curve(curves: list[list[tuple[int, float]]]):
@@ -91,34 +93,71 @@ def plot_curves(c: Comparison, records: Sequence[RunRecord], path: Path, x_label
     return True
 
 
+@dataclass(frozen=True)
+class DifferenceMark:
+    """One row of differences.png: the mean paired difference, its Holm-adjusted interval (drawn thick,
+    at the level Holm tested the variant, so it excludes zero exactly when the verdict is helps or
+    hurts), the unadjusted interval (thin), and the colour of the verdict."""
+
+    label: str
+    mean: float
+    low: float
+    high: float
+    raw_low: float
+    raw_high: float
+    color: str
+    verdict: str | None
+
+
+def _verdict_color(verdict: str | None) -> str:
+    if stats.is_unstable(verdict):
+        return _UNSTABLE_COLOR
+    return {stats.HELPS: _HELPS_COLOR, stats.HURTS: _HURTS_COLOR}.get(verdict, _NEUTRAL_COLOR)
+
+
+def difference_marks(c: Comparison) -> list[DifferenceMark]:
+    """What :func:`plot_differences` draws, one mark per non-baseline variant (table order);
+    ``mean`` is ``nan`` for a variant without paired seeds, the intervals ``nan`` when undefined."""
+    marks = []
+    for r in c.rows:
+        if r.is_baseline:
+            continue
+        pr = r.paired
+        n = pr.n if pr else 0
+        mean = pr.mean_diff if pr and n else _NAN
+        raw = (pr.ci_low, pr.ci_high) if pr and n else (_NAN, _NAN)
+        marks.append(DifferenceMark(f"{r.variant} (n={n})", mean, r.holm_ci[0], r.holm_ci[1], raw[0], raw[1],
+                                    _verdict_color(r.verdict), r.verdict))
+    return marks
+
+
 def plot_differences(c: Comparison, path: Path) -> None:
-    rows = [r for r in c.rows if not r.is_baseline]
-    fig = new_figure(7.0, 1.2 + 0.5 * max(len(rows), 1))
+    marks = difference_marks(c)
+    fig = new_figure(7.0, 1.6 + 0.5 * max(len(marks), 1))
     ax = fig.add_subplot(1, 1, 1)
     pct = f"{round(c.level * 100):d}%"
     ax.axvline(0.0, color="black", lw=1)
-    labels = []
-    for y, r in enumerate(reversed(rows)):
-        pr = r.paired
-        labels.append(f"{r.variant} (n={pr.n if pr else 0})")
-        if pr is None or pr.n == 0 or math.isnan(pr.mean_diff):
+    for y, m in enumerate(reversed(marks)):
+        if math.isnan(m.mean):
             continue
-        color = {stats.HELPS: _HELPS_COLOR, stats.HURTS: _HURTS_COLOR}.get(r.verdict, _NEUTRAL_COLOR)
-        if math.isfinite(pr.ci_low):
-            xerr = [[pr.mean_diff - pr.ci_low], [pr.ci_high - pr.mean_diff]]
-            ax.errorbar(pr.mean_diff, y, xerr=xerr, fmt="o", color=color, capsize=4)
+        if math.isfinite(m.raw_low):
+            ax.plot([m.raw_low, m.raw_high], [y, y], color=m.color, lw=1, alpha=0.6)
+        if math.isfinite(m.low):
+            ax.errorbar(m.mean, y, xerr=[[m.mean - m.low], [m.high - m.mean]], fmt="o", color=m.color,
+                        capsize=4, elinewidth=2.5)
         else:
-            ax.plot(pr.mean_diff, y, "o", color=color, mfc="none")
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels)
-    if not rows:
+            ax.plot(m.mean, y, "o", color=m.color, mfc="none")
+    ax.set_yticks(range(len(marks)))
+    ax.set_yticklabels([m.label for m in reversed(marks)])
+    if not marks:
         ax.text(0.5, 0.5, "no variants besides the baseline", transform=ax.transAxes,
                 ha="center", va="center")
-    ax.set_ylim(-0.6, max(len(rows), 1) - 0.4)
+    ax.set_ylim(-0.6, max(len(marks), 1) - 0.4)
     better = "← better" if c.lower_is_better else "better →"
-    ax.set_xlabel(f"Δ {c.metric_name} vs {c.baseline} (variant − baseline), {pct} CI   {better}")
-    ax.set_title("Paired difference vs baseline (green helps, red hurts, grey no detectable effect)",
-                 fontsize=9)
+    ax.set_xlabel(f"Δ {c.metric_name} vs {c.baseline} (variant − baseline)   {better}\n"
+                  f"thick: Holm-adjusted interval (as the verdict), thin: unadjusted {pct} CI")
+    ax.set_title("Paired difference vs baseline (green helps, red hurts, grey no detectable effect, "
+                 "magenta unstable)", fontsize=9)
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

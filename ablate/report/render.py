@@ -19,6 +19,7 @@ from ablate.format import pval as _pval
 from ablate.format import si as _si
 from ablate.report.build import Comparison, RunRecord
 from ablate.report.figures import plot_curves, plot_differences
+from ablate.report.stability import RULE as _STABILITY_RULE
 from ablate.report.tables import CellTable, md_escape
 
 def _decimals(c: Comparison) -> int:
@@ -31,13 +32,14 @@ def _decimals(c: Comparison) -> int:
 
 
 
-def _headers(c: Comparison) -> list[str]:
+def _headers(c: Comparison, unadjusted: bool = False) -> list[str]:
     pct = f"{round(c.level * 100):d}%"
     return [
         "variant",
         "seeds",
         f"{c.metric_name} mean ± {pct} CI",
-        f"Δ vs {c.baseline} [{pct} CI]",
+        f"Δ vs {c.baseline} [Holm CI]",
+        *([f"Δ {pct} CI (unadjusted)"] if unadjusted else []),
         "p",
         "p (Holm)",
         "verdict",
@@ -48,7 +50,11 @@ def _headers(c: Comparison) -> list[str]:
     ]
 
 
-def _cells(c: Comparison) -> list[list[str]]:
+def _interval(low: float, high: float, d: int) -> str:
+    return f"[{_num(low, d, sign=True)}, {_num(high, d, sign=True)}]"
+
+
+def _cells(c: Comparison, unadjusted: bool = False) -> list[list[str]]:
     d = _decimals(c)
     base = c.rows[0]
     out = []
@@ -60,18 +66,23 @@ def _cells(c: Comparison) -> list[list[str]]:
             metric = f"{_num(s.mean, d)} (n={s.n})"
         else:
             metric = f"{_num(s.mean, d)} ± {_num(s.ci_high - s.mean, d)}"
+        raw = ""
         if r.is_baseline:
             diff, p, padj, ver, seeds = "(baseline)", "", "", "(baseline)", str(s.n)
+            shaky = stats.unstable_verdict(len(r.diverged), len(r.stalled), len(set(r.seeds) | set(r.diverged)))
+            if shaky:
+                ver = shaky
         else:
             pr = r.paired
             assert pr is not None
             if pr.n == 0:
                 diff = "—"
-            elif math.isnan(pr.ci_low):
+            elif math.isnan(r.holm_ci[0]):
                 diff = _num(pr.mean_diff, d, sign=True)
             else:
-                diff = (f"{_num(pr.mean_diff, d, sign=True)} "
-                        f"[{_num(pr.ci_low, d, sign=True)}, {_num(pr.ci_high, d, sign=True)}]")
+                diff = f"{_num(pr.mean_diff, d, sign=True)} {_interval(*r.holm_ci, d)}"
+            if pr.n and not math.isnan(pr.ci_low):
+                raw = _interval(pr.ci_low, pr.ci_high, d)
             p, padj, ver = _pval(pr.p_value), _pval(r.p_adjusted), str(r.verdict)
             seeds = str(s.n) if pr.n == s.n else f"{s.n} ({pr.n} paired)"
         params = _si(r.params)
@@ -82,6 +93,7 @@ def _cells(c: Comparison) -> list[list[str]]:
             seeds,
             metric,
             diff,
+            *([raw] if unadjusted else []),
             p,
             padj,
             ver,
@@ -94,21 +106,28 @@ def _cells(c: Comparison) -> list[list[str]]:
 
 
 _VERDICT_STYLE = {stats.HELPS: "bold green", stats.HURTS: "bold red", stats.TOO_FEW: "yellow"}
+_UNSTABLE_STYLE = "bold magenta"
 
 
-def verdict_table(comparison: Comparison) -> CellTable:
-    """The cells of the verdict table (baseline first), with the verdicts' terminal styles."""
+def verdict_table(comparison: Comparison, unadjusted: bool = False) -> CellTable:
+    """The cells of the verdict table (baseline first), with the verdicts' terminal styles.
+
+    The Δ column's interval is Holm-adjusted (it excludes zero exactly when the verdict is helps or
+    hurts); ``unadjusted=True`` adds a column with the unadjusted interval (the Markdown report)."""
     c = comparison
     direction = "lower is better" if c.lower_is_better else "higher is better"
-    headers = _headers(c)
+    headers = _headers(c, unadjusted)
+    col = headers.index("verdict")
     table = CellTable(
         title=f"{c.metric_name} vs {c.baseline} ({direction}; paired t-test over seeds, "
               f"Holm-corrected, alpha={c.alpha:g})",
-        headers=headers, right=[i for i in range(len(headers)) if i not in (0, 6)], code=(0,))
-    for i, (r, cells) in enumerate(zip(c.rows, _cells(c))):
+        headers=headers, right=[i for i in range(len(headers)) if i not in (0, col)], code=(0,))
+    for i, (r, cells) in enumerate(zip(c.rows, _cells(c, unadjusted))):
         table.add(*cells, style="dim" if r.is_baseline else None)
         if r.verdict in _VERDICT_STYLE:
-            table.styles[(i, 6)] = _VERDICT_STYLE[r.verdict]
+            table.styles[(i, col)] = _VERDICT_STYLE[r.verdict]
+        elif stats.is_unstable(r.verdict) or (r.is_baseline and (r.diverged or r.stalled)):
+            table.styles[(i, col)] = _UNSTABLE_STYLE
     return table
 
 
@@ -161,15 +180,46 @@ def _method_sentence(c: Comparison) -> str:
         f"p-value across the {m} variant comparison{'s' if m != 1 else ''}. A variant *helps* when "
         f"p (Holm) < {c.alpha:g} and Δ is {good}, *hurts* when p (Holm) < {c.alpha:g} and Δ is "
         f"{bad}, and otherwise shows *no detectable effect*, which is not evidence of no effect. "
-        "The confidence intervals are not adjusted for multiplicity, so an interval that excludes "
-        "zero can still come with p (Holm) above the level. "
-        "Seeds counts finished runs; only seeds the baseline also has are paired."
+        "The interval in the Δ column (and the thick bar in differences.png) is Holm-adjusted: each "
+        f"variant's paired t interval at the level 1 − {c.alpha:g}/j at which Holm's step-down "
+        "procedure tested it (j = the number of hypotheses still open at its step; variants after the "
+        "first non-rejection share that step's level), so it excludes zero exactly when the verdict is "
+        f"helps or hurts. The widest, 1 − {c.alpha:g}/{max(m, 1)}, is the Bonferroni simultaneous "
+        "level; the narrower step-down intervals match Holm's decisions but are not simultaneous "
+        f"coverage statements. The unadjusted {pct} interval is shown beside it (thin line in the figure). "
+        "Seeds counts finished runs; only seeds the baseline also has are paired. " + _STABILITY_RULE
     )
 
 
 
-def render_markdown(comparison: Comparison, figures: Sequence[str] = ()) -> str:
-    """The report as Markdown: table, method, noise floor, controls, warnings, figures."""
+def comparison_header(comparison: Comparison, records: Sequence[RunRecord]) -> str:
+    """What the compared runs were, read from the runs themselves (not from a study file): runs,
+    variants, seeds, and the budget, dims, batch, data and tokenizer they were trained with."""
+    used = [r for r in records if r.variant in {row.variant for row in comparison.rows}] or list(records)
+    variants = {r.variant for r in used}
+    seeds = sorted({r.seed for r in used})
+    shown = ", ".join(str(s) for s in seeds[:12]) + (" …" if len(seeds) > 12 else "")
+    text = f"{len(used)} runs, {len(variants)} variants x {len(seeds)} seeds ({shown})"
+
+    def values(key: str) -> str:
+        found = sorted({r.fairness.get(key, "<not recorded>") for r in used})
+        return " | ".join(found)
+
+    for key, label in (("budget", "budget"), ("dims", "dims d_model x layers x heads @ context"),
+                       ("batch", "batch size x accumulation")):
+        if any(key in r.fairness for r in used):
+            text += f", {label} {values(key)}"
+    names = sorted({r.dataset for r in used if r.dataset})
+    if names or any("data" in r.fairness for r in used):
+        fingerprint = values("data") if any("data" in r.fairness for r in used) else ""
+        text += f", data {' | '.join(names) or '?'}" + (f" (fingerprint {fingerprint})" if fingerprint else "")
+    if any("tokenizer" in r.fairness for r in used):
+        text += f", tokenizer {values('tokenizer')}"
+    return text
+
+
+def render_markdown(comparison: Comparison, figures: Sequence[str] = (), header: str | None = None) -> str:
+    """The report as Markdown: header, table, method, noise floor, controls, warnings, figures."""
     c = comparison
     direction = "lower is better" if c.lower_is_better else "higher is better"
     lines = [
@@ -178,7 +228,8 @@ def render_markdown(comparison: Comparison, figures: Sequence[str] = ()) -> str:
         f"Baseline: `{c.baseline}`. Metric: {c.metric_name} ({direction}). "
         f"Significance level: {c.alpha:g}.",
         "",
-        verdict_table(c).to_markdown(),
+        *([f"Runs used: {md_escape(header)}.", ""] if header else []),
+        verdict_table(c, unadjusted=True).to_markdown(),
     ]
     lines += ["", "## Method", "", _method_sentence(c), "", "## Noise floor", "",
               _noise_floor_sentence(c), ""]
@@ -219,5 +270,6 @@ def write_report(
     plot_differences(comparison, diffs)
     figures.append(diffs)
     md = out_dir / "report.md"
-    md.write_text(render_markdown(comparison, [f.name for f in figures]), encoding="utf-8")
+    md.write_text(render_markdown(comparison, [f.name for f in figures], comparison_header(comparison, records)),
+                  encoding="utf-8")
     return [md, *figures]

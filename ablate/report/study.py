@@ -12,7 +12,7 @@ from rich.console import Console
 from ablate.errors import AblateError
 from ablate.format import num, short
 from ablate.report.figures import plot_effects
-from ablate.report.render import print_comparison, write_report
+from ablate.report.render import comparison_header, print_comparison, write_report
 from ablate.report.tables import CellTable
 
 
@@ -54,19 +54,6 @@ def compare_report(ctx, out: Path, console: Console) -> list[Path]:
     with open(paths[0], "a", encoding="utf-8") as fh:
         fh.write("\n".join(sections))
     return paths
-
-
-def comparison_header(comparison, records) -> str:
-    """What the compared runs were, read from the runs themselves (not from the study file)."""
-    variants = {r.variant for r in records}
-    seeds = {r.seed for r in records}
-    text = f"{len(records)} runs, {len(variants)} variants x {len(seeds)} seeds"
-    agreed = comparison.fairness
-    for key, label in (("budget", "budget"), ("dims", "dims"), ("data", "data"), ("tokenizer", "tokenizer"),
-                       ("batch", "batch")):
-        if key in agreed:
-            text += f", {label} {agreed[key]}"
-    return text
 
 
 def tuning_section(ctx, console: Console) -> str:
