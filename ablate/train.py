@@ -112,6 +112,12 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
+def init_seed(seed: int, offset: int) -> int:
+    """The torch seed a run's weights are drawn with: the run's seed, or (A/A controls, ``init_seed=k``)
+    another draw for the same data order."""
+    return seed if not offset else (seed * 1_000_003 + offset * 7_919) % 2**63
+
+
 def unigram_entropy(tokens, limit: int = 20_000_000) -> float:
     """Entropy (nats/token) of the unigram distribution of ``tokens`` (the first ``limit``): the loss of
     a model that learned token frequencies and nothing else, so a run that ends near it has stalled."""
@@ -329,7 +335,7 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
     """Build the run: data, model, optimizer, run directory, fairness keys; resume if asked."""
     variant, dims, budget, data, train_batches, evals = prepare_run(config)
     device = pick_device(config.device)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(init_seed(config.seed, variant.model.init_seed))
     model = build_model(variant, dims, device=device)
     run_cost = cost(model).to_dict()
     tokens_per_step = config.batch_size * config.grad_accum * row_width(data, dims.context)

@@ -46,6 +46,7 @@ class ModelOptions:
     tie: bool = True  # share the token embedding with the output head
     bias: bool = True  # biases in linear layers and LayerNorm
     dropout: float = 0.0
+    init_seed: int = 0  # another draw of the initial weights, same data order: the A/A control (0 = the run's seed)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class Variant:
         """Strings, numbers and booleans only, so it round-trips through JSON, MLflow and Optuna."""
         out: dict[str, Any] = {c.slot: {"component": c.name, **dataclasses.asdict(c.options)} for c in self.choices}
         out["model"] = dataclasses.asdict(self.model)
+        if not self.model.init_seed:  # absent by default, so variant hashes stay what they were
+            del out["model"]["init_seed"]
         return out
 
     @property
@@ -280,6 +283,10 @@ def _check_model_option(key: str, value: Any, default: Any) -> Any:
         value = float(value)
     if type(value) is not type(default):
         raise AblateError(f"model option {key}={value!r} must be {type(default).__name__}, e.g. {key}={format_value(default)}")
+    if key == "init_seed" and value < 0:
+        raise AblateError(f"model option init_seed={value} must be 0 or more (0 keeps the run's own initialisation)")
+    if key == "dropout" and not 0.0 <= value < 1.0:
+        raise AblateError(f"model option dropout={value!r} must be in [0, 1), e.g. dropout=0.1")
     return value
 
 

@@ -154,3 +154,21 @@ def test_accounting_numbers():
     assert c.kv_cache_bytes_per_token == 2 * 12 * 768 * 2
     mqa = build_model(parse_variant("mqa"), make_dims(SIZES["gpt2-small"], v), device="meta")
     assert cost(mqa).kv_cache_bytes_per_token == c.kv_cache_bytes_per_token // 12
+
+
+def test_init_seed_is_another_draw_of_the_same_architecture():
+    from ablate.testing import TINY
+    from ablate.train import init_seed
+
+    base, other = parse_variant("baseline"), parse_variant("init_seed=1")
+    assert other.name == "init_seed=1" and base.hash == parse_variant("gpt2").hash  # default leaves hashes alone
+    assert base.to_dict()["model"] == {k: v for k, v in other.to_dict()["model"].items() if k != "init_seed"}
+    assert init_seed(3, 0) == 3 and init_seed(3, 1) != 3 and init_seed(3, 1) != init_seed(4, 1)
+    torch.manual_seed(init_seed(0, 1))
+    a = build_model(other, make_dims(TINY, other))
+    torch.manual_seed(0)
+    b = build_model(base, make_dims(TINY, base))
+    assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
+    assert not torch.equal(a.tok_emb.weight, b.tok_emb.weight)
+    with pytest.raises(AblateError, match="init_seed=-1 must be 0 or more"):
+        parse_variant("init_seed=-1")
