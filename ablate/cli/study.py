@@ -66,6 +66,13 @@ def add_commands(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     p.add_argument("--fresh", action="store_true", help="discard this study's Optuna state and start over")
     p.add_argument("--report", action="store_true", help="print the report when the study is done")
+    p.add_argument("--until-decided", action="store_true",
+                   help="compare studies: start with 3 seeds and add seeds in rounds (5, 7, 9, ...) only for "
+                        "undecided variants, up to the study's seeds, with a group-sequential test that keeps "
+                        "the family-wise error at alpha (docs/sequential.md)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="with --until-decided: stop a variant as 'no detectable effect' once its interval lies "
+                        "within ±MARGIN (metric units, e.g. 0.01)")
     p.set_defaults(func=cmd_run)
 
     p = ssub.add_parser("worker", help="join an existing study as one worker (e.g. from another machine)")
@@ -165,23 +172,54 @@ def cmd_show(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from ablate.study import MAX_RETRY, create, preflight, reap, work
+    from ablate.study import create, preflight, reap
+    from ablate.study import rounds
 
     if args.workers < 1:
         raise AblateError(f"--workers must be at least 1, got {args.workers}")
     spec, ctx = _spec_and_ctx(args, must_exist=False)
+    design = rounds.design_for(spec, margin=args.margin) if args.until_decided else None
     for line in _plan_lines(spec, ctx.storage_url):
         console.print(line, highlight=False, markup=False)
+    if design is not None:
+        console.print(f"  until decided: seeds in rounds of {', '.join(map(str, design.looks))} (group-sequential "
+                      "paired t-test; see docs/sequential.md)", highlight=False, markup=False)
     started = time.perf_counter()
     _ = ctx.storage  # a wrong --storage fails before any data is prepared
     preflight(spec)
+    ctx.spec = rounds.first_round(spec, design) if design is not None else spec
     create(ctx, fresh=args.fresh)
+    ctx.spec = spec
     console.print(f"  tracking: {ctx.tracking_uri} (experiment {ctx.experiment or 'ablate'})", highlight=False,
                   markup=False)
     reap(ctx)
     threads = args.threads or default_threads(args.workers)
     console.print(f"  {args.workers} worker(s) x {threads} torch thread(s) on {os.cpu_count()} cores"
                   + ("" if args.threads else " (--threads to choose)"), highlight=False, markup=False)
+    if design is not None:
+        result, diverged, code = rounds.run_until_decided(ctx, design, lambda: _run_round(args, ctx, threads), echo)
+        record = rounds.save(ctx, result, diverged, design)
+        console.print(rounds.table(record, spec.baseline, spec.metric).to_rich())
+        console.print(f"  took {time.perf_counter() - started:.0f}s; {record['runs_used']} runs where a fixed design "
+                      f"would use {len(spec.variants) * len(spec.seeds)}", highlight=False, markup=False)
+        return code
+    code = _run_round(args, ctx, threads)
+    if code in (2, 130):
+        return code
+    _print_progress(ctx)
+    console.print(f"  took {time.perf_counter() - started:.0f}s; verdict: ablate study report {args.file}"
+                  + _flags_again(args), highlight=False, markup=False)
+    if args.report:
+        report_args = argparse.Namespace(**vars(args), out=None, no_log=False)
+        cmd_report(report_args)
+    return code if code else (0 if _complete(ctx) else 1)
+
+
+def _run_round(args, ctx, threads: int) -> int:
+    """Work off the queued trials (this process, or N worker processes), reaping dead workers' trials
+    and running them again (at most MAX_RETRY times); the exit code of the last attempt."""
+    from ablate.study import MAX_RETRY, reap, work
+
     code = 0
     for _ in range(MAX_RETRY + 1):
         if args.workers == 1:
@@ -200,13 +238,7 @@ def cmd_run(args) -> int:
                 return code
         if not reap(ctx):
             break
-    _print_progress(ctx)
-    console.print(f"  took {time.perf_counter() - started:.0f}s; verdict: ablate study report {args.file}"
-                  + _flags_again(args), highlight=False, markup=False)
-    if args.report:
-        report_args = argparse.Namespace(**vars(args), out=None, no_log=False)
-        cmd_report(report_args)
-    return code if code else (0 if _complete(ctx) else 1)
+    return code
 
 
 def _flags_again(args) -> str:
@@ -337,6 +369,19 @@ def cmd_report(args) -> int:
         paths = search_report(ctx, out, console)
     else:
         paths = compare_report(ctx, out, console)
+    record = attrs.get("ablate.sequential")
+    if record and spec.protocol == "compare":
+        from ablate.study.rounds import table
+
+        cells = table(record, spec.baseline, spec.metric)
+        console.print(cells.to_rich())
+        console.print("seeds were added until decided: the table above holds the study's verdicts; the fixed-design "
+                      "table is shown for reference only", highlight=False, markup=False, style="yellow")
+        with open(paths[0], "a", encoding="utf-8") as fh:
+            fh.write("\n## Sequential verdicts (seeds added until decided)\n\n" + cells.to_markdown() + "\n\n"
+                     "These are the study's verdicts: a group-sequential paired t-test with alpha spending keeps the "
+                     "family-wise error at alpha over every round (docs/sequential.md). The fixed-design table above "
+                     "ignores that seeds were added until decided.\n")
     if not args.no_log and attrs.get("ablate.mlflow_parent"):
         client = ctx.client()
         for path in paths:

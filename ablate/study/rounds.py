@@ -1,0 +1,128 @@
+"""Seeds added in rounds until every verdict is decided (`ablate study run --until-decided`).
+
+The comparison starts with the first round's seeds; after each round the group-sequential test of
+:mod:`ablate.sequential` decides each variant (helps / hurts / no detectable effect) or asks for the
+seeds of its next look, which are queued for the undecided variants (and the baseline) only. The
+verdicts and their repeated confidence intervals are saved on the study (``ablate.sequential``), and
+a fixed-design report over such a study is labelled as such, because stopping early changes what a
+plain t-test means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ablate.errors import AblateError
+from ablate.sequential import UNDECIDED, Design, Plan, plan
+from ablate.study.context import Context
+from ablate.study.keys import K_SKIP
+from ablate.study.queue import COMPARE_KEY, ensure_grid, key_of, trial_point
+from ablate.study.spec import StudySpec
+
+K_SEQUENTIAL = "ablate.sequential"
+
+
+def design_for(spec: StudySpec, start: int = 3, step: int = 2, margin: float | None = None) -> Design:
+    """The sequential design of a compare study: its seeds are the most any variant may get."""
+    if spec.protocol != "compare":
+        raise AblateError(f"--until-decided works with protocol = \"compare\"; {spec.path} is {spec.protocol!r}")
+    if len(spec.seeds) < start:
+        raise AblateError(f"--until-decided needs at least {start} seeds in the study (the first round); "
+                          f"{spec.path} has {len(spec.seeds)}: set seeds = 10 (the most any variant may get)")
+    return Design(start=start, step=step, max_seeds=len(spec.seeds), alpha=spec.alpha, margin=margin)
+
+
+def first_round(spec: StudySpec, design: Design) -> StudySpec:
+    """The study with only the first round's seeds (what `create` queues)."""
+    return dataclasses.replace(spec, seeds=spec.seeds[: design.looks[0]])
+
+
+def observed(ctx: Context) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Per variant, the paired differences variant − baseline over the study's seeds in order, as far as
+    both have finished; and how many seeds of each variant (baseline included) diverged."""
+    from optuna.trial import TrialState
+
+    spec = ctx.spec
+    values: dict[tuple[str, int], float] = {}
+    for t in ctx.main().get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get(K_SKIP):
+            continue
+        point = trial_point(t)
+        values.setdefault((point["variant"], int(point["seed"])), float(t.value))
+    diverged = {v: sum(1 for s in spec.seeds if math.isinf(values.get((v, s), 0.0))) for v in spec.variants}
+    diffs: dict[str, list[float]] = {}
+    for variant in spec.variants:
+        if variant == spec.baseline:
+            continue
+        row: list[float] = []
+        for seed in spec.seeds:
+            a, b = values.get((variant, seed)), values.get((spec.baseline, seed))
+            if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+                break
+            row.append(a - b)
+        diffs[variant] = row
+    return diffs, diverged
+
+
+def next_points(spec: StudySpec, decided: Plan) -> list[dict[str, Any]]:
+    """The (variant, seed) points the next look needs: undecided variants' seeds and the baseline's."""
+    points = [{"variant": spec.baseline, "seed": spec.seeds[i]} for i in decided.baseline_seeds]
+    for variant, indices in decided.seeds.items():
+        points += [{"variant": variant, "seed": spec.seeds[i]} for i in indices]
+    return points
+
+
+def run_until_decided(ctx: Context, design: Design, run_round: Callable[[], int],
+                      say: Callable[[str], None]) -> tuple[Plan, dict[str, int], int]:
+    """Run rounds until every variant is decided (or unstable, or at the most seeds); returns the last
+    plan, the diverged counts and the last round's exit code."""
+    spec = ctx.spec
+    while True:
+        code = run_round()
+        diffs, diverged = observed(ctx)
+        unstable = {v for v, n in diverged.items() if n}
+        if spec.baseline in unstable:
+            raise AblateError(f"the baseline diverged on {diverged[spec.baseline]} seed(s); no sequential verdict "
+                              "is possible: lower the learning rate (or tune it) and run the study again")
+        result = plan({v: d for v, d in diffs.items() if v not in unstable}, design)
+        say(f"  round at {max((len(d) for d in diffs.values()), default=0)} seeds: "
+            + "; ".join(f"{v}: {look.decision}" for v, look in result.decisions.items())
+            + "".join(f"; {v}: unstable (diverged on {diverged[v]} seed(s))" for v in sorted(unstable)))
+        if result.done or code not in (0, 1):
+            return result, diverged, code
+        points = next_points(spec, result)
+        queued = ensure_grid(ctx.main(), spec, "compare", points, only_keys={key_of(p, COMPARE_KEY) for p in points})
+        if not queued and all(len(diffs[v]) >= design.looks[-1] for v in result.seeds):
+            return result, diverged, code  # nothing left to run (seeds exhausted)
+        if not queued:
+            return result, diverged, 1  # the needed seeds exist but did not finish: failed trials
+
+
+def save(ctx: Context, result: Plan, diverged: dict[str, int], design: Design) -> dict[str, Any]:
+    """The sequential verdicts as a study attribute (read by `study report`)."""
+    record = {"design": dataclasses.asdict(design), "runs_used": result.runs_used, "diverged": diverged,
+              "decisions": {v: dataclasses.asdict(look) for v, look in result.decisions.items()}}
+    ctx.main().set_user_attr(K_SEQUENTIAL, record)
+    return record
+
+
+def table(record: dict[str, Any], baseline: str, metric: str):
+    """The sequential verdict table (one row per variant) as a CellTable."""
+    from ablate.format import num
+    from ablate.report.tables import CellTable
+
+    cells = CellTable(f"{metric} vs {baseline}: seeds added until decided (group-sequential paired t, "
+                      f"alpha={record['design']['alpha']:g} family-wise; {record['runs_used']} runs)",
+                      ["variant", "seeds", f"Δ {metric}", "repeated CI", "level", "verdict"], right=(1, 2, 3, 4))
+    for variant, look in record["decisions"].items():
+        verdict = look["decision"] if look["decision"] != UNDECIDED else "undecided (most seeds reached)"
+        cells.add(variant, look["n"], num(look["mean"], 4, sign=True),
+                  f"[{num(look['ci_low'], 4, sign=True)}, {num(look['ci_high'], 4, sign=True)}]",
+                  f"{look['level']:.3g}", verdict)
+    for variant, n in record["diverged"].items():
+        if n and variant not in record["decisions"] and variant != baseline:
+            cells.add(variant, "—", "—", "—", "—", f"unstable: diverged on {n} seed(s)")
+    return cells
