@@ -42,6 +42,7 @@ class RunConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
+    label_smoothing: float = 0.0  # training loss only; evaluation never smooths
     # evaluation: at fixed fractions of the budget, on fixed held-out batches
     eval_points: int = 10
     eval_batches: int = 20
@@ -65,6 +66,8 @@ class RunConfig:
     def fingerprint(self, exclude: tuple[str, ...] = ("device", "out_dir", "cache_dir", "log_every", "compile")) -> str:
         """A hash of what determines the result (not where it runs)."""
         items = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        if not items.get("label_smoothing"):  # absent at its default, so run directories stay what they were
+            items.pop("label_smoothing", None)
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -77,6 +80,7 @@ FIELD_HELP = {
     "budget": "500steps | 2Mtokens | 1e14flops | 90s",
     "warmup": "warmup: a fraction of the budget (<1) or steps (>=1)",
     "schedule": "cosine | linear | constant | inverse-sqrt",
+    "label_smoothing": "label smoothing of the training loss, in [0, 1) (0.1 in Vaswani et al. 2017); eval loss never smooths",
     "eval_points": "evaluations spread evenly over the budget",
     "eval_batches": "held-out batches per evaluation (the same for every variant and seed)",
     "eval_seed": "seed of the held-out batches (keep it fixed across a comparison)",
@@ -140,6 +144,8 @@ def validate(config: RunConfig) -> None:
             raise AblateError(f"{key} must be at least 1, got {getattr(config, key)}")
     if config.lr <= 0 or config.min_lr < 0 or config.min_lr > config.lr:
         raise AblateError(f"need 0 <= min_lr <= lr and lr > 0; got lr={config.lr}, min_lr={config.min_lr}")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise AblateError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}; e.g. 0.1")
     if config.dtype not in ("auto", "float32", "bfloat16"):
         raise AblateError(f"unknown dtype {config.dtype!r}; choose auto, float32 or bfloat16")
     if config.device not in ("auto", "cpu", "cuda", "mps") and not config.device.startswith("cuda:"):

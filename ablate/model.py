@@ -8,6 +8,7 @@ Each block gets its own attention and MLP; the one position module is shared by 
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -63,23 +64,31 @@ class GPT(nn.Module):
                     init.residual_(projection)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                caches: list[DecodeState] | None = None):
+                caches: list[DecodeState] | None = None, label_smoothing: float = 0.0):
         """idx: (B, T) token ids. targets: (B, T), -1 where the loss ignores a position.
 
         With ``caches`` (one decoding state per layer, from ``new_caches``) the tokens continue the
-        cached sequence (incremental decoding: a KV cache, or a recurrent state).
+        cached sequence (incremental decoding: a KV cache, or a recurrent state). ``label_smoothing``
+        smooths the loss's targets (the trainer's step only; 0 is plain cross-entropy).
         Returns logits (B, T, V) and the mean loss (or None).
         """
         b, t = idx.shape
         start = caches[0].length if caches else 0
         pos = torch.arange(start, start + t, device=idx.device)  # (T,)
-        x = self.drop(self.position.embed(self.tok_emb(idx), pos))  # (B, T, C)
+        x = self.tok_emb(idx)  # (B, T, C)
+        if self.variant.model.emb_scale:  # the 2017 Transformer's sqrt(d_model) embedding scale
+            x = x * math.sqrt(self.dims.d_model)
+        x = self.drop(self.position.embed(x, pos))
         for i, block in enumerate(self.blocks):
             x = block(x, self.position, pos, caches[i] if caches else None)
         logits = self.head(self.norm_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            flat = (logits.float().view(-1, logits.size(-1)), targets.view(-1))
+            if label_smoothing:  # training only: the trainer passes it, evaluation never does
+                loss = F.cross_entropy(*flat, ignore_index=-1, label_smoothing=label_smoothing)
+            else:
+                loss = F.cross_entropy(*flat, ignore_index=-1)
         return logits, loss
 
     def new_caches(self, batch: int, max_len: int, device=None, dtype=None) -> list[DecodeState]:

@@ -14,8 +14,9 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
         "LLaMA: RoPE, RMSNorm, pre-norm, SwiGLU (LLaMA's 2/3·4d rounded to 256), no biases, untied head",
     ),
     "vaswani": (
-        "sinusoidal+post+relu",
-        "decoder-only 2017 Transformer: sinusoidal positions, post-norm LayerNorm, ReLU MLP, tied head",
+        "sinusoidal+post+relu+emb_scale=true",
+        "decoder-only 2017 Transformer: sinusoidal positions, post-norm LayerNorm, ReLU MLP, tied head, "
+        "embeddings x sqrt(d_model) (its training recipe: recipes/vaswani2017.toml)",
     ),
     "palm": (
         "rope+parallel+mqa+swiglu(multiple_of=256)+bias=false",

@@ -312,7 +312,7 @@ def optimizer_step(run: Run, train_model, batches, lr: float) -> tuple[torch.Ten
         x, y = batches.get(step * config.grad_accum + micro)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device.split(":")[0], dtype=run.amp, enabled=run.amp is not None):
-            _, loss = train_model(x, y)
+            _, loss = train_model(x, y, label_smoothing=config.label_smoothing)  # evaluation never smooths
         (loss / config.grad_accum).backward()
         loss_sum += loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip or float("inf"))

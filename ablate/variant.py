@@ -6,7 +6,7 @@ Grammar of a variant string (order never matters)::
     term    := component ["(" key=value {"," key=value} ")"]   e.g. rope, gqa(kv_heads=2)
              | preset                                          e.g. llama (at most one)
              | variant file                                    e.g. my-variant (variants/my-variant.toml)
-             | model option "=" value                          e.g. tie=false, bias=false, dropout=0.1
+             | model option "=" value                          e.g. tie=false, bias=false, dropout=0.1, emb_scale=true
 
 A preset or file is applied first; explicit components then replace its choices slot by slot. Two
 explicit components for one slot are an error. The canonical name lists what differs from the
@@ -47,6 +47,7 @@ class ModelOptions:
     bias: bool = True  # biases in linear layers and LayerNorm
     dropout: float = 0.0
     init_seed: int = 0  # another draw of the initial weights, same data order: the A/A control (0 = the run's seed)
+    emb_scale: bool = False  # multiply token embeddings by sqrt(d_model) (Vaswani et al. 2017, section 3.4)
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,9 @@ class Variant:
         """Strings, numbers and booleans only, so it round-trips through JSON, MLflow and Optuna."""
         out: dict[str, Any] = {c.slot: {"component": c.name, **dataclasses.asdict(c.options)} for c in self.choices}
         out["model"] = dataclasses.asdict(self.model)
-        if not self.model.init_seed:  # absent by default, so variant hashes stay what they were
-            del out["model"]["init_seed"]
+        for key in ("init_seed", "emb_scale"):  # absent by default, so variant hashes stay what they were
+            if not getattr(self.model, key):
+                del out["model"][key]
         return out
 
     @property
