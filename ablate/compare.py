@@ -26,7 +26,7 @@ def _record(client, run, metric: str) -> RunRecord | None:
     curve = sorted((m.step, m.value) for m in history)
     return RunRecord(
         run_id=run.info.run_id,
-        variant=tags["ablate.variant"],
+        variant=variant_label(tags),
         seed=int(tags.get("ablate.seed", "0")),
         metric=value,
         curve=curve,
@@ -41,6 +41,14 @@ def _record(client, run, metric: str) -> RunRecord | None:
         fairness={k[len(FAIRNESS_PREFIX):]: v for k, v in tags.items()
                   if k.startswith(FAIRNESS_PREFIX) and k[len(FAIRNESS_PREFIX):] not in TOKENIZER_FREE.get(metric, ())},
     )
+
+
+def variant_label(tags: dict[str, str]) -> str:
+    """The variant as the table shows it: the initialisation is part of what is compared, so a run
+    started from a pretrained parent (``--init-from``) is its own variant, ``<variant> (init: <label>)``,
+    whose label names the pretraining recipe (not its seed), and pairs by seed with scratch runs."""
+    label = tags.get("ablate.init_label")
+    return f"{tags['ablate.variant']} (init: {label})" if label else tags["ablate.variant"]
 
 
 def load_records(*, tracking_uri: str | None = None, experiment: str | None = None, group: str | None = None,

@@ -29,6 +29,7 @@ class RunConfig:
     data: str = "shakespeare"
     data_file: str = ""
     tokenizer: str = "char"
+    init_from: str = ""  # a run directory or MLflow run id: start from its final weights (fresh optimizer)
     # for how long, and how
     budget: str = "500steps"
     seed: int = 0
@@ -66,10 +67,13 @@ class RunConfig:
     def fingerprint(self, exclude: tuple[str, ...] = ("device", "out_dir", "cache_dir", "log_every", "compile")) -> str:
         """A hash of what determines the result (not where it runs)."""
         items = {k: v for k, v in self.to_dict().items() if k not in exclude}
-        if not items.get("label_smoothing"):  # absent at its default, so run directories stay what they were
-            items.pop("label_smoothing", None)
+        items = {k: v for k, v in items.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
 
+
+# settings added after run directories existed: absent from the fingerprint at their defaults, so
+# existing run directories keep their names
+ADDED_LATER = {"init_from": "", "label_smoothing": 0.0}
 
 FIELD_HELP = {
     "variant": "variant string, preset or variants/ file, e.g. rope+swiglu",
@@ -77,6 +81,7 @@ FIELD_HELP = {
     "data": "tinyshakespeare | shakespeare (offline) | a text file or folder",
     "data_file": "local copy of the dataset's file (e.g. tinyshakespeare's input.txt)",
     "tokenizer": "char | byte | gpt2 | bpe:N",
+    "init_from": "start from this run's final weights (run directory or MLflow run id); same variant, dims, tokenizer",
     "budget": "500steps | 2Mtokens | 1e14flops | 90s",
     "warmup": "warmup: a fraction of the budget (<1) or steps (>=1)",
     "schedule": "cosine | linear | constant | inverse-sqrt",

@@ -148,6 +148,8 @@ class MLflowTracker(Callback):
                               "fix --tracking-uri / MLFLOW_TRACKING_URI or pass --no-track") from None
         parent = self.parent or (find_or_create_parent(self.client, exp_id, self.group) if self.group else None)
         tags = self._tags(run)
+        if run.init:
+            tags.update(self._init_tags(run, exp_id))
         if parent:
             tags[MLFLOW_PARENT_RUN_ID] = parent
         created = self.client.create_run(exp_id, run_name=run.variant_name, tags=tags)
@@ -183,6 +185,20 @@ class MLflowTracker(Callback):
         if self.group:
             tags["ablate.in_group"] = self.group
         tags.update(self.extra_tags)
+        return tags
+
+    def _init_tags(self, run: RunState, exp_id: str) -> dict[str, str]:
+        """The parent of an ``--init-from`` run: as given, its pretraining label, and its MLflow run id
+        (given, or found by the run directory it recorded, in this experiment)."""
+        init = run.init
+        parent_id = init.get("mlflow_run_id")
+        if not parent_id and init.get("recorded_run_dir"):
+            found = find_runs(self.client, [exp_id], {"ablate.run_dir": init["recorded_run_dir"]}, max_results=10)
+            parent_id = found[0].info.run_id if found else None
+        tags = {"ablate.init_from": str(init["init_from"]), "ablate.init_label": str(init["label"]),
+                "ablate.init_variant": str(init.get("variant", ""))}
+        if parent_id:
+            tags["ablate.init_parent_run_id"] = parent_id
         return tags
 
     def _log_params(self, run: RunState) -> None:

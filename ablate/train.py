@@ -24,6 +24,7 @@ from ablate.budget import Budget, parse_budget
 from ablate.config import RunConfig
 from ablate.errors import AblateError
 from ablate.fileio import atomic_write, atomic_write_text
+from ablate.init_from import init_model
 from ablate.model import GPT, build_model, make_dims
 from ablate.optim import autocast_dtype, lr_at, make_optimizer, pick_device
 from ablate.presets import get_size
@@ -76,6 +77,7 @@ class RunState:
     progress: float = 0.0
     train_seconds: float = 0.0
     resumed_from: int | None = None
+    init: dict[str, Any] = field(default_factory=dict)  # the parent run (--init-from), {} from scratch
 
 
 @dataclass
@@ -337,6 +339,8 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
     device = pick_device(config.device)
     torch.manual_seed(init_seed(config.seed, variant.model.init_seed))
     model = build_model(variant, dims, device=device)
+    parent = init_model(config.init_from, config.cache_dir, variant=variant, dims=dims.__dict__, data_meta=data.meta,
+                        model=model, device=device) if config.init_from else None
     run_cost = cost(model).to_dict()
     tokens_per_step = config.batch_size * config.grad_accum * row_width(data, dims.context)
     total_steps = budget.total_steps(tokens_per_step, run_cost["flops_per_token"])
@@ -353,13 +357,14 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     data_meta = dict(data.meta, unigram_entropy=unigram_entropy(data.train) if hasattr(data, "train") else None)
     state = RunState(config, variant.name, variant.hash, run_dir, model, data.tokenizer, run_cost,
-                     dims.__dict__.copy(), data_meta, fairness, total_steps, budget, device)
+                     dims.__dict__.copy(), data_meta, fairness, total_steps, budget, device,
+                     init=parent.summary() if parent else {})
     run = Run(state, config, model, optimizer, data, evals, autocast_dtype(device, config.dtype), callbacks)
     if resume_run and run.checkpoint_path.exists():
         resume(run)
     _write_json(run_dir / "config.json", {"config": config.to_dict(), "variant": variant.to_dict(),
                                           "variant_name": variant.name, "variant_hash": variant.hash,
-                                          "dims": state.dims, "data": state.data_meta})
+                                          "dims": state.dims, "data": state.data_meta, "init": state.init})
     return run, train_batches
 
 
@@ -439,6 +444,8 @@ def finish(run: Run, status: str, message: str) -> RunResult:
     peak = next((v for k, v in PEAK_FLOPS.items() if state.device.startswith("cuda")
                  and k in torch.cuda.get_device_name()), None)
     extra: dict[str, Any] = {"unigram_entropy": state.data_meta.get("unigram_entropy")}
+    if state.init:
+        extra["init_from"] = state.init
     if peak:
         extra["mfu"] = state.cost["flops_per_token"] * tokens_per_s / peak
     result = RunResult(status, state.variant_name, state.variant_hash, state.config.seed, state.step, state.tokens,

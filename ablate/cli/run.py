@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from rich.table import Table
@@ -56,6 +57,9 @@ def print_summary(result) -> None:
     console.print(table)
     if result.message:
         console.print(f"[yellow]{result.status}: {result.message}[/]")
+    if result.extra.get("init_from"):
+        init = result.extra["init_from"]
+        console.print(f"initialised from: {init['run_dir']} ({init['variant']}, seed {init['seed']}, step {init['steps']})")
     console.print(f"run dir: {result.run_dir}")
 
 
@@ -68,11 +72,19 @@ def cmd_run(args) -> int:
     tracker = make_tracker(args)
     if tracker is not None:
         callbacks.append(tracker)
+    saved_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if config.init_from and args.tracking_uri:  # an --init-from run id is looked up in this store
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     try:
         result = train(config, callbacks, resume=args.resume)
     except KeyboardInterrupt:
         print("ablate: interrupted; the checkpoint is saved, continue with the same command and --resume", file=sys.stderr)
         return 130
+    finally:
+        if saved_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_uri
     if args.json:
         print(json.dumps({k: v for k, v in result.to_dict().items() if k != "history"}, default=str))
     else:
