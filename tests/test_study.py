@@ -307,6 +307,32 @@ def test_tune_then_compare_uses_each_variants_best_lr(small_corpus, tmp_path, ml
     assert "learning-rate tuning" in out and "chosen lr" in out
 
 
+def test_tune_then_compare_can_tune_warmup_with_the_lr(small_corpus, tmp_path, mlflow_uri, capsys):
+    from optuna.trial import TrialState
+
+    from ablate.study.progress import best_settings
+
+    file = write_study(tmp_path / "tw.toml", small_corpus, {"tune": {"lr": [1e-3, 1e-2], "warmup": [0.0, 0.3],
+                                                                      "seed": 7}},
+                       name="tw", protocol="tune-then-compare", seeds=1, variants=["baseline", "swiglu"])
+    assert main(["study", "run", str(file), "--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)]) == 0
+    ctx, trials = trials_of(file, tmp_path)
+    tune = ctx.load("tw:tune").get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert sorted((t.params["variant"], t.params["lr"], t.params["warmup"]) for t in tune) == sorted(
+        (v, lr, w) for v in ("baseline", "swiglu") for lr in (1e-3, 1e-2) for w in (0.0, 0.3))
+    best = best_settings(ctx)
+    for variant in ("baseline", "swiglu"):
+        mine = [t for t in tune if t.params["variant"] == variant]
+        winner = min(mine, key=lambda t: t.value)
+        assert best[variant] == {"lr": winner.params["lr"], "warmup": winner.params["warmup"]}
+    compare = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(compare) == 2
+    assert all({"lr": t.params["lr"], "warmup": t.params["warmup"]} == best[t.params["variant"]] for t in compare)
+    capsys.readouterr()
+    assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 0
+    assert "chosen lr, warmup" in capsys.readouterr().out
+
+
 def test_search_prunes_and_reports_importances(small_corpus, tmp_path, mlflow_uri, capsys):
     from optuna.trial import TrialState
 

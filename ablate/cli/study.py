@@ -153,6 +153,9 @@ def _plan_lines(spec, url: str) -> list[str]:
         if spec.tune:
             t = spec.tune
             lrs = f"{list(t['lr'])}" if spec.tune_is_grid else f"{t['lr'].low:g}..{t['lr'].high:g} ({t['trials']} trials each)"
+            if t.get("warmup"):
+                w = t["warmup"]
+                lrs += f" x warmup {list(w)}" if isinstance(w, tuple) else f" x warmup {w.low:g}..{w.high:g}"
             n = len(tune_points(spec)) if spec.tune_is_grid else t["trials"] * len(spec.variants)
             lines.append(f"  lr tuning first: lr {lrs} on seed {t['seed']}, budget {t['budget']} → {n} tuning trials")
     lines.append(f"  storage: {url}")

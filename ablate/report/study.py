@@ -61,15 +61,22 @@ def tuning_section(ctx, console: Console) -> str:
     from ablate.study.progress import tuning_table
 
     spec = ctx.spec
+    warmup = bool(spec.tune.get("warmup"))
+    what = "lr, warmup" if warmup else "lr"
     table = CellTable(f"learning-rate tuning (seed {spec.tune['seed']}, budget {spec.tune['budget']})",
-                      ["variant", f"{spec.metric} at each lr tried", "chosen lr"], right=(2,))
+                      ["variant", f"{spec.metric} at each {what} tried", f"chosen {what}"], right=(2,))
+
+    def label(settings) -> str:
+        return f"{settings['lr']:.3g}" + (f" w{settings['warmup']:.3g}" if "warmup" in settings else "")
+
     edge = []
     for row in tuning_table(ctx):
-        tried = ", ".join(f"{lr:.3g}: " + ("pruned" if v is None else "diverged" if v == float("inf") else f"{v:.4f}")
-                          for lr, v, _ in row["tried"])
-        best = f"{row['best']:.3g}" if row["best"] else "—"
-        lrs = [lr for lr, _, _ in row["tried"]]
-        if spec.tune_is_grid and row["best"] and len(lrs) > 1 and row["best"] in (min(lrs), max(lrs)):
+        tried = ", ".join(f"{label(s)}: " + ("pruned" if v is None else "diverged" if v == float("inf") else f"{v:.4f}")
+                          for s, v, _ in row["settings"])
+        chosen = row["best_settings"]
+        best = label(chosen) if chosen else "—"
+        lrs = [s["lr"] for s, _, _ in row["settings"]]
+        if spec.tune_is_grid and chosen and len(set(lrs)) > 1 and chosen["lr"] in (min(lrs), max(lrs)):
             edge.append(f"{row['variant']} ({best})")
         table.add(row["variant"], tried, best)
     console.print(table.to_rich())

@@ -9,7 +9,7 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.study.context import Context, _quiet_optuna, tune_study_name
-from ablate.study.progress import best_lrs
+from ablate.study.progress import best_settings
 from ablate.study.queue import compare_points, ensure_grid, tune_points
 from ablate.study.spec import StudySpec, compose_variant
 
@@ -88,7 +88,7 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
             tune_parent = _create_parent(ctx, parent=attrs["ablate.mlflow_parent"], stage="tune")
             main.set_user_attr("ablate.mlflow_tune_parent", tune_parent)
             attrs = ctx.main().user_attrs
-        best = best_lrs(ctx, require_complete=True)
+        best = best_settings(ctx, require_complete=True)
         if best is not None:
             ensure_grid(main, spec, "compare", compare_points(spec, best))
     return attrs

@@ -115,7 +115,8 @@ def _describe(config: RunConfig, extra: dict[str, Any] | None) -> str:
 
 
 
-def grid_objective(ctx: Context, stage: str, role: str, parent: str | None, best_lr: dict[str, float] | None = None):
+def grid_objective(ctx: Context, stage: str, role: str, parent: str | None,
+                   best: dict[str, dict[str, float]] | None = None):
     """The objective of a grid stage (compare, or the lr grid of tune-then-compare)."""
     import optuna
 
@@ -123,27 +124,29 @@ def grid_objective(ctx: Context, stage: str, role: str, parent: str | None, best
     names = TUNE_KEY if role == "tune" else COMPARE_KEY
 
     def objective(trial) -> float:
-        params = dict(trial.params)
-        if not params:  # a trial the grid sampler made (two workers raced for the last queued one)
-            params = {"variant": trial.suggest_categorical("variant", list(spec.variants))}
-            if role == "tune":
-                params["lr"] = trial.suggest_float("lr", min(spec.tune["lr"]), max(spec.tune["lr"]), log=True)
-            else:
-                params["seed"] = trial.suggest_int("seed", 0, max(spec.seeds))
-                if best_lr is not None:
-                    lr = best_lr.get(params["variant"], spec.config.lr)
-                    params["lr"] = trial.suggest_float("lr", lr, lr, log=True)
+        # A queued trial gets its point back from these suggestions (enqueue_trial); a trial the grid
+        # sampler made (two workers raced for the last queued one) gets a grid point, checked by _claim.
+        params = {"variant": trial.suggest_categorical("variant", list(spec.variants))}
+        if role == "tune":
+            params["lr"] = trial.suggest_float("lr", min(spec.tune["lr"]), max(spec.tune["lr"]), log=True)
+            if spec.tune.get("warmup"):
+                params["warmup"] = trial.suggest_float("warmup", min(spec.tune["warmup"]), max(spec.tune["warmup"]))
+        else:
+            params["seed"] = trial.suggest_int("seed", 0, max(spec.seeds))
+            if best is not None:
+                chosen = best.get(params["variant"], {"lr": spec.config.lr})
+                params["lr"] = trial.suggest_float("lr", chosen["lr"], chosen["lr"], log=True)
+                if "warmup" in chosen:
+                    params["warmup"] = trial.suggest_float("warmup", chosen["warmup"], chosen["warmup"])
         why = _claim(trial.study, trial, params, names)
         if why:
             trial.set_user_attr(K_SKIP, why)
             ctx.summary.skipped += 1
             raise optuna.TrialPruned(f"skipped: {why}")
+        extra = {k: params[k] for k in ("lr", "warmup") if k in params}
         if role == "tune":
-            config = spec.trial_config(params["variant"], spec.tune["seed"], lr=params["lr"],
-                                       budget=spec.tune["budget"])
-            extra = {"lr": params["lr"]}
+            config = spec.trial_config(params["variant"], spec.tune["seed"], budget=spec.tune["budget"], **extra)
         else:
-            extra = {"lr": params["lr"]} if "lr" in params else {}
             config = spec.trial_config(params["variant"], params["seed"], **extra)
         return run_trial(ctx, trial, stage, role, config, parent, prune=False, extra=extra)
 
@@ -156,10 +159,14 @@ def search_objective(ctx: Context, stage: str, parent: str | None, variant: str 
 
     def objective(trial) -> float:
         if variant is not None:  # tune-then-compare with an lr range
-            lr = spec.tune["lr"].suggest(trial, "lr")
-            config = spec.trial_config(variant, spec.tune["seed"], lr=lr, budget=spec.tune["budget"])
+            values = {"lr": spec.tune["lr"].suggest(trial, "lr")}
+            warmup = spec.tune.get("warmup")
+            if warmup is not None:
+                values["warmup"] = warmup.suggest(trial, "warmup") if isinstance(warmup, Range) else \
+                    trial.suggest_categorical("warmup", list(warmup))
+            config = spec.trial_config(variant, spec.tune["seed"], budget=spec.tune["budget"], **values)
             return run_trial(ctx, trial, stage, "tune", config, parent, prune=spec.tune["pruner"] != "none",
-                             extra={"lr": lr})
+                             extra=values)
         base = spec.variants[0]
         if len(spec.variants) > 1:
             base = trial.suggest_categorical("variant", list(spec.variants))

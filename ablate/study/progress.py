@@ -51,7 +51,8 @@ def progress(ctx: Context) -> list[Progress]:
                 points, names = compare_points(spec), COMPARE_KEY
             expected = len(points)
             done_keys = {key_of(t.params, names) for t in by_state[TrialState.COMPLETE]}
-            missing = [f"{p['variant']} " + (f"seed {p['seed']}" if "seed" in p else f"lr {short(p['lr'])}")
+            missing = [f"{p['variant']} " + (f"seed {p['seed']}" if "seed" in p else f"lr {short(p['lr'])}"
+                                                 + (f" warmup {short(p['warmup'])}" if "warmup" in p else ""))
                        for p in points if key_of(p, names) not in done_keys]
         out.append(Progress(name, role, expected, len(by_state[TrialState.COMPLETE]),
                             len(by_state[TrialState.PRUNED]), len(by_state[TrialState.RUNNING]),
@@ -62,11 +63,22 @@ def progress(ctx: Context) -> list[Progress]:
 
 def best_lrs(ctx: Context, require_complete: bool = True) -> dict[str, float] | None:
     """Each variant's best tuning lr, or None while tuning is unfinished."""
+    best = best_settings(ctx, require_complete)
+    return None if best is None else {v: s["lr"] for v, s in best.items()}
+
+
+def _settings(params: dict[str, Any]) -> dict[str, float]:
+    return {k: params[k] for k in ("lr", "warmup") if params.get(k) is not None}
+
+
+def best_settings(ctx: Context, require_complete: bool = True) -> dict[str, dict[str, float]] | None:
+    """Each variant's best tuned settings (``lr``, and ``warmup`` when tuned), or None while tuning is
+    unfinished."""
     import optuna
     from optuna.trial import TrialState
 
     spec = ctx.spec
-    best: dict[str, float] = {}
+    best: dict[str, dict[str, float]] = {}
     if spec.tune_is_grid:
         try:
             study = optuna.load_study(study_name=tune_study_name(spec), storage=ctx.storage)
@@ -75,14 +87,14 @@ def best_lrs(ctx: Context, require_complete: bool = True) -> dict[str, float] | 
         by_key = active_trials(study, TUNE_KEY)
         for variant in spec.variants:
             results = []
-            for lr in spec.tune["lr"]:
-                trials = by_key.get(key_of({"variant": variant, "lr": lr}, TUNE_KEY), [])
+            for point in (p for p in tune_points(spec) if p["variant"] == variant):
+                trials = by_key.get(key_of(point, TUNE_KEY), [])
                 done = [t for t in trials if t.state == TrialState.COMPLETE]
                 if not done:
                     if require_complete:
                         return None
                     continue
-                results.append((done[0].value, lr))
+                results.append((done[0].value, _settings(point)))
             if not results:
                 return None
             best[variant] = _pick(results)
@@ -97,7 +109,7 @@ def best_lrs(ctx: Context, require_complete: bool = True) -> dict[str, float] | 
             if require_complete and (len(trials) < spec.tune["trials"] or
                                      study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
                 return None
-            complete = [(t.value, t.params["lr"]) for t in trials if t.state == TrialState.COMPLETE]
+            complete = [(t.value, _settings(t.params)) for t in trials if t.state == TrialState.COMPLETE]
             if not complete:
                 if require_complete:
                     raise AblateError(f"every lr tried for {variant} was pruned or diverged; "
@@ -107,11 +119,11 @@ def best_lrs(ctx: Context, require_complete: bool = True) -> dict[str, float] | 
     return best
 
 
-def _pick(results: list[tuple[float | None, float]]) -> float:
-    finite = [(v, lr) for v, lr in results if v is not None and math.isfinite(v)]
-    if not finite:  # everything diverged: the smallest lr is the least bad
-        return min(lr for _, lr in results)
-    return min(finite)[1]
+def _pick(results: list[tuple[float | None, dict[str, float]]]) -> dict[str, float]:
+    finite = [(v, s) for v, s in results if v is not None and math.isfinite(v)]
+    if not finite:  # everything diverged: the smallest lr (and the longest warmup) is the least bad
+        return min((s for _, s in results), key=lambda s: (s["lr"], -s.get("warmup", 0.0)))
+    return min(finite, key=lambda r: (r[0], r[1]["lr"]))[1]
 
 
 def compare_trials(ctx: Context) -> tuple[list[Any], list[str]]:
@@ -139,7 +151,7 @@ def tuning_table(ctx: Context) -> list[dict[str, Any]]:
     from optuna.trial import TrialState
 
     spec = ctx.spec
-    best = best_lrs(ctx, require_complete=False) or {}
+    best = best_settings(ctx, require_complete=False) or {}
     rows = []
     for variant in spec.variants:
         name = tune_study_name(spec) if spec.tune_is_grid else tune_study_name(spec, variant)
@@ -151,9 +163,12 @@ def tuning_table(ctx: Context) -> list[dict[str, Any]]:
         for t in study.get_trials(deepcopy=False):
             if t.user_attrs.get(K_SKIP) or t.params.get("variant", variant) != variant or "lr" not in t.params:
                 continue
-            if t.state == TrialState.COMPLETE:
-                tried.append((t.params["lr"], t.value, t.user_attrs.get("ablate.status", "finished")))
-            elif t.state == TrialState.PRUNED:
-                tried.append((t.params["lr"], None, "pruned"))
-        rows.append({"variant": variant, "tried": sorted(tried), "best": best.get(variant)})
+            status = t.user_attrs.get("ablate.status", "finished") if t.state == TrialState.COMPLETE else "pruned"
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                value = t.value if t.state == TrialState.COMPLETE else None
+                tried.append((_settings(t.params), value, status))
+        tried.sort(key=lambda r: (r[0]["lr"], r[0].get("warmup", 0.0)))
+        chosen = best.get(variant)
+        rows.append({"variant": variant, "tried": [(s["lr"], v, st) for s, v, st in tried], "settings": tried,
+                     "best": chosen["lr"] if chosen else None, "best_settings": chosen})
     return rows

@@ -16,28 +16,33 @@ def key_of(params: dict[str, Any], names: Sequence[str]) -> str:
 
 # -- the grid stages: compare points, tune points
 COMPARE_KEY = ("variant", "seed")
-TUNE_KEY = ("variant", "lr")
+TUNE_KEY = ("variant", "lr", "warmup")  # warmup is None unless [tune] tunes it
 
 
-def compare_points(spec: StudySpec, best_lr: dict[str, float] | None = None) -> list[dict[str, Any]]:
+def compare_points(spec: StudySpec, best: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
     """Every (variant, seed), seed-major: a study stopped early still has complete seeds to pair."""
     points = []
     for seed in spec.seeds:
         for variant in spec.variants:
             point: dict[str, Any] = {"variant": variant, "seed": seed}
-            if best_lr is not None:
-                point["lr"] = best_lr[variant]
+            if best is not None:
+                point.update(best[variant])  # the variant's tuned lr (and warmup)
             points.append(point)
     return points
 
 
 def tune_points(spec: StudySpec) -> list[dict[str, Any]]:
-    return [{"variant": v, "lr": lr} for lr in spec.tune["lr"] for v in spec.variants]
+    warmups = spec.tune.get("warmup") or (None,)
+    return [{"variant": v, "lr": lr, **({"warmup": w} if w is not None else {})}
+            for lr in spec.tune["lr"] for w in warmups for v in spec.variants]
 
 
 def grid_space(spec: StudySpec, role: str) -> dict[str, list]:
     if role == "tune":
-        return {"variant": list(spec.variants), "lr": list(spec.tune["lr"])}
+        space = {"variant": list(spec.variants), "lr": list(spec.tune["lr"])}
+        if spec.tune.get("warmup"):
+            space["warmup"] = list(spec.tune["warmup"])
+        return space
     return {"variant": list(spec.variants), "seed": list(spec.seeds)}
 
 

@@ -29,7 +29,7 @@ EXECUTION_ONLY = ("device", "compile", "out_dir", "cache_dir", "log_every", "che
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("median", "halving", "none")
 SEARCH_META = ("trials", "sampler", "pruner", "seed", "startup_trials")
-TUNE_KEYS = ("lr", "trials", "seed", "budget", "sampler", "pruner")
+TUNE_KEYS = ("lr", "warmup", "trials", "seed", "budget", "sampler", "pruner")
 
 DEFAULT_SEEDS = 3
 DEFAULT_TUNE_SEED = 1000
@@ -70,7 +70,7 @@ class StudySpec:
     slots: dict[str, tuple[str, ...]]  # search: slot -> component terms
     hparams: dict[str, Any]  # search: name -> tuple of values | Range
     search: dict[str, Any]  # search: trials, sampler, pruner, seed, startup_trials
-    tune: dict[str, Any] | None  # tune-then-compare: lr (tuple | Range), trials, seed, budget, sampler, pruner
+    tune: dict[str, Any] | None  # tune-then-compare: lr (tuple | Range), warmup (optional, same kind), trials, seed, budget, sampler, pruner
     config: RunConfig  # every trial's settings before variant, seed (and searched values)
     gpu: bool = False
     overrides: tuple[str, ...] = ()
@@ -421,6 +421,9 @@ def _tune_spec(path, table: dict[str, Any], config: RunConfig) -> dict[str, Any]
     lr = _parse_range_or_list(path, "tune.lr", "lr", table["lr"])
     tune: dict[str, Any] = {"lr": lr, "seed": table.get("seed", DEFAULT_TUNE_SEED),
                             "budget": table.get("budget", config.budget)}
+    if "warmup" in table:  # tuned jointly with the lr: a grid with an lr grid, sampled with an lr range
+        tune["warmup"] = _parse_range_or_list(path, "tune.warmup", "warmup", table["warmup"],
+                                              allow_range=not isinstance(lr, tuple))
     if isinstance(tune["seed"], bool) or not isinstance(tune["seed"], int) or tune["seed"] < 0:
         raise _fail(path, "tune.seed", f"must be a whole number >= 0, got {tune['seed']!r}")
     try:

@@ -11,7 +11,7 @@ from ablate.study.context import Context, WorkSummary, _quiet_optuna, tune_study
 from ablate.study.create import _diff
 from ablate.study.execute import grid_objective, search_objective
 from ablate.study.keys import K_SKIP, failure_key
-from ablate.study.progress import best_lrs
+from ablate.study.progress import best_settings
 from ablate.study.queue import compare_points, ensure_grid, grid_space, make_pruner, make_sampler
 from ablate.study.workers import reap
 
@@ -117,7 +117,7 @@ def work(ctx: Context) -> WorkSummary:
                                  pruner=make_pruner(t["pruner"], spec.config.eval_points, min(4, t["trials"])))
                 work_sampled(ctx, study, search_objective(ctx, name, tune_parent, variant), t["trials"])
         wait_for(ctx, ctx.stage_names()[:-1])
-        best = best_lrs(ctx, require_complete=True)
+        best = best_settings(ctx, require_complete=True)
         if best is None:
             raise AblateError("lr tuning is incomplete (trials failed); re-run `ablate study run` to finish it")
         study = ctx.main(sampler=make_sampler("grid", 0, 0, grid_space(spec, "compare")))
