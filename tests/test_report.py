@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 
 import numpy as np
 import pytest
+from rich.console import Console
 from rich.table import Table
 
 from ablate import stats
@@ -417,3 +419,21 @@ def test_missing_fairness_key_is_its_own_group_and_the_header_reads_the_runs():
     for part in ("9 runs, 3 variants x 3 seeds (0, 1, 2)", "budget tokens=2000000", "64x2x4@32", "4x1",
                  "data shakespeare (fingerprint tinyshakespeare)", "tokenizer char"):
         assert part in header
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_verdict_tables_fit_the_terminal_without_cutting_cells(width):
+    from ablate.report.render import print_comparison
+
+    c = build_comparison(make_records(), "baseline", "val_bpb")
+    console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
+    print_comparison(c, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "…" not in text
+    for needle in ("helps", "no detectable effect", "rope", "swiglu", "10.6M", "what each variant costs"):
+        assert needle in text.replace("\n", " ") or needle in text
+    wide = Console(record=True, width=200, file=io.StringIO(), color_system=None)
+    print_comparison(c, wide, wide=True)
+    full = wide.export_text()
+    assert "FLOPs/token" in full and "p (Holm)" in full and "what each variant costs" not in full

@@ -34,8 +34,18 @@ def cmd_compare(args) -> int:
                            run_ids=args.run_ids, metric=args.metric)
     records = select_records(records, _where(args))
     comparison = compare(records, baseline=args.baseline, metric=args.metric, alpha=args.alpha)
-    console.print(f"runs used: {comparison_header(comparison, records)}", highlight=False, markup=False)
-    print_comparison(comparison, console)
+    if not args.json:
+        console.print(f"runs used: {comparison_header(comparison, records)}", highlight=False, markup=False)
+    if args.json:
+        import json
+
+        from ablate.report.render import verdict_table
+
+        table = verdict_table(comparison, unadjusted=True)
+        print(json.dumps({"runs_used": comparison_header(comparison, records), "rows": table.to_records(),
+                          "warnings": comparison.warnings}, indent=2, ensure_ascii=False))
+    else:
+        print_comparison(comparison, console, wide=args.wide)
     label = args.group or (f"runs-{len(args.run_ids)}" if args.run_ids else (args.experiment or "ablate"))
     out = Path(args.out) if args.out else default_report_dir(label)
     if args.no_log:
@@ -45,7 +55,8 @@ def cmd_compare(args) -> int:
     else:  # a group's report goes to the group's own parent run; other comparisons get one of their own
         paths = log_report(comparison, records, out, tracking_uri=args.tracking_uri, experiment=args.experiment,
                            name=args.group or f"compare {label}")
-    console.print(f"report: {', '.join(str(p) for p in paths)}")
+    if not args.json:
+        console.print(f"report: {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
     return 0
 
 
@@ -66,4 +77,6 @@ def add_commands(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected)")
     p.add_argument("--out", default=None, help="folder for report.md and figures (default reports/<name>)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    p.add_argument("--wide", action="store_true", help="one table with every column (needs ~180 columns)")
+    p.add_argument("--json", action="store_true", help="print the verdict table as JSON (nothing else on stdout)")
     p.set_defaults(func=cmd_compare)

@@ -90,6 +90,7 @@ def add_commands(sub) -> None:
     _common(p)
     p.add_argument("--out", default=None, help="folder for report.md and figures (default reports/<study>)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the study's MLflow run")
+    p.add_argument("--wide", action="store_true", help="one verdict table with every column (needs ~180 columns)")
     p.set_defaults(func=cmd_report)
 
     p = ssub.add_parser("show", help="the resolved plan of a study file (variants, seeds, settings); runs nothing")
@@ -371,7 +372,7 @@ def cmd_report(args) -> int:
     if spec.protocol == "search":
         paths = search_report(ctx, out, console)
     else:
-        paths = compare_report(ctx, out, console)
+        paths = compare_report(ctx, out, console, wide=getattr(args, "wide", False))
     record = attrs.get("ablate.sequential")
     if record and spec.protocol == "compare":
         from ablate.study.rounds import table

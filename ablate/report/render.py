@@ -132,13 +132,33 @@ def verdict_table(comparison: Comparison, unadjusted: bool = False) -> CellTable
 
 
 def render_table(comparison: Comparison) -> Table:
-    """The verdict table as a :class:`rich.table.Table` (baseline first)."""
+    """The whole verdict table (every column) as a :class:`rich.table.Table` (baseline first)."""
     return verdict_table(comparison).to_rich()
 
 
-def print_comparison(comparison: Comparison, console: Console) -> None:
-    """The verdict table, the noise floor and the warnings, on a terminal."""
-    console.print(render_table(comparison))
+def narrow_tables(comparison: Comparison) -> tuple[Table, Table]:
+    """The verdict table split to fit 80 columns: the verdicts (variant, Δ with its Holm interval,
+    p (Holm), verdict, seeds), then what each variant costs (mean, parameters, FLOPs, KV cache, speed)."""
+    full = verdict_table(comparison)
+    h = full.headers
+    verdicts = full.select([0, h.index(f"Δ vs {comparison.baseline} [Holm CI]"), h.index("p (Holm)"),
+                            h.index("verdict"), 1],
+                           title=f"{comparison.metric_name} vs {comparison.baseline}: paired by seed, "
+                                 f"Holm-corrected at alpha={comparison.alpha:g} "
+                                 f"({'lower' if comparison.lower_is_better else 'higher'} is better)")
+    costs = full.select([0, 2, h.index("params"), h.index("FLOPs/token"), h.index("KV bytes/token"),
+                         h.index("tokens/s")], title="what each variant costs")
+    costs.styles.clear()
+    return verdicts.to_rich(), costs.to_rich()
+
+
+def print_comparison(comparison: Comparison, console: Console, wide: bool = False) -> None:
+    """The verdict table (80 columns unless ``wide``), the noise floor and the warnings, on a terminal."""
+    if wide:
+        console.print(render_table(comparison))
+    else:
+        for table in narrow_tables(comparison):
+            console.print(table)
     console.print(f"noise floor (baseline seed-to-seed sd): {comparison.noise_floor:.4g} "
                   f"over {comparison.noise_floor_n} seeds", highlight=False)
     for warning in comparison.warnings:

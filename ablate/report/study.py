@@ -20,7 +20,7 @@ def _warn(console: Console, text: str) -> None:
     console.print(f"warning: {text}", highlight=False, markup=False, style="yellow")
 
 
-def compare_report(ctx, out: Path, console: Console) -> list[Path]:
+def compare_report(ctx, out: Path, console: Console, wide: bool = False) -> list[Path]:
     """The comparison of a compare or tune-then-compare study: table, report.md and figures."""
     from ablate.compare import compare, load_records
     from ablate.factorial import factorial_design
@@ -37,7 +37,7 @@ def compare_report(ctx, out: Path, console: Console) -> list[Path]:
     comparison = compare(records, baseline=spec.baseline, metric=spec.metric, alpha=spec.alpha)
     console.print(f"study {spec.name} ({spec.protocol}): {comparison_header(comparison, records)}",
                   highlight=False, markup=False)
-    print_comparison(comparison, console)
+    print_comparison(comparison, console, wide=wide)
     if missing:
         _warn(console, f"{len(missing)} (variant, seed) not finished yet: {', '.join(missing[:10])}"
                        f"{' …' if len(missing) > 10 else ''}; re-run `ablate study run` to finish them")

@@ -32,6 +32,15 @@ class CellTable:
             self.row_styles[len(self.rows)] = style
         self.rows.append([str(c) for c in cells])
 
+    def select(self, columns: Sequence[int], title: str | None = None) -> CellTable:
+        """The same table with only ``columns`` (in that order), styles and alignment carried over."""
+        where = {old: new for new, old in enumerate(columns)}
+        return CellTable(title if title is not None else self.title, [self.headers[i] for i in columns],
+                         [[row[i] for i in columns] for row in self.rows],
+                         right=[where[i] for i in self.right if i in where],
+                         styles={(r, where[c]): s for (r, c), s in self.styles.items() if c in where},
+                         row_styles=dict(self.row_styles), code=[where[i] for i in self.code if i in where])
+
     def to_rich(self, no_wrap: Sequence[int] = (0,)) -> Table:
         table = Table(title=escape(self.title), title_justify="left")
         for i, h in enumerate(self.headers):
