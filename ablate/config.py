@@ -30,6 +30,8 @@ class RunConfig:
     data_file: str = ""
     tokenizer: str = "char"
     val_split: str = "auto"  # auto | tail | documents (ablate.data.prepare)
+    decontaminate: str = ""  # drop training documents sharing an n-gram with this text (path, or NAME:val)
+    decontaminate_n: int = 13  # words per n-gram (GPT-3 used 13)
     init_from: str = ""  # a run directory or MLflow run id: start from its final weights (fresh optimizer)
     # for how long, and how
     budget: str = "500steps"
@@ -74,7 +76,8 @@ class RunConfig:
 
 # settings added after run directories existed: absent from the fingerprint at their defaults, so
 # existing run directories keep their names
-ADDED_LATER = {"init_from": "", "label_smoothing": 0.0, "val_split": "auto"}
+ADDED_LATER = {"init_from": "", "label_smoothing": 0.0, "val_split": "auto", "decontaminate": "",
+               "decontaminate_n": 13}
 
 FIELD_HELP = {
     "variant": "variant string, preset or variants/ file, e.g. rope+swiglu",
@@ -82,7 +85,9 @@ FIELD_HELP = {
     "data": "tinyshakespeare | shakespeare (offline) | a text file or folder",
     "data_file": "local copy of the dataset's file (e.g. tinyshakespeare's input.txt)",
     "tokenizer": "char | byte | gpt2 | bpe:N",
-    "val_split": "auto (last 10% of characters; held-out documents for corpora >= 256 MiB) | tail | documents",
+    "decontaminate": "evaluation text to decontaminate against: a path, or NAME:val (e.g. tinyshakespeare:val)",
+    "decontaminate_n": "n-gram length in words for --decontaminate (13, as GPT-3)",
+    "val_split": "auto (last 10%% of characters; held-out documents for corpora >= 256 MiB) | tail | documents",
     "init_from": "start from this run's final weights (run directory or MLflow run id); same variant, dims, tokenizer",
     "budget": "500steps | 2Mtokens | 1e14flops | 90s",
     "warmup": "warmup: a fraction of the budget (<1) or steps (>=1)",

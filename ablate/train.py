@@ -165,7 +165,8 @@ def prepare_run(config: RunConfig):
         dims = make_dims(size, variant, data.vocab_size, **{"context": data.context, **overrides})
         return variant, dims, budget, data, data.train_batches, data.eval_batches
     data = prepare(config.data, config.tokenizer, cache_dir=Path(config.cache_dir),
-                   data_file=Path(config.data_file) if config.data_file else None, split=config.val_split)
+                   data_file=Path(config.data_file) if config.data_file else None, split=config.val_split,
+                   decontaminate=config.decontaminate, decontaminate_n=config.decontaminate_n)
     dims = make_dims(size, variant, data.vocab_size, **overrides)
     train_batches = TrainBatches(data.train, config.batch_size, dims.context, config.seed)
     evals = eval_batches(data.val, config.batch_size, dims.context, config.eval_batches, config.eval_seed)
