@@ -240,7 +240,7 @@ class MLflowTracker(Callback):
         self._queue(row, ("train_loss", "lr", "grad_norm", "tokens_per_s"))
 
     def on_eval(self, run: RunState, row: dict[str, float]) -> None:
-        self._queue(row, ("val_loss", "val_bpb"))
+        self._queue(row, ("val_loss", "val_bpb", *(k for k in row if k.startswith("acc"))))
         if time.perf_counter() - self.last_flush > self.flush_seconds:
             self.flush()
 

@@ -59,3 +59,20 @@ def test_every_command_group_is_reachable_from_the_main_cli(capsys):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
+
+
+def test_version_and_ui_port_mistakes_are_one_line_exit_2(capsys):
+    import socket
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("ablate ")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "already in use" in err and "--port" in err and err.count("\n") == 1
+    assert main(["ui", "--port", "70000"]) == 2
+    assert "not a TCP port" in capsys.readouterr().err

@@ -21,8 +21,20 @@ __all__ = ["build_parser", "console", "main"]
 GROUPS = (registry, run, compare, ui, study, bench)
 
 
+def version() -> str:
+    """The installed distribution's version (a source tree that is not installed says so)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("ablate")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ablate", description="architecture ablations for GPT-style models")
+    parser.add_argument("--version", action="version", version=f"ablate {version()}")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
                         help="load a local plugin file (repeatable); installed plugins load automatically "
                              "unless ABLATE_NO_PLUGINS=1")

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
+from ablate.errors import AblateError
 
+
+def _check_port(host: str, port: int) -> None:
+    """A busy or impossible port is the user's to fix: say so before MLflow prints a traceback."""
+    if not 0 < port < 65536:
+        raise AblateError(f"--port {port} is not a TCP port; use 1-65535 (e.g. --port 5000)")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise AblateError(f"cannot serve on {host}:{port}: {err.strerror or err}; another program uses "
+                              f"the port: pick another with --port (e.g. --port {port + 1})") from None
 
 
 def cmd_ui(args) -> int:
@@ -16,8 +29,11 @@ def cmd_ui(args) -> int:
     from ablate.track import tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host,
-           "--port", str(args.port), "--workers", "1"]
+    _check_port(args.host, args.port)
+    # -P: never import a module from the working directory (an mlflow.py there would shadow MLflow);
+    # uvicorn's access log off: one line per HTTP request drowns the address the user needs
+    cmd = [sys.executable, "-P", "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port), "--workers", "1", "--uvicorn-opts", "--no-access-log --log-level warning"]
     if uri.startswith("sqlite:///"):
         cmd += ["--default-artifact-root", (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()]
     proc = subprocess.Popen(cmd, start_new_session=True)
