@@ -82,7 +82,7 @@ ADDED_LATER = {"init_from": "", "label_smoothing": 0.0, "val_split": "auto", "de
 FIELD_HELP = {
     "variant": "variant string, preset or variants/ file, e.g. rope+swiglu",
     "size": "size preset (see `ablate list`)",
-    "data": "tinyshakespeare | shakespeare (offline) | a text file or folder",
+    "data": "tinyshakespeare | shakespeare (offline) | a text file or folder | hf:NAME[:CONFIG] (extra ablate[hf])",
     "data_file": "local copy of the dataset's file (e.g. tinyshakespeare's input.txt)",
     "tokenizer": "char | byte | gpt2 | bpe:N",
     "decontaminate": "evaluation text to decontaminate against: a path, or NAME:val (e.g. tinyshakespeare:val)",

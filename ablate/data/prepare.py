@@ -20,7 +20,8 @@ mid-build, a damaged file) is rebuilt. A lock file in the folder makes concurren
 once.
 
 Corpora larger than memory are streamed (``ablate.data.stream``): a file or folder of at least
-``STREAM_BYTES`` (256 MiB), any ``split="documents"`` preparation and any decontaminated one. The
+``STREAM_BYTES`` (256 MiB), a Hugging Face dataset (``hf:NAME[:CONFIG]``, ``ablate.data.hf``), any
+``split="documents"`` preparation and any decontaminated one. The
 ``split`` setting: ``auto`` (the 90/10 character split below ``STREAM_BYTES``, held-out documents at
 or above it), ``tail`` (always the 90/10 character split; streamed, it equals the in-memory result
 token for token and shares its cache folder) or ``documents`` (a fixed held-out set of documents).
@@ -185,7 +186,7 @@ def prepare(data: str, tokenizer: str, *, cache_dir: Path, data_file: Path | Non
         ngrams = decontamination_filter(decontaminate, decontaminate_n, cache_dir)
     source = _stream_source(data, data_file)
     if source is not None:
-        big = source.n_bytes_on_disk() >= STREAM_BYTES
+        big = source.kind == "records" or source.n_bytes_on_disk() >= STREAM_BYTES
         mode = split if split != "auto" else ("documents" if big else "tail")
         if big or mode == "documents" or ngrams is not None:
             return prepare_streaming(source, spec, cache_dir, stream.Plan(mode, ngrams))
@@ -238,8 +239,12 @@ def decontamination_filter(spec: str, n: int, cache_dir: Path):
 
 
 def _stream_source(data: str, data_file: Path | None) -> stream.Source | None:
-    """A file or folder the user named (streamable), or None for a named dataset."""
+    """A file or folder the user named, or a Hugging Face dataset (streamable); None for a named dataset."""
     key = str(data).strip()
+    if key.lower().startswith("hf:"):
+        from ablate.data.hf import hf_source
+
+        return hf_source(key)
     if data_file is not None or key.lower() in ("tinyshakespeare", "shakespeare"):
         return None
     path = Path(key).expanduser()

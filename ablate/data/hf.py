@@ -1,0 +1,107 @@
+"""Hugging Face datasets as corpora: ``--data hf:NAME[:CONFIG]`` (the optional extra ``ablate[hf]``).
+
+``NAME`` is a dataset on the Hugging Face Hub (``load_dataset(NAME, CONFIG, split="train")``: downloaded
+once into the ``datasets`` cache as memory-mapped Arrow files) or a folder written by ``datasets``'
+own ``save_to_disk`` (a ``Dataset``, or a ``DatasetDict`` whose ``train`` split, or the split named
+by ``CONFIG``, is used). Each record's ``text`` field (else its only string field) is one document;
+records are read in batches, so memory stays bounded (``ablate.data.stream``), and the validation
+split is a fixed set of held-out records unless ``--val-split tail`` is asked for.
+
+Without the ``datasets`` package, or when the Hub cannot be reached, preparation fails with one line
+saying which.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from ablate.data.stream import Source
+from ablate.errors import AblateError
+
+PREFIX = "hf:"
+BATCH = 1000
+
+
+def is_hf_spec(data: str) -> bool:
+    return str(data).strip().lower().startswith(PREFIX)
+
+
+def parse_hf_spec(data: str) -> tuple[str, str | None]:
+    rest = str(data).strip()[len(PREFIX):]
+    name, _, config = rest.partition(":") if not Path(rest).expanduser().exists() else (rest, "", "")
+    if not name:
+        raise AblateError(f"--data {data!r}: give a dataset, e.g. hf:roneneldan/TinyStories or hf:wikitext:wikitext-103-raw-v1")
+    return name, config or None
+
+
+def _import_datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise AblateError("--data hf:… needs the optional extra: pip install 'ablate[hf]' "
+                          "(the datasets package is not installed)") from None
+    return datasets
+
+
+def _load(name: str, config: str | None):
+    datasets = _import_datasets()
+    local = Path(name).expanduser()
+    if local.is_dir():
+        try:
+            ds = datasets.load_from_disk(str(local))
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise AblateError(f"hf:{name}: {local} is not a dataset saved by datasets' save_to_disk ({err})") from None
+        if isinstance(ds, datasets.DatasetDict):
+            split = config or "train"
+            if split not in ds:
+                raise AblateError(f"hf:{name}: no split {split!r}; it has {', '.join(ds)}; give hf:{name}:SPLIT")
+            ds = ds[split]
+        return ds
+    try:
+        return datasets.load_dataset(name, config, split="train")
+    except (ConnectionError, TimeoutError) as err:
+        raise AblateError(f"hf:{name}: cannot reach the Hugging Face Hub (offline? {_first_line(err)}); load it where "
+                          f"you are online, save it with save_to_disk and pass hf:/path/to/that/folder") from None
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; offline mode says so in the message
+        text = _first_line(err)
+        offline = re.search(r"offline|connection|resolve|network|internet|timed out", text, re.I)
+        what = "cannot reach the Hugging Face Hub (offline?)" if offline else "cannot load it"
+        raise AblateError(f"hf:{name}{':' + config if config else ''}: {what}: {text}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
+def _text_field(ds, name: str) -> str:
+    features = getattr(ds, "features", None) or {}
+    strings = [k for k, v in features.items() if getattr(v, "dtype", None) in ("string", "large_string")]
+    if "text" in features:
+        return "text"
+    if len(strings) == 1:
+        return strings[0]
+    raise AblateError(f"hf:{name}: no 'text' field and {len(strings)} string fields ({', '.join(strings) or 'none'}); "
+                      f"ablate reads a dataset's 'text' field")
+
+
+def hf_source(data: str) -> Source:
+    """A streaming ``Source`` over the dataset's text field, one record per document."""
+    name, config = parse_hf_spec(data)
+    ds = _load(name, config)
+    field = _text_field(ds, name)
+
+    def records() -> Iterator[str]:
+        for batch in ds.select_columns([field]).iter(batch_size=BATCH):
+            for text in batch[field]:
+                if isinstance(text, str):
+                    yield text
+
+    slug = "hf-" + re.sub(r"[^a-z0-9]+", "-", f"{Path(name).name}-{config or ''}".lower()).strip("-")[:40]
+    origin = (f"Hugging Face dataset {name}{':' + config if config else ''} ({len(ds):,} records, field {field!r}), "
+              f"one document per record")
+    return Source("records", str(data).strip(), records=records, origin=origin, slug=slug)
+
+
+__all__ = ["is_hf_spec", "parse_hf_spec", "hf_source"]
