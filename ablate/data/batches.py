@@ -55,6 +55,18 @@ def gather(tokens: np.ndarray, offsets: np.ndarray, context: int) -> tuple[torch
     return x, y
 
 
+def rank_share(rows, batch_size: int, rank: int = 0, world_size: int = 1):
+    """This rank's contiguous share of a batch's rows, so data-parallel ranks together see exactly the
+    single-process batch."""
+    if world_size == 1:
+        return rows
+    if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
+        raise AblateError(f"batch_size {batch_size} must split evenly over {world_size} ranks (rank {rank}); "
+                          "pick a batch size divisible by the number of processes")
+    share = batch_size // world_size
+    return rows[rank * share:(rank + 1) * share]
+
+
 class TrainBatches:
     """Training batches addressed by step; see the module docstring."""
 
@@ -75,15 +87,7 @@ class TrainBatches:
     def get(self, step: int, *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch for ``step``. With ``world_size`` > 1, this rank's contiguous share of the rows,
         so data-parallel ranks together see exactly the single-process batch."""
-        offsets = self.offsets(step)
-        if world_size != 1:
-            if world_size < 1 or not 0 <= rank < world_size or self.batch_size % world_size:
-                raise AblateError(
-                    f"batch_size {self.batch_size} must split evenly over {world_size} ranks "
-                    f"(rank {rank}); pick a batch size divisible by the number of processes"
-                )
-            share = self.batch_size // world_size
-            offsets = offsets[rank * share:(rank + 1) * share]
+        offsets = rank_share(self.offsets(step), self.batch_size, rank, world_size)
         return gather(self.tokens, offsets, self.context)
 
     __call__ = get

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ablate.data.batches import EvalBatches
+from ablate.data.batches import EvalBatches, rank_share
 from ablate.errors import AblateError
 from ablate.tasks.base import Problem, Task
 
@@ -83,15 +83,7 @@ class TaskBatches:
 
     def get(self, step: int, *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch for ``step``; with ``world_size`` > 1 this rank's contiguous share of the rows."""
-        problems = self.problems(step)
-        if world_size != 1:
-            if world_size < 1 or not 0 <= rank < world_size or self.batch_size % world_size:
-                raise AblateError(
-                    f"batch_size {self.batch_size} must split evenly over {world_size} ranks "
-                    f"(rank {rank}); pick a batch size divisible by the number of processes"
-                )
-            share = self.batch_size // world_size
-            problems = problems[rank * share:(rank + 1) * share]
+        problems = rank_share(self.problems(step), self.batch_size, rank, world_size)
         return encode_problems(self.task, problems, self.context)
 
     __call__ = get
