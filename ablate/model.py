@@ -74,6 +74,10 @@ class GPT(nn.Module):
         """
         b, t = idx.shape
         start = caches[0].length if caches else 0
+        reach = self.position.max_positions
+        if reach is not None and start + t > reach:  # checked on the host: no device sync per forward
+            raise ValueError(f"{self.position.component_name} positions cover {reach} tokens; "
+                             f"got position {start + t - 1}")
         pos = torch.arange(start, start + t, device=idx.device)  # (T,)
         x = self.tok_emb(idx)  # (B, T, C)
         if self.variant.model.emb_scale:  # the 2017 Transformer's sqrt(d_model) embedding scale

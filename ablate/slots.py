@@ -119,6 +119,8 @@ class Position(Component):
     cached ones during incremental decoding.
     """
 
+    max_positions: int | None = None  # a scheme with a finite table says how many positions it covers
+
     def __init__(self, options, dims: Dims):
         super().__init__()
         self.options = options

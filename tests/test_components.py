@@ -180,3 +180,15 @@ def test_generate_uses_cache_and_runs_past_context():
     out = model.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=40,
                          generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 43)
+
+
+def test_learned_positions_refuse_positions_past_their_table_without_a_device_sync():
+    model = tiny_model("baseline")
+    t = model.dims.context
+    with pytest.raises(ValueError, match=f"learned positions cover {t} tokens; got position {t}"):
+        model(torch.zeros(1, t + 1, dtype=torch.long))
+    caches = model.new_caches(1, t + 4)
+    model(torch.zeros(1, t, dtype=torch.long), caches=caches)
+    with pytest.raises(ValueError, match="cover"):
+        model(torch.zeros(1, 1, dtype=torch.long), caches=caches)
+    assert tiny_model("rope").position.max_positions is None  # relative schemes have no table
