@@ -1,85 +1,132 @@
-"""What a person watching a run sees: a live view on a terminal, plain log lines otherwise."""
+"""What a person watching a run sees: a progress bar on a terminal, plain log lines otherwise."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
+from ablate.format import si
 from ablate.train import Callback, RunResult, RunState
 
 
-def _eta(run: RunState, started: float, start_progress: float) -> str:
-    done = run.progress - start_progress
-    if done <= 0:
+def duration(seconds: float | None) -> str:
+    """``45s``, ``3m05s``, ``1h02m``; ``?`` when not known yet."""
+    if seconds is None or seconds != seconds or seconds < 0:
         return "?"
-    left = (time.perf_counter() - started) * (1 - run.progress) / done
-    return f"{left:.0f}s"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class Clock:
+    """A truthful ETA: wall seconds per step measured over this session (the first step, which pays
+    for warm-up, left out), times the steps left; a time budget counts the training seconds left."""
+
+    def __init__(self, run: RunState):
+        self.first_step: int | None = None
+        self.first_time = 0.0
+        self.start_seconds = run.train_seconds
+
+    def tick(self, run: RunState) -> None:
+        if self.first_step is None and run.step > (run.resumed_from or 0):
+            self.first_step, self.first_time = run.step, time.perf_counter()
+
+    def eta(self, run: RunState) -> float | None:
+        if run.total_steps is None:  # a time budget: the training seconds left, plus what evals cost
+            return max(0.0, run.budget.amount - run.train_seconds)
+        if self.first_step is None or run.step <= self.first_step:
+            return None
+        per_step = (time.perf_counter() - self.first_time) / (run.step - self.first_step)
+        return per_step * (run.total_steps - run.step)
+
+
+def _num(row: dict, key: str, digits: int = 4) -> str:
+    value = row.get(key)
+    return "—" if value is None or value != value else f"{value:.{digits}f}"
 
 
 class LiveView(Callback):
-    """A rich live panel when stdout is a terminal; per-step and per-eval lines when it is not."""
+    """A rich progress bar when stdout is a terminal; per-step and per-eval lines when it is not."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False):
         self.console = console or Console(stderr=False)
-        self.interactive = sys.stdout.isatty() and not quiet
+        self.interactive = self.console.is_terminal and not quiet
         self.quiet = quiet
-        self.live: Live | None = None
+        self.progress: Progress | None = None
+        self.task = None
         self.last: dict = {}
         self.last_eval: dict = {}
 
     def on_start(self, run: RunState) -> None:
-        self.started, self.start_progress = time.perf_counter(), run.progress
+        self.clock = Clock(run)
         if self.quiet:
             return
         steps = f"{run.total_steps} steps" if run.total_steps else f"{run.budget.amount:g}s"
         resumed = f", resumed at step {run.resumed_from}" if run.resumed_from else ""
         self.console.print(f"[bold]{run.variant_name}[/] seed {run.config.seed} on {run.device}: "
-                           f"{run.cost['params']:,} params, budget {run.budget.text} ({steps}){resumed}")
-        self.console.print(f"run dir: {run.run_dir}")
+                           f"{run.cost['params']:,} params, budget {run.budget.text} ({steps}){resumed}",
+                           highlight=False)
+        self.console.print(f"run dir: {run.run_dir}", highlight=False, markup=False)
         if self.interactive:
-            self.live = Live(self._panel(run), console=self.console, refresh_per_second=4, transient=True)
-            self.live.start()
+            self.progress = Progress(BarColumn(bar_width=24), TaskProgressColumn(), TextColumn("{task.fields[info]}"),
+                                     console=self.console, transient=True, refresh_per_second=4)
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=1.0, completed=run.progress, info=self._info(run))
 
-    def _panel(self, run: RunState) -> Table:
-        table = Table.grid(padding=(0, 2))
-        bar_width = 30
-        filled = int(run.progress * bar_width)
-        table.add_row(f"[{'#' * filled}{'.' * (bar_width - filled)}] {run.progress:6.1%}",
-                      f"step {run.step}", f"ETA {_eta(run, self.started, self.start_progress)}")
-        table.add_row(f"loss {self.last.get('train_loss', float('nan')):.4f}",
-                      f"val {self.last_eval.get('val_loss', float('nan')):.4f}",
-                      f"{self.last.get('tokens_per_s', 0):,.0f} tok/s")
-        return table
+    def _info(self, run: RunState) -> str:
+        total = f"/{run.total_steps}" if run.total_steps else ""
+        parts = [f"step {run.step}{total}"]
+        if self.last:
+            parts.append(f"loss {_num(self.last, 'train_loss')}")
+        if self.last_eval:
+            parts.append(f"val {_num(self.last_eval, 'val_loss')}")
+        if self.last.get("tokens_per_s"):
+            parts.append(f"{si(self.last['tokens_per_s'])} tok/s")
+        parts.append(f"ETA {duration(self.clock.eta(run))}")
+        return "  ".join(parts)
+
+    def _refresh(self, run: RunState) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=run.progress, info=self._info(run))
 
     def on_step(self, run: RunState, row: dict) -> None:
         self.last = row
-        if self.live is not None:
-            self.live.update(self._panel(run))
+        self.clock.tick(run)
+        if self.progress is not None:
+            self._refresh(run)
         elif not self.quiet:
-            print(f"step {run.step:>6}  {row.get('progress', run.progress):6.1%}  loss {row['train_loss']:.4f}  lr {row['lr']:.2e}  "
-                  f"{row.get('tokens_per_s', 0):,.0f} tok/s", flush=True)
+            print(f"step {run.step:>6} {row.get('progress', run.progress):6.1%}  loss {_num(row, 'train_loss')}  "
+                  f"lr {row['lr']:.2e}  {si(row.get('tokens_per_s', 0))} tok/s  ETA {duration(self.clock.eta(run))}",
+                  flush=True)
 
     def on_eval(self, run: RunState, row: dict) -> None:
         self.last_eval = row
         if self.quiet:
             return
-        train = f"{row['train_loss']:.4f}" if row["train_loss"] == row["train_loss"] else "-"
-        line = (f"step {int(row['step']):>6}  {run.progress:6.1%}  train {train}  "
-                f"val {row['val_loss']:.4f}  val bpb {row['val_bpb']:.4f}  "
-                f"{self.last.get('tokens_per_s', 0):,.0f} tok/s  ETA {_eta(run, self.started, self.start_progress)}")
+        line = (f"step {int(row['step']):>6} {run.progress:6.1%}  train {_num(row, 'train_loss')}  "
+                f"val {_num(row, 'val_loss')}  bpb {_num(row, 'val_bpb', 3)}")
         if "acc" in row:  # a task run: exact-match accuracy in-distribution and on longer operands
             line += f"  acc {row['acc']:.1%}" + (f"  longer {row['acc_longer']:.1%}" if "acc_longer" in row else "")
-        if self.live is not None:
-            self.live.console.print(line)
-            self.live.update(self._panel(run))
+        elif run.step:
+            line += f"  ETA {duration(self.clock.eta(run))}"
+        if self.progress is not None:
+            self.progress.console.print(line, highlight=False, markup=False)
+            self._refresh(run)
         else:
             print(line, flush=True)
 
     def on_end(self, run: RunState, result: RunResult) -> None:
-        if self.live is not None:
-            self.live.stop()
-            self.live = None
+        self._stop()
+
+    def on_error(self, run: RunState, error: BaseException) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
