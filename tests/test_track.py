@@ -187,3 +187,26 @@ def test_compare_refuses_a_mixed_store_and_selects_a_group(mlflow_uri, small_cor
     out = capsys.readouterr().out
     assert "runs used: 1 runs, 1 variants x 1 seeds (0), budget 10steps" in out
     assert "budget 10steps" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_marks_it_killed(mlflow_uri, small_corpus, tmp_path):
+    import mlflow
+
+    argv = [sys.executable, "-m", "ablate", "run", "--tracking-uri", mlflow_uri, "--experiment", "t-term",
+            "--json", *tiny_run_args(small_corpus, tmp_path, "100000steps")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    client = mlflow.tracking.MlflowClient(mlflow_uri)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until training has started (the MLflow run exists)
+        exp = client.get_experiment_by_name("t-term")
+        if exp and client.search_runs([exp.experiment_id]):
+            break
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "KILLED"
+    assert list((tmp_path / "runs").glob("*/checkpoint.pt"))  # resumable

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
+import signal
 import sys
 
 from rich.table import Table
@@ -75,21 +77,42 @@ def cmd_run(args) -> int:
     saved_uri = os.environ.get("MLFLOW_TRACKING_URI")
     if config.init_from and args.tracking_uri:  # an --init-from run id is looked up in this store
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    terminated = []
+
+    def on_sigterm(signum, frame):  # what job schedulers send: stop like Ctrl-C (checkpoint, KILLED run)
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = train(config, callbacks, resume=args.resume)
     except KeyboardInterrupt:
-        print("ablate: interrupted; the checkpoint is saved, continue with the same command and --resume", file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if terminated else "interrupted"
+        print(f"ablate: {how}; the checkpoint is saved, continue with the same command and --resume", file=sys.stderr)
+        return 143 if terminated else 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if saved_uri is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = saved_uri
     if args.json:
-        print(json.dumps({k: v for k, v in result.to_dict().items() if k != "history"}, default=str))
+        summary = {k: v for k, v in result.to_dict().items() if k != "history"}
+        print(json.dumps(_finite(summary), default=str))  # strict JSON: a missing number is null, never NaN
     else:
         print_summary(result)
     return 0 if result.status in ("finished", "pruned") else 1
+
+
+def _finite(value):
+    """``value`` with every NaN or infinity replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def make_tracker(args):
