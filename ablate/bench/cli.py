@@ -3,6 +3,8 @@
     ablate bench mixers [--contexts 64,128,256,512,1024] [--mixers mha,heads,lstm,gru] [--width 128]
                         [--heads 4] [--batch-tokens 8192] [--threads N] [--out bench/mixers.png]
     ablate bench attention [--sizes 64x4x128,128x4x256,...] [--batch 8] [--threads N] [--out DIR]
+    ablate bench train [--variants baseline,rope,...] [--size cpu] [--steps 30] [--dtype bfloat16] [--threads N]
+    ablate bench decode [--variants baseline,gqa(kv_heads=2),mqa] [--size cpu] [--prompt 32] [--new-tokens 32]
 
 Each prints a table and writes a JSON file of the numbers (and, for mixers, the plot).
 """
@@ -13,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ablate.cli.console import console
 from ablate.errors import AblateError
 
 
@@ -61,15 +64,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench_mixers(args) -> int:
-    from rich.console import Console
-
     from ablate.bench.mixers import run_mixers
 
     bench = run_mixers(mixers=_mixers(args.mixers), contexts=_ints(args.contexts), d_model=args.width,
                        n_heads=args.heads, batch_tokens=args.batch_tokens, warmup=args.warmup,
                        repeats=args.repeats, device=args.device, threads=args.threads, dtype=args.dtype,
                        seed=args.seed)
-    console = Console()
     console.print(bench.table())
     out = Path(args.out)
     bench.plot(out)
@@ -79,13 +79,10 @@ def cmd_bench_mixers(args) -> int:
 
 
 def cmd_bench_attention(args) -> int:
-    from rich.console import Console
-
     from ablate.bench.attention import run_attention
 
     bench = run_attention(sizes=_sizes(args.sizes), batch=args.batch, warmup=args.warmup, repeats=args.repeats,
                           device=args.device, threads=args.threads, seed=args.seed)
-    console = Console()
     console.print(bench.table())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +91,45 @@ def cmd_bench_attention(args) -> int:
     if not bench.agree:
         console.print("[red]the separate-heads and batched forms disagree beyond the tolerance[/red]")
         return 1
+    return 0
+
+
+def cmd_bench_train(args) -> int:
+    from ablate.bench import train as bench_train
+    from ablate.bench._timing import pick_device, torch_threads
+
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+        raise AblateError("need --steps >= 1, --warmup >= 0 and --batch-size >= 1")
+    device = pick_device(args.device)
+    with torch_threads(args.threads):
+        results, peak, source = bench_train.run_train(
+            _mixers(args.variants), size=args.size, batch_size=args.batch_size, context=args.context,
+            steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=device, compile=args.compile,
+            probe=not args.no_probe)
+        console.print(bench_train.table(results, peak, source, device, args.dtype, args.steps).to_rich())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(bench_train.to_dict(results, peak, source), indent=2))
+    console.print(f"numbers: {out}", highlight=False)
+    return 0
+
+
+def cmd_bench_decode(args) -> int:
+    from ablate.bench import decode as bench_decode
+    from ablate.bench._timing import pick_device, torch_threads
+
+    if args.prompt < 1 or args.new_tokens < 1 or args.batch < 1 or args.repeats < 1:
+        raise AblateError("need --prompt, --new-tokens, --batch and --repeats of at least 1")
+    device = pick_device(args.device)
+    with torch_threads(args.threads):
+        results = [bench_decode.bench_variant(v, size=args.size, batch=args.batch, prompt=args.prompt,
+                                              new_tokens=args.new_tokens, repeats=args.repeats, device=device)
+                   for v in _mixers(args.variants)]
+        console.print(bench_decode.table(results, device, args.batch, args.prompt, args.new_tokens).to_rich())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(bench_decode.to_dict(results), indent=2))
+    console.print(f"numbers: {out}", highlight=False)
     return 0
 
 
@@ -130,6 +166,38 @@ def add_bench_commands(subparsers) -> None:
     p.add_argument("--out", default="bench/attention.json", help="where the numbers go (JSON)")
     _common(p)
     p.set_defaults(func=cmd_bench_attention)
+
+    p = sub.add_parser("train", help="median step time, tokens/s, FLOP/s and MFU of training steps per variant",
+                       description="Train each variant on random tokens for --warmup + --steps optimizer steps; "
+                                   "report the median step after warm-up and MFU against the peak measured here.")
+    p.add_argument("--variants", default="baseline,rope,rmsnorm,swiglu,gqa(kv_heads=2),alibi,post",
+                   help="variants, comma-separated (options allowed)")
+    p.add_argument("--size", default="cpu", help="size preset (default cpu: nanoGPT's CPU configuration)")
+    p.add_argument("--context", type=int, default=None, help="context length (default: the size's)")
+    p.add_argument("--batch-size", type=int, default=12, help="sequences per step (default 12)")
+    p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (its cold cost is in warm-up)")
+    p.add_argument("--no-probe", action="store_true", help="on a known GPU, use its data-sheet peak instead")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when there is one)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default="bench/train.json", help="where the numbers go (JSON)")
+    p.set_defaults(func=cmd_bench_train)
+
+    p = sub.add_parser("decode", help="prefill and KV-cached decode tokens/s and cache bytes per token per variant",
+                       description="Why MQA and GQA exist: the decoding state per token and what it costs.")
+    p.add_argument("--variants", default="baseline,gqa(kv_heads=2),mqa,lstm(match_params=true)+none",
+                   help="variants, comma-separated (options allowed)")
+    p.add_argument("--size", default="cpu", help="size preset (default cpu)")
+    p.add_argument("--batch", type=int, default=1, help="sequences decoded at once (default 1)")
+    p.add_argument("--prompt", type=int, default=32, help="prompt tokens (default 32)")
+    p.add_argument("--new-tokens", type=int, default=32, help="tokens generated after the prompt (default 32)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats; medians reported (default 3)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when there is one)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default="bench/decode.json", help="where the numbers go (JSON)")
+    p.set_defaults(func=cmd_bench_decode)
 
 
 add_commands = add_bench_commands  # the name ablate.cli's command groups use

@@ -1,0 +1,110 @@
+"""`ablate bench decode`: what generating costs per variant: prefill tokens/s, KV-cached decode tokens/s
+and the decoding state each token (or each sequence, for recurrent mixers) keeps, the reason multi-query
+and grouped-query attention exist.
+
+Prefill runs the whole prompt through the model once, filling the cache; decode then feeds one token at
+a time (greedy), ``new_tokens`` steps. KV bytes/token is measured from the caches themselves (bytes held
+after decoding divided by the positions held) and matches the accounting's ``kv_cache_bytes_per_token``
+at the model's dtype.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ablate.bench._timing import describe_device, markdown_table
+from ablate.format import si
+
+
+@dataclass
+class DecodeBench:
+    variant: str
+    params: int
+    kv_heads: int
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    cache_bytes_per_token: float
+    state_bytes_per_sequence: int
+
+
+def _cache_bytes(caches) -> int:
+    total = 0
+    for cache in caches:
+        for value in vars(cache).values():
+            if isinstance(value, torch.Tensor):
+                total += value.numel() * value.element_size()
+            elif isinstance(value, (tuple, list)):
+                total += sum(t.numel() * t.element_size() for t in value if isinstance(t, torch.Tensor))
+    return total
+
+
+@torch.no_grad()
+def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batch: int = 1, prompt: int = 32,
+                  new_tokens: int = 32, repeats: int = 3, device: torch.device) -> DecodeBench:
+    from ablate.accounting import cost
+    from ablate.model import build_model, make_dims
+    from ablate.presets import get_size
+    from ablate.variant import parse_variant
+
+    variant = parse_variant(variant_text)
+    dims = make_dims(get_size(size), variant, vocab)
+    torch.manual_seed(0)
+    model = build_model(variant, dims, device=str(device)).eval()
+    length = min(dims.context, prompt + new_tokens)
+    prompt = min(prompt, length - 1)
+    idx = torch.randint(0, vocab, (batch, prompt), device=device)
+    prefill, decode = [], []
+    held = 0
+    for _ in range(repeats + 1):  # the first round warms up
+        caches = model.new_caches(batch, length)
+        t0 = time.perf_counter()
+        logits, _ = model(idx, caches=caches)
+        t1 = time.perf_counter()
+        nxt = logits[:, -1:].argmax(-1)
+        for _ in range(length - prompt):
+            logits, _ = model(nxt, caches=caches)
+            nxt = logits[:, -1:].argmax(-1)
+        t2 = time.perf_counter()
+        prefill.append(t1 - t0)
+        decode.append(t2 - t1)
+        held = _cache_bytes(caches)
+    c = cost(model, kv_dtype="float32")
+    per_token = c.kv_cache_bytes_per_token
+    if per_token and held:
+        per_token = held / (batch * length)
+    return DecodeBench(variant.name, sum(p.numel() for p in model.parameters()), model.blocks[0].attn.kv_heads,
+                       batch * prompt / statistics.median(prefill[1:]),
+                       batch * (length - prompt) / statistics.median(decode[1:]), per_token,
+                       c.state_bytes_per_sequence)
+
+
+COLUMNS = ("variant", "params", "KV heads", "prefill tok/s", "decode tok/s", "KV bytes/token", "state bytes/seq")
+
+
+def rows(results: list[DecodeBench]) -> list[list[str]]:
+    return [[r.variant, si(r.params), str(r.kv_heads), f"{r.prefill_tokens_per_s:,.0f}",
+             f"{r.decode_tokens_per_s:,.0f}", f"{r.cache_bytes_per_token:,.0f}",
+             f"{r.state_bytes_per_sequence:,}"] for r in results]
+
+
+def table(results: list[DecodeBench], device: torch.device, batch: int, prompt: int, new_tokens: int):
+    from ablate.report.tables import CellTable
+
+    cells = CellTable(f"decoding on {describe_device(device)}, float32: batch {batch}, prompt {prompt}, "
+                      f"{new_tokens} new tokens (greedy, KV-cached); median of the repeats", list(COLUMNS),
+                      right=range(1, 7))
+    for row in rows(results):
+        cells.add(*row)
+    return cells
+
+
+def markdown(results: list[DecodeBench]) -> str:
+    return markdown_table(COLUMNS, rows(results))
+
+
+def to_dict(results: list[DecodeBench]) -> dict:
+    return {"results": [asdict(r) for r in results]}

@@ -1,0 +1,152 @@
+"""`ablate bench train`: what one training step of a variant costs on this device, and how close it runs
+to the device's peak (MFU).
+
+Each variant trains for ``warmup + steps`` optimizer steps on random tokens (speed does not depend on
+the text) with the trainer's own optimizer (AdamW, weight decay on matrices), gradient clipping and
+autocast. The first ``warmup`` steps (allocator, autocast caches, compilation) are timed separately
+and left out of the figures. Achieved FLOP/s is the accounting's training FLOPs per token (6N + 12·L·H·Q·T)
+times tokens/s; MFU divides it by the device's peak **measured in the same process** at the run's
+dtype (the best of a few large matmuls), or, on a GPU, by its data-sheet dense peak when known.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ablate.bench._timing import describe_device, markdown_table
+from ablate.format import si
+
+# dense bf16 data-sheet peaks (FLOP/s) by device-name fragment, the fallback when a probe is not wanted
+KNOWN_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
+
+
+def measured_peak(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 10) -> float:
+    """The best FLOP/s of ``repeats`` square matmuls at ``dtype`` (2·n³ FLOPs each)."""
+    n = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call warms up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        (a @ b).sum()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+@dataclass
+class TrainBench:
+    variant: str
+    params: int
+    flops_per_token: float
+    tokens_per_step: int
+    warmup_seconds: float
+    median_step_ms: float
+    tokens_per_s: float
+    achieved_flops: float
+    peak_flops: float
+    mfu: float
+    peak_memory_mb: float
+
+
+def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batch_size: int = 12, context: int | None = None,
+                  steps: int = 30, warmup: int = 5, dtype: str = "float32", device: torch.device, peak: float,
+                  compile: bool = False, seed: int = 0) -> TrainBench:
+    from ablate.accounting import cost
+    from ablate.config import RunConfig
+    from ablate.model import build_model, make_dims
+    from ablate.optim import autocast_dtype, make_optimizer
+    from ablate.presets import get_size
+    from ablate.variant import parse_variant
+
+    variant = parse_variant(variant_text)
+    dims = make_dims(get_size(size), variant, vocab, **({"context": context} if context else {}))
+    torch.manual_seed(seed)
+    model = build_model(variant, dims, device=str(device))
+    config = RunConfig(lr=1e-3)
+    optimizer = make_optimizer(model, config, str(device))
+    amp = autocast_dtype(str(device), dtype)
+    stepper = torch.compile(model) if compile else model
+    gen = torch.Generator().manual_seed(seed)
+    batches = [torch.randint(0, vocab, (batch_size, dims.context + 1), generator=gen) for _ in range(4)]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def one_step(i: int) -> None:
+        block = batches[i % len(batches)].to(device, non_blocking=True)
+        x, y = block[:, :-1].contiguous(), block[:, 1:].contiguous()
+        with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+            _, loss = stepper(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # the trainer reads the loss every step too
+
+    model.train()
+    start = time.perf_counter()
+    for i in range(warmup):
+        one_step(i)
+    warmup_seconds = time.perf_counter() - start
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        one_step(warmup + i)
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+    tokens = batch_size * dims.context
+    flops = float(cost(model).flops_per_token)
+    tps = tokens / step_s
+    memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return TrainBench(variant.name, sum(p.numel() for p in model.parameters()), flops, tokens, warmup_seconds,
+                      step_s * 1e3, tps, flops * tps, peak, flops * tps / peak, memory / 2**20)
+
+
+def run_train(variants: list[str], *, dtype: str = "float32", device: torch.device, probe: bool = True,
+              **kwargs) -> tuple[list[TrainBench], float, str]:
+    """Every variant's figures, the peak used for MFU and where that peak came from."""
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    known = next((v for k, v in KNOWN_PEAKS.items() if device.type == "cuda"
+                  and k in torch.cuda.get_device_name(device)), None)
+    if probe or known is None:
+        peak, source = measured_peak(device, torch_dtype), f"measured: best {dtype} matmul in this process"
+    else:
+        peak, source = known, "data-sheet dense bf16 peak"
+    return [bench_variant(v, dtype=dtype, device=device, peak=peak, **kwargs) for v in variants], peak, source
+
+
+COLUMNS = ("variant", "params", "ms/step", "tokens/s", "FLOP/s", "MFU", "warm-up s", "peak MB")
+
+
+def rows(results: list[TrainBench]) -> list[list[str]]:
+    return [[r.variant, si(r.params), f"{r.median_step_ms:.1f}", f"{r.tokens_per_s:,.0f}", si(r.achieved_flops),
+             f"{r.mfu:.1%}", f"{r.warmup_seconds:.2f}", f"{r.peak_memory_mb:,.0f}"] for r in results]
+
+
+def table(results: list[TrainBench], peak: float, source: str, device: torch.device, dtype: str, steps: int):
+    from ablate.report.tables import CellTable
+
+    cells = CellTable(f"training step on {describe_device(device)}, {dtype}: median of {steps} steps after "
+                      f"warm-up; MFU against {si(peak)}FLOP/s ({source})", list(COLUMNS), right=range(1, 8))
+    for row in rows(results):
+        cells.add(*row)
+    if any(r.mfu > 1 for r in results):
+        cells.title += " — MFU above 100%: the probe ran on a busier machine than the steps; rerun when idle"
+    return cells
+
+
+def markdown(results: list[TrainBench]) -> str:
+    return markdown_table(COLUMNS, rows(results))
+
+
+def to_dict(results: list[TrainBench], peak: float, source: str) -> dict:
+    return {"peak_flops": peak, "peak_source": source, "results": [asdict(r) for r in results]}
