@@ -32,13 +32,21 @@ def version() -> str:
         return "(not installed)"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error: ``ablate: error: <problem> (see ablate <cmd> --help)``, exit 2."""
+
+    def error(self, message: str):
+        message = " ".join(str(message).split())
+        self.exit(2, f"ablate: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ablate", description="architecture ablations for GPT-style models")
+    parser = Parser(prog="ablate", description="architecture ablations for GPT-style models")
     parser.add_argument("--version", action="version", version=f"ablate {version()}")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
                         help="load a local plugin file (repeatable); installed plugins load automatically "
                              "unless ABLATE_NO_PLUGINS=1")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for group in GROUPS:
         group.add_commands(sub)
     return parser
