@@ -6,27 +6,38 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ablate.errors import AblateError
+from ablate.metrics import check as check_metric, is_accuracy, lower_is_better
 from ablate.report import Comparison, RunRecord, build_comparison, write_report
 from ablate.track import DEFAULT_EXPERIMENT, client_for, find_or_create_parent, find_parent, find_runs, get_experiment_id
 
-METRICS = {"val_loss": "final_val_loss", "val_bpb": "final_val_bpb"}
+METRICS = {"val_loss": "final_val_loss", "val_bpb": "final_val_bpb"}  # and every task accuracy: final_<acc…>
 _STATUS = {"finished": "finished", "diverged": "diverged"}
 FAIRNESS_PREFIX = "ablate.fair."
 # bits per byte compare across tokenizers (and so across the token positions of the eval batches)
 TOKENIZER_FREE = {"val_bpb": ("tokenizer", "eval_batches")}
+# a task accuracy is scored on the evaluation problems, which the data key (the problems fingerprint:
+# problem space, split, eval seed, eval problems) pins; the loss batches differ with the answer format
+ACCURACY_FREE = ("eval_batches",)
 
 
-def _record(client, run, metric: str) -> RunRecord | None:
+def _free_keys(metric: str) -> tuple[str, ...]:
+    return ACCURACY_FREE if is_accuracy(metric) else TOKENIZER_FREE.get(metric, ())
+
+
+def _record(client, run, metric: str, by_data: bool = False) -> RunRecord | None:
     tags, metrics = run.data.tags, run.data.metrics
     if "ablate.variant" not in tags:
         return None  # a group/parent run or a foreign run
     status = _STATUS.get(tags.get("ablate.status", ""), "failed")
-    value = metrics.get(METRICS[metric], float("nan"))
+    value = metrics.get(METRICS.get(metric, f"final_{metric}"), float("nan"))
     history = client.get_metric_history(run.info.run_id, metric)
     curve = sorted((m.step, m.value) for m in history)
+    loss_curve = curve if metric == "val_loss" else sorted(
+        (m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss"))
     return RunRecord(
         run_id=run.info.run_id,
-        variant=variant_label(tags),
+        variant=variant_label(tags, by_data),
+        loss_curve=loss_curve,
         seed=int(tags.get("ablate.seed", "0")),
         metric=value,
         curve=curve,
@@ -39,24 +50,29 @@ def _record(client, run, metric: str) -> RunRecord | None:
         final_loss=metrics.get("final_val_loss"),
         dataset=tags.get("ablate.dataset", ""),
         fairness={k[len(FAIRNESS_PREFIX):]: v for k, v in tags.items()
-                  if k.startswith(FAIRNESS_PREFIX) and k[len(FAIRNESS_PREFIX):] not in TOKENIZER_FREE.get(metric, ())},
+                  if k.startswith(FAIRNESS_PREFIX) and k[len(FAIRNESS_PREFIX):] not in _free_keys(metric)},
     )
 
 
-def variant_label(tags: dict[str, str]) -> str:
+def variant_label(tags: dict[str, str], by_data: bool = False) -> str:
     """The variant as the table shows it: the initialisation is part of what is compared, so a run
     started from a pretrained parent (``--init-from``) is its own variant, ``<variant> (init: <label>)``,
-    whose label names the pretraining recipe (not its seed), and pairs by seed with scratch runs."""
+    whose label names the pretraining recipe (not its seed), and pairs by seed with scratch runs.
+    ``by_data`` (``compare --by-data``) makes the data spec part of it too, ``<variant> @ <data>``: runs
+    of one architecture on two formats of the same problems (``task:addition(...,reverse=true)`` vs
+    ``reverse=false``, whose fairness key ``data`` is equal) become two rows paired by seed."""
     label = tags.get("ablate.init_label")
-    return f"{tags['ablate.variant']} (init: {label})" if label else tags["ablate.variant"]
+    name = f"{tags['ablate.variant']} (init: {label})" if label else tags["ablate.variant"]
+    return f"{name} @ {tags.get('ablate.dataset', '?')}" if by_data else name
 
 
 def load_records(*, tracking_uri: str | None = None, experiment: str | None = None, group: str | None = None,
                  parent_run_id: str | None = None, run_ids: list[str] | None = None,
-                 metric: str = "val_loss") -> list[RunRecord]:
-    """Runs of an experiment, of a group / study (children of its parent run), or given by id."""
-    if metric not in METRICS:
-        raise AblateError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+                 metric: str = "val_loss", by_data: bool = False) -> list[RunRecord]:
+    """Runs of an experiment, of a group / study (children of its parent run), or given by id.
+    ``metric``: val_loss, val_bpb or a task accuracy (:mod:`ablate.metrics`); ``by_data``: see
+    :func:`variant_label`."""
+    check_metric(metric)
     client, uri = client_for(tracking_uri)
     if run_ids:
         runs = []
@@ -75,7 +91,7 @@ def load_records(*, tracking_uri: str | None = None, experiment: str | None = No
             if parent_run_id is None:
                 raise AblateError(f"no group {group!r} in experiment {name!r}; runs join one with `ablate run --group`")
         runs = find_runs(client, [exp.experiment_id], {"mlflow.parentRunId": parent_run_id} if parent_run_id else {})
-    records = [r for r in (_record(client, run, metric) for run in runs) if r is not None]
+    records = [r for r in (_record(client, run, metric, by_data) for run in runs) if r is not None]
     if not records:
         raise AblateError("no ablate runs found there; check --experiment / --group / run ids")
     return records
@@ -146,9 +162,12 @@ def compare(records: list[RunRecord], *, baseline: str | None, metric: str, alph
     else:
         from ablate.variant import parse_variant
 
+        if baseline not in variants and " @ " in baseline:  # a --by-data label: no other spelling
+            raise AblateError(f"baseline {baseline!r} has no runs; the runs contain these variants: "
+                              f"{', '.join(variants)}")
         if baseline not in variants:
             baseline = parse_variant(baseline).name  # accept any spelling of the same variant
-    return build_comparison(records, baseline, metric, alpha)
+    return build_comparison(records, baseline, metric, alpha, lower_is_better=lower_is_better(metric))
 
 
 def log_report(comparison: Comparison, records: list[RunRecord], out_dir: Path, *, tracking_uri: str | None,

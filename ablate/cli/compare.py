@@ -26,12 +26,23 @@ def _where(args) -> dict[str, str]:
     return where
 
 
+def _metric(text: str) -> str:
+    import argparse
+
+    from ablate.metrics import check
+
+    try:
+        return check(text)
+    except AblateError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def cmd_compare(args) -> int:
     from ablate.compare import compare, default_report_dir, load_records, log_report, select_records
     from ablate.report.render import comparison_header
 
     records = load_records(tracking_uri=args.tracking_uri, experiment=args.experiment, group=args.group,
-                           run_ids=args.run_ids, metric=args.metric)
+                           run_ids=args.run_ids, metric=args.metric, by_data=args.by_data)
     records = select_records(records, _where(args))
     comparison = compare(records, baseline=args.baseline, metric=args.metric, alpha=args.alpha)
     if not args.json:
@@ -72,7 +83,12 @@ def add_commands(sub) -> None:
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="only runs whose fairness KEY (budget, data, tokenizer, eval_batches, dims, batch) "
                         "equals VALUE; repeatable")
-    p.add_argument("--metric", default="val_loss", choices=["val_loss", "val_bpb"])
+    p.add_argument("--metric", default="val_loss", type=_metric,
+                   help="val_loss | val_bpb (lower is better) | a task accuracy: acc, acc_len<L>, acc_longer, "
+                        "acc_op_add|sub|mul|div (higher is better)")
+    p.add_argument("--by-data", action="store_true",
+                   help="the data spec is part of the variant ('<variant> @ <data>'): compare formats of the "
+                        "same problems, e.g. task:addition(reverse=true) vs reverse=false")
     p.add_argument("--baseline", default=None, help="baseline variant (default: 'baseline')")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected)")
     p.add_argument("--out", default=None, help="folder for report.md and figures (default reports/<name>)")

@@ -46,7 +46,10 @@ class RunRecord:
     ``unigram_entropy`` (nats/token of the training split's unigram distribution) and ``final_loss``
     (the final validation loss in nats/token; ``None`` means ``metric`` when the compared metric is
     ``val_loss``) feed the stalled-run rule of :mod:`ablate.report.stability`; ``dataset`` is the
-    data's name for the report header.
+    data's name for the report header. ``loss_curve`` holds the validation loss at the eval points when
+    the compared metric is not the loss: a higher-is-better metric (a task accuracy) is judged stalled
+    on it, since an accuracy can be flat because it is already 100% (or 0% on lengths no model
+    reaches) while the model is still learning.
     """
 
     run_id: str
@@ -63,6 +66,7 @@ class RunRecord:
     unigram_entropy: float | None = None
     final_loss: float | None = None
     dataset: str = ""
+    loss_curve: list[tuple[int, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,10 @@ def build_comparison(
         else:
             loss = r.final_loss if r.final_loss is not None else (
                 r.metric if metric_name == "val_loss" else None)
-            reason = stall_reason(r.curve, loss, r.unigram_entropy, lower_is_better)
+            if lower_is_better:
+                reason = stall_reason(r.curve, loss, r.unigram_entropy, lower_is_better)
+            else:  # an accuracy: the rule reads the validation loss, never the accuracy's own curve
+                reason = stall_reason(r.loss_curve or [], loss, r.unigram_entropy)
             if reason:
                 stalled[r.variant].add(r.seed)
                 unstable.append(f"{_run_label(r)}: stalled ({reason})")

@@ -8,7 +8,8 @@ The rule (stated in every report's Method section):
     of the training split, or above it: the model learned no more than token frequencies
     (only when the run recorded ``unigram_entropy``); or
   - its final evaluation is no better than its first evaluation after step 0 (the curve of the
-    compared metric; needs at least two evaluations after step 0).
+    compared metric; needs at least two evaluations after step 0). For a task accuracy
+    (higher is better) the report gives this rule the validation-loss curve instead.
 
 A variant with any diverged or stalled seed gets the verdict ``"unstable: …"``
 (:func:`ablate.stats.unstable_verdict`) and is never called helps or hurts on the strength of the
@@ -28,7 +29,8 @@ RULE = (
     "A run counts as *diverged* when the trainer stopped it as diverged, and as *stalled* when its final "
     f"validation loss is within max({STALL_MARGIN_NATS:g} nats, {STALL_MARGIN_FRACTION:.0%}) of the unigram "
     "entropy of the training data (or above it), or when its final evaluation is no better than its first "
-    "evaluation after step 0. Diverged and stalled runs are results, not gaps: a variant with any of them "
+    "evaluation after step 0 (for a task accuracy: of the validation loss, as an accuracy can sit at 100% "
+    "or 0% while the model still learns). Diverged and stalled runs are results, not gaps: a variant with any of them "
     "gets the verdict *unstable* (e.g. \"unstable: diverged on 2 of 5 seeds\") and is never called *helps* "
     "or *hurts* on the strength of the seeds that survived, and when the baseline has any, every "
     "variant's verdict says so. Stalled runs keep their (finite) values in the numbers; diverged runs "

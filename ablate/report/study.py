@@ -11,6 +11,7 @@ from rich.console import Console
 
 from ablate.errors import AblateError
 from ablate.format import num, short
+from ablate.metrics import direction, lower_is_better
 from ablate.report.figures import plot_effects
 from ablate.report.render import comparison_header, print_comparison, write_report
 from ablate.report.tables import CellTable
@@ -71,7 +72,7 @@ def tuning_section(ctx, console: Console) -> str:
 
     edge = []
     for row in tuning_table(ctx):
-        tried = ", ".join(f"{label(s)}: " + ("pruned" if v is None else "diverged" if v == float("inf") else f"{v:.4f}")
+        tried = ", ".join(f"{label(s)}: " + ("pruned" if v is None else "diverged" if math.isinf(v) else f"{v:.4f}")
                           for s, v, _ in row["settings"])
         chosen = row["best_settings"]
         best = label(chosen) if chosen else "—"
@@ -138,7 +139,7 @@ def _importance_targets(study, trials, metric: str):
     reached = [t for t in trials if t.intermediate_values]
     if len(reached) > len(complete) and len(reached) >= 2:  # some were pruned
         k = min(max(t.intermediate_values) for t in reached)
-        mem = optuna.create_study(direction="minimize")
+        mem = optuna.create_study(direction=direction(metric))
         for t in reached:
             if k in t.intermediate_values and t.distributions:
                 mem.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
@@ -148,14 +149,15 @@ def _importance_targets(study, trials, metric: str):
     return out
 
 
-def _search_score(t):
-    """Completed trials rank by their final value; pruned ones after them, by the value they were stopped at."""
+def _search_score(t, sign: float = 1.0):
+    """Completed trials rank by their final value; pruned ones after them, by the value they were stopped at.
+    ``sign`` -1 ranks a higher-is-better metric (a task accuracy) highest first; the value itself is kept."""
     from optuna.trial import TrialState
 
     if t.state == TrialState.COMPLETE:
-        return (0, t.value)
-    last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else float("inf")
-    return (1, last)
+        return (0, sign * t.value, t.value)
+    last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else sign * float("inf")
+    return (1, sign * last, last)
 
 
 def search_report(ctx, out: Path, console: Console) -> list[Path]:
@@ -173,7 +175,8 @@ def search_report(ctx, out: Path, console: Console) -> list[Path]:
               if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not t.user_attrs.get(K_SKIP)]
     if not trials:
         raise AblateError(f"study {spec.name!r} has no finished trials yet; run `ablate study run {spec.path}` first")
-    ranked = sorted(trials, key=_search_score)
+    sign = 1.0 if lower_is_better(spec.metric) else -1.0
+    ranked = sorted(trials, key=lambda t: _search_score(t, sign))
     params = sorted({k for t in trials for k in t.params if k not in spec.slots and k != "variant"})
     n_complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
     counts = f"{n_complete} completed, {len(trials) - n_complete} pruned"
@@ -185,7 +188,7 @@ def search_report(ctx, out: Path, console: Console) -> list[Path]:
         state = t.user_attrs.get("ablate.status", "finished") if t.state == TrialState.COMPLETE else \
             ("diverged" if t.user_attrs.get("ablate.status") == "diverged" else "pruned")
         table.add(rank, t.number, t.user_attrs.get("ablate.variant", "?"),
-                  *(short(t.params[p]) if p in t.params else "—" for p in params), num(_search_score(t)[1]), state)
+                  *(short(t.params[p]) if p in t.params else "—" for p in params), num(_search_score(t, sign)[2]), state)
     console.print(table.to_rich())
     md = [f"# Search {spec.name}\n", f"{spec.description}\n",
           f"Sampler {spec.search['sampler']}, pruner {spec.search['pruner']}, {counts} trials on seed "
@@ -210,7 +213,7 @@ def search_report(ctx, out: Path, console: Console) -> list[Path]:
                imp.to_markdown()]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
-        best = min(complete, key=lambda t: t.value)
+        best = min(complete, key=lambda t: sign * t.value)
         line = (f"best: trial {best.number}, {best.user_attrs.get('ablate.variant')} "
                 f"{ {k: v for k, v in best.params.items() if k in params} or ''} → {spec.metric} {best.value:.4f}. "
                 "A search ranks single-seed runs; confirm the winner against the baseline over seeds with a "

@@ -10,7 +10,7 @@ A study file names what is compared (variants and/or a space over slots and hype
     size = "cpu"                       #   n_heads, context, budget
     budget = "600steps"
     seeds = 3                          # a count (seeds 0..n-1) or a list, e.g. [0, 1, 2]
-    metric = "val_loss"                # val_loss | val_bpb
+    metric = "val_loss"                # val_loss | val_bpb (lower is better) | acc, acc_longer, … (tasks; higher)
     baseline = "baseline"              # a variant string; must be among the compared variants
     variants = ["baseline", "rope", "alibi"]
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ablate.errors import AblateError
+from ablate.metrics import direction
 from ablate.study.context import Context, _quiet_optuna, tune_study_name
 from ablate.study.progress import best_settings
 from ablate.study.queue import compare_points, ensure_grid, tune_points
@@ -47,7 +48,7 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
                 optuna.delete_study(study_name=name, storage=ctx.storage)
             except KeyError:
                 pass
-    main = optuna.create_study(study_name=spec.name, storage=ctx.storage, direction="minimize",
+    main = optuna.create_study(study_name=spec.name, storage=ctx.storage, direction=direction(spec.metric),
                                load_if_exists=True)
     attrs = main.user_attrs
     ctx.adopt_tracking(attrs)
@@ -78,12 +79,12 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
     elif spec.protocol == "tune-then-compare":
         if spec.tune_is_grid:
             tune = optuna.create_study(study_name=tune_study_name(spec), storage=ctx.storage,
-                                       direction="minimize", load_if_exists=True)
+                                       direction=direction(spec.metric), load_if_exists=True)
             ensure_grid(tune, spec, "tune", tune_points(spec))
         else:
             for v in spec.variants:
                 optuna.create_study(study_name=tune_study_name(spec, v), storage=ctx.storage,
-                                    direction="minimize", load_if_exists=True)
+                                    direction=direction(spec.metric), load_if_exists=True)
         if "ablate.mlflow_tune_parent" not in attrs:
             tune_parent = _create_parent(ctx, parent=attrs["ablate.mlflow_parent"], stage="tune")
             main.set_user_attr("ablate.mlflow_tune_parent", tune_parent)

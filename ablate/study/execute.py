@@ -10,6 +10,7 @@ from typing import Any
 from ablate.config import RunConfig
 from ablate.train import Callback, RunResult, RunState, StopRun
 from ablate.format import short
+from ablate.metrics import worst
 from ablate.study.context import Context
 from ablate.study.keys import K_RUN, K_SKIP, K_WORKER
 from ablate.study.queue import COMPARE_KEY, TUNE_KEY, _claim
@@ -101,7 +102,7 @@ def run_trial(ctx: Context, trial, stage: str, role: str, config: RunConfig, par
             ctx.summary.ran += 1
             raise optuna.TrialPruned(f"diverged: {result.message}")
         ctx.summary.ran += 1
-        return float("inf")  # a result, not a failure: it is not run again
+        return worst(spec.metric)  # a result, not a failure: it is not run again (-inf for accuracies)
     if result.status != "finished" or value != value:
         raise RuntimeError(f"run ended {result.status}: {result.message}")
     ctx.summary.ran += 1

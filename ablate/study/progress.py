@@ -8,6 +8,7 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.format import short
+from ablate.metrics import lower_is_better
 from ablate.study.context import Context, study_role, tune_study_name
 from ablate.study.keys import K_RUN, K_SKIP
 from ablate.study.queue import COMPARE_KEY, TUNE_KEY, active_trials, compare_points, key_of, tune_points
@@ -97,7 +98,7 @@ def best_settings(ctx: Context, require_complete: bool = True) -> dict[str, dict
                 results.append((done[0].value, _settings(point)))
             if not results:
                 return None
-            best[variant] = _pick(results)
+            best[variant] = _pick(results, lower_is_better(spec.metric))
     else:
         for variant in spec.variants:
             try:
@@ -115,15 +116,16 @@ def best_settings(ctx: Context, require_complete: bool = True) -> dict[str, dict
                     raise AblateError(f"every lr tried for {variant} was pruned or diverged; "
                                       "widen [tune] lr towards smaller values")
                 return None
-            best[variant] = _pick(complete)
+            best[variant] = _pick(complete, lower_is_better(spec.metric))
     return best
 
 
-def _pick(results: list[tuple[float | None, dict[str, float]]]) -> dict[str, float]:
+def _pick(results: list[tuple[float | None, dict[str, float]]], lower_is_better: bool = True) -> dict[str, float]:
     finite = [(v, s) for v, s in results if v is not None and math.isfinite(v)]
     if not finite:  # everything diverged: the smallest lr (and the longest warmup) is the least bad
         return min((s for _, s in results), key=lambda s: (s["lr"], -s.get("warmup", 0.0)))
-    return min(finite, key=lambda r: (r[0], r[1]["lr"]))[1]
+    sign = 1.0 if lower_is_better else -1.0  # accuracies: the highest wins; ties go to the smaller lr
+    return min(finite, key=lambda r: (sign * r[0], r[1]["lr"]))[1]
 
 
 def compare_trials(ctx: Context) -> tuple[list[Any], list[str]]:

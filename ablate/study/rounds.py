@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ablate.errors import AblateError
+from ablate.metrics import lower_is_better
 from ablate.sequential import UNDECIDED, Design, Plan, plan
 from ablate.study.context import Context
 from ablate.study.keys import K_SKIP
@@ -32,7 +33,8 @@ def design_for(spec: StudySpec, start: int = 3, step: int = 2, margin: float | N
     if len(spec.seeds) < start:
         raise AblateError(f"--until-decided needs at least {start} seeds in the study (the first round); "
                           f"{spec.path} has {len(spec.seeds)}: set seeds = 10 (the most any variant may get)")
-    return Design(start=start, step=step, max_seeds=len(spec.seeds), alpha=spec.alpha, margin=margin)
+    return Design(start=start, step=step, max_seeds=len(spec.seeds), alpha=spec.alpha, margin=margin,
+                  lower_is_better=lower_is_better(spec.metric))
 
 
 def first_round(spec: StudySpec, design: Design) -> StudySpec:

@@ -15,9 +15,10 @@ from typing import Any
 
 from ablate.config import RunConfig, coerce, read_toml, validate
 from ablate.errors import AblateError
+from ablate.metrics import ACCURACY_EXAMPLES, LOSS_METRICS, known as known_metric
 
 PROTOCOLS = ("compare", "search", "tune-then-compare")
-METRICS = ("val_loss", "val_bpb")
+METRICS = LOSS_METRICS  # and the task accuracies (ablate.metrics.is_accuracy), higher is better
 TOP_CONFIG = ("data", "data_file", "tokenizer", "size", "d_model", "n_layers", "n_heads", "context", "budget")
 STUDY_KEYS = ("name", "description", "protocol", "seeds", "metric", "baseline", "variants", "alpha", *TOP_CONFIG)
 TABLES = ("train", "search", "tune", "gpu")
@@ -264,8 +265,9 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise _fail(path, "protocol", f"unknown protocol {protocol!r}{hint}; choose {', '.join(PROTOCOLS)}")
     metric = data.get("metric", "val_loss")
-    if metric not in METRICS:
-        raise _fail(path, "metric", f"unknown metric {metric!r}; choose {' or '.join(METRICS)}")
+    if not isinstance(metric, str) or not known_metric(metric):
+        raise _fail(path, "metric", f"unknown metric {metric!r}; choose {' or '.join(METRICS)} "
+                                    f"(lower is better) or a task accuracy ({ACCURACY_EXAMPLES}; higher is better)")
     alpha = data.get("alpha", 0.05)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise _fail(path, "alpha", f"must be a number between 0 and 1 (e.g. 0.05), got {alpha!r}")
