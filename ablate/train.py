@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ablate import distributed
 from ablate.accounting import cost
 from ablate.budget import Budget, parse_budget
 from ablate.config import RunConfig
@@ -27,6 +28,7 @@ from ablate.fileio import atomic_write, atomic_write_text
 from ablate.init_from import init_model
 from ablate.model import GPT, build_model, make_dims
 from ablate.optim import autocast_dtype, lr_at, make_optimizer, pick_device
+from ablate.pacing import EvalPlan, Meter
 from ablate.presets import get_size
 from ablate.tasks import TaskData, is_task_spec, prepare_task
 from ablate.variant import parse_variant
@@ -178,56 +180,6 @@ def row_width(data, context: int) -> int:  # tokens per training row: a task's r
 
 
 @dataclass
-class Meter:
-    """Training throughput over optimizer steps only (no evaluation, checkpoint or tracking time):
-    per session (since this process started or resumed) and per logging window."""
-
-    session_tokens: int = 0
-    session_seconds: float = 0.0
-    window_tokens: int = 0
-    window_seconds: float = 0.0
-
-    def add(self, tokens: int, seconds: float) -> None:
-        self.session_tokens += tokens
-        self.session_seconds += seconds
-        self.window_tokens += tokens
-        self.window_seconds += seconds
-
-    def window_rate(self) -> float:
-        """Tokens/s since the last call; starts a new window."""
-        rate = self.window_tokens / max(self.window_seconds, 1e-9)
-        self.window_tokens, self.window_seconds = 0, 0.0
-        return rate
-
-    @property
-    def session_rate(self) -> float:
-        return self.session_tokens / self.session_seconds if self.session_seconds else 0.0
-
-
-class EvalPlan:
-    """When to evaluate: ``eval_points`` evenly spaced points of the budget, plus step 0.
-
-    A step budget evaluates at fixed steps; a time budget at each k/n of the seconds, so every run
-    of a comparison is evaluated at the same fractions of its budget.
-    """
-
-    def __init__(self, points: int, total_steps: int | None, done_steps: Sequence[int]):
-        self.points, self.total_steps = points, total_steps
-        self.steps = {round(k * total_steps / points) for k in range(points + 1)} if total_steps else set()
-        self.done = set(done_steps)
-        self.next_k = len(self.done)
-
-    def due(self, step: int, progress: float, finished: bool) -> bool:
-        if step in self.done:
-            return False
-        return step in self.steps if self.total_steps else (progress >= self.next_k / self.points or finished)
-
-    def mark(self, step: int) -> None:
-        self.done.add(step)
-        self.next_k += 1
-
-
-@dataclass
 class Run:
     """Everything one training run holds while it goes: the state callbacks see, its records, the
     model and optimizer, and how it is measured."""
@@ -244,6 +196,7 @@ class Run:
     eval_rows: list[dict[str, float]] = field(default_factory=list)
     initial_loss: float | None = None
     meter: Meter = field(default_factory=Meter)
+    world: distributed.World = field(default_factory=distributed.World)  # torchrun's processes, if any
     wall_start: float = field(default_factory=time.perf_counter)
 
     @property
@@ -259,15 +212,46 @@ class Run:
         return s.step >= s.total_steps if s.total_steps else s.train_seconds >= s.budget.amount
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "step", "tokens", "train_seconds", "history", "evals", "initial_loss",
+                   "rng_cpu", "fingerprint", "config")
+
+
+def read_checkpoint(path: Path, device: str, fix: str) -> dict[str, Any]:
+    """A checkpoint ``ablate run`` wrote, or one line naming the file and ``fix`` (truncated, garbage, empty,
+    an unsafe pickle that ``weights_only`` refuses, or a file that lacks a checkpoint's keys)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        why = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise AblateError(f"checkpoint {path} cannot be read ({why}); {fix}") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise AblateError(f"checkpoint {path} is not an ablate checkpoint (no {', '.join(missing[:3])}); {fix}")
+    return ckpt
+
+
+def load_weights(module, state: Any, path: Path, fix: str) -> None:
+    """``module.load_state_dict(state)``, a mismatch (other keys or shapes) one line naming the file."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+        why = " ".join(str(err).split())[:160]
+        raise AblateError(f"checkpoint {path} does not fit this model ({why}); {fix}") from None
+
+
 def resume(run: Run) -> None:
     """Continue from the run directory's checkpoint: weights, optimizer, RNG, counters and records."""
     state, device = run.state, run.state.device
-    ckpt = torch.load(run.checkpoint_path, map_location=device, weights_only=True)
+    fix = f"start over with --force (without --resume), or delete {run.checkpoint_path}"
+    ckpt = read_checkpoint(run.checkpoint_path, device, fix)
     if ckpt["fingerprint"] != run.config.fingerprint():
         raise AblateError(f"checkpoint in {state.run_dir} belongs to a different configuration; run without --resume")
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["rng_cpu"])
+    load_weights(run.model, ckpt["model"], run.checkpoint_path, fix)
+    load_weights(run.optimizer, ckpt["optimizer"], run.checkpoint_path, fix)
+    try:
+        torch.set_rng_state(ckpt["rng_cpu"])
+    except (RuntimeError, TypeError) as err:
+        raise AblateError(f"checkpoint {run.checkpoint_path} has a damaged RNG state ({err}); {fix}") from None
     if device.startswith("cuda") and "rng_cuda" in ckpt:
         torch.cuda.set_rng_state(ckpt["rng_cuda"])
     state.step, state.tokens, state.train_seconds = ckpt["step"], ckpt["tokens"], ckpt["train_seconds"]
@@ -278,6 +262,8 @@ def resume(run: Run) -> None:
 def save_checkpoint(run: Run) -> None:
     """Everything ``resume`` needs, written atomically (a reader never sees half a checkpoint)."""
     state = run.state
+    if not run.world.is_main:
+        return
     payload = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "step": state.step,
                "tokens": state.tokens, "train_seconds": state.train_seconds, "history": run.history,
                "evals": run.eval_rows, "initial_loss": run.initial_loss, "rng_cpu": torch.get_rng_state(),
@@ -290,6 +276,9 @@ def save_checkpoint(run: Run) -> None:
 def evaluate_now(run: Run, plan: EvalPlan) -> None:
     """One evaluation on the fixed held-out batches; the train loss beside it is the recent mean."""
     state, config = run.state, run.config
+    if not run.world.is_main:  # rank 0 evaluates for everyone
+        plan.mark(state.step)
+        return
     val_loss = evaluate(run.model, run.evals, state.device, run.amp)
     recent = [r["train_loss"] for r in run.history[-config.log_every:]] if run.history else []
     row = {"step": state.step, "tokens": state.tokens, "progress": state.progress,
@@ -312,7 +301,9 @@ def optimizer_step(run: Run, train_model, batches, lr: float) -> tuple[torch.Ten
         group["lr"] = lr
     loss_sum = 0.0
     for micro in range(config.grad_accum):
-        x, y = batches.get(step * config.grad_accum + micro)
+        index = step * config.grad_accum + micro
+        w = run.world
+        x, y = batches.get(index, rank=w.rank, world_size=w.size) if w.parallel else batches.get(index)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device.split(":")[0], dtype=run.amp, enabled=run.amp is not None):
             _, loss = train_model(x, y, label_smoothing=config.label_smoothing)  # evaluation never smooths
@@ -321,7 +312,7 @@ def optimizer_step(run: Run, train_model, batches, lr: float) -> tuple[torch.Ten
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip or float("inf"))
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return loss_sum / config.grad_accum, grad_norm
+    return distributed.mean(loss_sum / config.grad_accum, run.world), grad_norm
 
 
 def divergence(run: Run, loss: float) -> str:
@@ -338,6 +329,9 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
     """Build the run: data, model, optimizer, run directory, fairness keys; resume if asked."""
     variant, dims, budget, data, train_batches, evals = prepare_run(config)
     device = pick_device(config.device)
+    world = distributed.world(device)
+    device = distributed.device_for(device, world)
+    distributed.check_budget(budget.kind, world)
     torch.manual_seed(init_seed(config.seed, variant.model.init_seed))
     model = build_model(variant, dims, device=device)
     parent = init_model(config.init_from, config.cache_dir, variant=variant, dims=dims.__dict__, data_meta=data.meta,
@@ -360,12 +354,14 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
     state = RunState(config, variant.name, variant.hash, run_dir, model, data.tokenizer, run_cost,
                      dims.__dict__.copy(), data_meta, fairness, total_steps, budget, device,
                      init=parent.summary() if parent else {})
-    run = Run(state, config, model, optimizer, data, evals, autocast_dtype(device, config.dtype), callbacks)
+    run = Run(state, config, model, optimizer, data, evals, autocast_dtype(device, config.dtype),
+              callbacks if world.is_main else (), world=world)  # rank 0 alone tracks and prints
     if resume_run and run.checkpoint_path.exists():
         resume(run)
-    _write_json(run_dir / "config.json", {"config": config.to_dict(), "variant": variant.to_dict(),
-                                          "variant_name": variant.name, "variant_hash": variant.hash,
-                                          "dims": state.dims, "data": state.data_meta, "init": state.init})
+    if world.is_main:
+        _write_json(run_dir / "config.json", {"config": config.to_dict(), "variant": variant.to_dict(),
+                                              "variant_name": variant.name, "variant_hash": variant.hash,
+                                              "dims": state.dims, "data": state.data_meta, "init": state.init})
     return run, train_batches
 
 
@@ -379,10 +375,11 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
     """
     run, batches = start(config, callbacks, resume)
     state = run.state
-    train_model = torch.compile(run.model) if config.compile else run.model
+    train_model = distributed.wrap(run.model, run.world, state.device)
+    train_model = torch.compile(train_model) if config.compile else train_model
     plan = EvalPlan(config.eval_points, state.total_steps, [int(r["step"]) for r in run.eval_rows])
     tokens_per_step = config.batch_size * config.grad_accum * row_width(run.data, state.dims["context"])
-    for cb in callbacks:
+    for cb in run.callbacks:
         cb.on_start(state)
     status, message = "finished", ""
     run.model.train()
@@ -416,14 +413,14 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
             if state.step % config.log_every == 0 or state.step == 1:
                 row["tokens_per_s"] = run.meter.window_rate()
                 row["progress"] = run.progress()
-                for cb in callbacks:
+                for cb in run.callbacks:
                     cb.on_step(state, row)
             if config.checkpoint_every and state.step % config.checkpoint_every == 0:
                 save_checkpoint(run)
     except StopRun as stop:
         status, message = stop.status, str(stop)
     except Exception as err:
-        for cb in callbacks:
+        for cb in run.callbacks:
             cb.on_error(state, err)
         raise
     except KeyboardInterrupt:
@@ -452,11 +449,13 @@ def finish(run: Run, status: str, message: str) -> RunResult:
     result = RunResult(status, state.variant_name, state.variant_hash, state.config.seed, state.step, state.tokens,
                        final, run.eval_rows, run.history, state.cost, state.fairness, tokens_per_s,
                        state.train_seconds, time.perf_counter() - run.wall_start, str(state.run_dir), message, extra)
-    summary = {k: v for k, v in result.to_dict().items() if k != "history"}
-    _write_json(state.run_dir / "result.json", summary)
-    atomic_write_text(state.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
+    if run.world.is_main:
+        summary = {k: v for k, v in result.to_dict().items() if k != "history"}
+        _write_json(state.run_dir / "result.json", summary)
+        atomic_write_text(state.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
     for cb in run.callbacks:
         cb.on_end(state, result)
+    distributed.leave(run.world)
     return result
 
 
@@ -466,9 +465,15 @@ def load_checkpoint_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPT
     path = run_dir / CHECKPOINT
     if not path.exists():
         raise AblateError(f"no checkpoint in {run_dir}; pass the run directory printed by `ablate run`")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    config = RunConfig(**ckpt["config"])
+    if not path.is_file():
+        raise AblateError(f"{path} is not a checkpoint file; delete it and train the run again")
+    fix = f"train the run again (ablate run ... --force), or delete {path}"
+    ckpt = read_checkpoint(path, device, fix)
+    try:
+        config = RunConfig(**ckpt["config"])
+    except TypeError as err:
+        raise AblateError(f"checkpoint {path} holds settings this version does not know ({err}); {fix}") from None
     variant, dims, _, data, *_ = prepare_run(config)
     model = build_model(variant, dims, device=device)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], path, fix)
     return model.eval(), config, data.tokenizer

@@ -96,6 +96,8 @@ def cmd_run(args) -> int:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = saved_uri
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 prints for the run
+        return 0 if result.status in ("finished", "pruned") else 1
     if args.json:
         summary = {k: v for k, v in result.to_dict().items() if k != "history"}
         print(json.dumps(_finite(summary), default=str))  # strict JSON: a missing number is null, never NaN
@@ -130,6 +132,7 @@ def cmd_sample(args) -> int:
 
     from ablate.train import load_checkpoint_model
 
+    check_sampling(args)
     model, config, tokenizer = load_checkpoint_model(args.run)
     from ablate.tasks import answer_prompt, is_task_spec, parse_task
 
@@ -150,6 +153,16 @@ def cmd_sample(args) -> int:
     print(tokenizer.decode(out[0].tolist()))
     return 0
 
+
+
+def check_sampling(args) -> None:
+    """--tokens >= 1, --temperature finite and > 0, --top-k >= 1: checked before the checkpoint is loaded."""
+    if args.tokens < 1:
+        raise AblateError(f"--tokens must be at least 1, got {args.tokens}; e.g. --tokens 200")
+    if not math.isfinite(args.temperature) or args.temperature <= 0:
+        raise AblateError(f"--temperature must be a finite number above 0, got {args.temperature}; e.g. --temperature 0.8")
+    if args.top_k is not None and args.top_k < 1:
+        raise AblateError(f"--top-k must be at least 1, got {args.top_k}; e.g. --top-k 40 (leave it out to sample from all)")
 
 
 def add_tracking_flags(p: argparse.ArgumentParser, run: bool = True) -> None:
