@@ -11,13 +11,16 @@ want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-echo "setting up .venv (torch: $TORCH_SPEC) ..." >&2
+echo "setting up .venv (torch: $TORCH_SPEC): a few minutes the first time, nothing after that" >&2
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+echo "  1/2 installing $TORCH_SPEC (the pinned build first, so pip never picks another) ..." >&2
 if [ -n "${ABLATE_TORCH_INDEX:-}" ]; then
   .venv/bin/pip install -q "$TORCH_SPEC" --index-url "$ABLATE_TORCH_INDEX"
 else
   .venv/bin/pip install -q "$TORCH_SPEC"
 fi
+echo "  2/2 installing ablate and its dependencies (numpy, tiktoken, optuna, mlflow, rich, scipy, matplotlib) ..." >&2
 .venv/bin/pip install -q -e ".[dev,postgres]"
+echo "  .venv ready" >&2
 echo "$want" > "$stamp"

@@ -84,7 +84,7 @@ def plot_curves(c: Comparison, records: Sequence[RunRecord], path: Path, x_label
         pad = 0.05 * (top - bottom)
         ax.set_ylim(bottom - pad, top + pad)
     ax.set_xlabel(x_label)
-    ax.set_ylabel(c.metric_name)
+    ax.set_ylabel(f"{c.metric_name} ({metric_unit(c.metric_name)})")
     ax.set_title(f"{c.metric_name}: mean across seeds, band = min–max")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -161,6 +161,15 @@ def plot_differences(c: Comparison, path: Path) -> None:
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def metric_unit(name: str) -> str:
+    """What a metric is measured in, for axis labels."""
+    if name.endswith("bpb"):
+        return "bits per byte"
+    if name.startswith("acc"):
+        return "exact-match accuracy"
+    return "nats per token" if "loss" in name else "value"
 
 
 def plot_effects(result, path: Path) -> Path:
