@@ -27,6 +27,9 @@ from pathlib import Path
 
 from ablate.cli.console import console, echo
 from ablate.errors import AblateError
+from ablate.urls import redact
+
+STORAGE_ENV = "ABLATE_STUDY_STORAGE"  # the storage URL a worker joins (set for the workers `study run` starts)
 
 
 # ------------------------------------------------------------------------------------- flags
@@ -103,7 +106,7 @@ def _spec_and_ctx(args, label: str = "", must_exist: bool = True):
     from ablate.study import Context, load_study, storage_url
 
     spec = load_study(args.file, gpu=args.gpu, sets=args.set, name=args.name)
-    url = storage_url(spec, args.storage, args.state_dir)
+    url = storage_url(spec, args.storage or os.environ.get(STORAGE_ENV), args.state_dir)
     ctx = Context(spec, url, tracking_uri=getattr(args, "tracking_uri", None),
                   experiment=getattr(args, "experiment", None),
                   log_checkpoint=getattr(args, "log_checkpoint", False), label=label, echo=echo,
@@ -148,6 +151,10 @@ def _plan_lines(spec, url: str) -> list[str]:
         s = spec.search
         lines.append(f"  search: {'; '.join(space)}")
         lines.append(f"  {s['trials']} trials · sampler {s['sampler']} · pruner {s['pruner']} · seed {spec.seeds[0]}")
+    elif spec.pretrain is not None:
+        from ablate.study.stages import plan_lines
+
+        lines += plan_lines(spec)
     else:
         lines.append(f"  variants ({len(spec.variants)}): {', '.join(spec.variants)}  (baseline {spec.baseline})")
         lines.append(f"  seeds: {', '.join(map(str, spec.seeds))} → {len(compare_points(spec))} comparison trials")
@@ -159,7 +166,7 @@ def _plan_lines(spec, url: str) -> list[str]:
                 lrs += f" x warmup {list(w)}" if isinstance(w, tuple) else f" x warmup {w.low:g}..{w.high:g}"
             n = len(tune_points(spec)) if spec.tune_is_grid else t["trials"] * len(spec.variants)
             lines.append(f"  lr tuning first: lr {lrs} on seed {t['seed']}, budget {t['budget']} → {n} tuning trials")
-    lines.append(f"  storage: {url}")
+    lines.append(f"  storage: {redact(url)}")
     return lines
 
 
@@ -181,6 +188,8 @@ def cmd_run(args) -> int:
 
     if args.workers < 1:
         raise AblateError(f"--workers must be at least 1, got {args.workers}")
+    if args.threads is not None and args.threads < 1:
+        raise AblateError(f"--threads must be at least 1, got {args.threads} (leave it out to divide the cores)")
     spec, ctx = _spec_and_ctx(args, must_exist=False)
     design = rounds.design_for(spec, margin=args.margin) if args.until_decided else None
     for line in _plan_lines(spec, ctx.storage_url):
@@ -194,7 +203,7 @@ def cmd_run(args) -> int:
     ctx.spec = rounds.first_round(spec, design) if design is not None else spec
     create(ctx, fresh=args.fresh)
     ctx.spec = spec
-    console.print(f"  tracking: {ctx.tracking_uri} (experiment {ctx.experiment or 'ablate'})", highlight=False,
+    console.print(f"  tracking: {redact(ctx.tracking_uri)} (experiment {ctx.experiment or 'ablate'})", highlight=False,
                   markup=False)
     reap(ctx)
     threads = args.threads or default_threads(args.workers)
@@ -248,7 +257,7 @@ def _run_round(args, ctx, threads: int) -> int:
 def _flags_again(args) -> str:
     extra = []
     if args.storage:
-        extra += ["--storage", args.storage]
+        extra += ["--storage", redact(args.storage)]
     if args.state_dir:
         extra += ["--state-dir", args.state_dir]
     if args.gpu:
@@ -261,12 +270,14 @@ def _flags_again(args) -> str:
 
 
 def _worker_argv(args, ctx, index: int, threads: int | None) -> list[str]:
-    argv = [sys.executable, "-m", "ablate"]
+    """A worker's command line. ``-P``: it imports ablate's own code, never an ``optuna.py`` that happens to lie
+    in the working directory; the storage and tracking URLs (which may hold passwords) go through the
+    environment (``_worker_env``), never argv, which every user of the machine can read in ``ps``."""
+    argv = [sys.executable, "-P", "-m", "ablate"]
     for plugin in getattr(args, "plugin", []) or []:
         argv += ["--plugin", plugin]
-    argv += ["study", "worker", str(ctx.spec.path), "--storage", ctx.storage_url, "--name", ctx.spec.name,
-             "--tracking-uri", ctx.tracking_uri, "--experiment", ctx.experiment or "ablate",
-             "--worker-id", str(index)]
+    argv += ["study", "worker", str(ctx.spec.path), "--name", ctx.spec.name,
+             "--experiment", ctx.experiment or "ablate", "--worker-id", str(index)]
     if ctx.spec.gpu:
         argv.append("--gpu")
     for s in args.set:
@@ -278,10 +289,15 @@ def _worker_argv(args, ctx, index: int, threads: int | None) -> list[str]:
     return argv
 
 
+def _worker_env(ctx) -> dict[str, str]:
+    """The workers' environment: this one, plus the study's storage and tracking URLs."""
+    return {**os.environ, STORAGE_ENV: ctx.storage_url, "MLFLOW_TRACKING_URI": ctx.tracking_uri}
+
+
 def _run_workers(args, ctx, threads: int) -> int:
     procs = []
     for i in range(args.workers):
-        procs.append(subprocess.Popen(_worker_argv(args, ctx, i, threads)))
+        procs.append(subprocess.Popen(_worker_argv(args, ctx, i, threads), env=_worker_env(ctx)))
         time.sleep(0.2)  # stagger the first pops a little
 
     def forward(signum, _frame):
@@ -356,7 +372,7 @@ def _print_progress(ctx) -> None:
 def cmd_status(args) -> int:
     spec, ctx = _spec_and_ctx(args)
     ctx.adopt_tracking(ctx.main().user_attrs)  # fails clearly when the study does not exist
-    console.print(f"study {spec.name} ({spec.protocol}) in {ctx.storage_url}", highlight=False, markup=False)
+    console.print(f"study {spec.name} ({spec.protocol}) in {redact(ctx.storage_url)}", highlight=False, markup=False)
     _print_progress(ctx)
     return 0
 
@@ -371,6 +387,10 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out else default_report_dir(spec.name)
     if spec.protocol == "search":
         paths = search_report(ctx, out, console)
+    elif spec.pretrain is not None:
+        from ablate.report.pretrain import pretrain_report
+
+        paths = pretrain_report(ctx, out, console, wide=getattr(args, "wide", False))
     else:
         paths = compare_report(ctx, out, console, wide=getattr(args, "wide", False))
     record = attrs.get("ablate.sequential")

@@ -60,6 +60,8 @@ class Context:
         names = []
         if spec.protocol == "tune-then-compare":
             names += [tune_study_name(spec)] if spec.tune_is_grid else [tune_study_name(spec, v) for v in spec.variants]
+        if spec.pretrain is not None:
+            names.append(pretrain_study_name(spec))
         names.append(spec.name)
         return names
 
@@ -95,6 +97,10 @@ def tune_study_name(spec: StudySpec, variant: str | None = None) -> str:
     return f"{spec.name}:tune" + (f":{variant}" if variant else "")
 
 
+def pretrain_study_name(spec: StudySpec) -> str:
+    return f"{spec.name}:pretrain"
+
+
 def _quiet_optuna() -> None:
     import optuna
 
@@ -107,4 +113,6 @@ def _quiet_optuna() -> None:
 def study_role(spec: StudySpec, name: str) -> str:
     if name.startswith(f"{spec.name}:tune"):
         return "tune"
+    if spec.pretrain is not None:
+        return "pretrain" if name == pretrain_study_name(spec) else "finetune"
     return "search" if spec.protocol == "search" else "compare"

@@ -25,10 +25,16 @@ def preflight(spec: StudySpec, limit: int = 64) -> int:
         candidates = list(spec.variants)
     seen = list(dict.fromkeys(candidates))[:limit]
     for variant in seen:
-        try:
-            prepare_run(spec.config.replace(variant=variant, seed=spec.seeds[0]))
-        except AblateError as err:
-            raise AblateError(f"{spec.path}: variant {variant}: {err}") from None
+        configs = [spec.config.replace(variant=variant, seed=spec.seeds[0])]
+        if spec.pretrain is not None:  # pretrain-then-finetune: the pretraining data (decontaminated) too
+            from ablate.study.stages import stage1_config
+
+            configs.insert(0, stage1_config(spec, variant, spec.seeds[0]))
+        for config in configs:
+            try:
+                prepare_run(config)
+            except AblateError as err:
+                raise AblateError(f"{spec.path}: variant {variant}: {err}") from None
     return len(seen)
 
 
@@ -92,6 +98,10 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
         best = best_settings(ctx, require_complete=True)
         if best is not None:
             ensure_grid(main, spec, "compare", compare_points(spec, best))
+    elif spec.pretrain is not None:
+        from ablate.study.stages import create_stages
+
+        attrs = create_stages(ctx, main, attrs, _create_parent)
     return attrs
 
 
@@ -136,7 +146,7 @@ def _create_parent(ctx: Context, parent: str | None = None, stage: str | None = 
     else:
         tags[MLFLOW_PARENT_RUN_ID] = parent
         tags["ablate.stage"] = stage
-        run_name = f"{spec.name} · lr tuning"
+        run_name = f"{spec.name} · {'lr tuning' if stage == 'tune' else stage}"
     run = client.create_run(exp_id, run_name=run_name, tags=tags)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

@@ -46,13 +46,17 @@ def progress(ctx: Context) -> list[Progress]:
         if role == "search" or (role == "tune" and not spec.tune_is_grid):
             expected = spec.search["trials"] if role == "search" else spec.tune["trials"]
         else:
-            if role == "tune":
+            if spec.pretrain is not None:  # pretrain-then-finetune: (variant, seed[, arm])
+                from ablate.study.stages import stage_points
+
+                points, names = stage_points(spec, role)
+            elif role == "tune":
                 points, names = tune_points(spec), TUNE_KEY
             else:
                 points, names = compare_points(spec), COMPARE_KEY
             expected = len(points)
             done_keys = {key_of(t.params, names) for t in by_state[TrialState.COMPLETE]}
-            missing = [f"{p['variant']} " + (f"seed {p['seed']}" if "seed" in p else f"lr {short(p['lr'])}"
+            missing = [f"{p['variant']} " + (f"seed {p['seed']}" + (f" {p['arm']}" if "arm" in p else "") if "seed" in p else f"lr {short(p['lr'])}"
                                                  + (f" warmup {short(p['warmup'])}" if "warmup" in p else ""))
                        for p in points if key_of(p, names) not in done_keys]
         out.append(Progress(name, role, expected, len(by_state[TrialState.COMPLETE]),

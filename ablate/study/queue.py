@@ -62,7 +62,7 @@ def active_trials(study, names: Sequence[str]) -> dict[str, list]:
 
 
 def ensure_grid(study, spec: StudySpec, role: str, points: list[dict[str, Any]],
-                only_keys: set[str] | None = None) -> int:
+                only_keys: set[str] | None = None, names: Sequence[str] | None = None) -> int:
     """Queue every point that has no COMPLETE, RUNNING or WAITING trial; return how many were queued.
 
     Points are queued with ``study.enqueue_trial``: the trial that pops one gets its values back from
@@ -70,7 +70,7 @@ def ensure_grid(study, spec: StudySpec, role: str, points: list[dict[str, Any]],
     """
     from optuna.trial import TrialState
 
-    names = TUNE_KEY if role == "tune" else COMPARE_KEY
+    names = names or (TUNE_KEY if role == "tune" else COMPARE_KEY)
     by_key = active_trials(study, names)
     added = 0
     for point in points:

@@ -16,12 +16,13 @@ from typing import Any
 from ablate.config import RunConfig, coerce, read_toml, validate
 from ablate.errors import AblateError
 from ablate.metrics import ACCURACY_EXAMPLES, LOSS_METRICS, known as known_metric
+from ablate.study.pretrain import PROTOCOL as PRETRAIN, parse_tables as parse_stage_tables
 
-PROTOCOLS = ("compare", "search", "tune-then-compare")
+PROTOCOLS = ("compare", "search", "tune-then-compare", PRETRAIN)
 METRICS = LOSS_METRICS  # and the task accuracies (ablate.metrics.is_accuracy), higher is better
 TOP_CONFIG = ("data", "data_file", "tokenizer", "size", "d_model", "n_layers", "n_heads", "context", "budget")
 STUDY_KEYS = ("name", "description", "protocol", "seeds", "metric", "baseline", "variants", "alpha", *TOP_CONFIG)
-TABLES = ("train", "search", "tune", "gpu")
+TABLES = ("train", "search", "tune", "gpu", "pretrain", "finetune")
 PER_TRIAL = ("variant", "seed")  # set by the study for every trial
 TUNABLE = ("lr", "min_lr", "warmup", "weight_decay", "beta1", "beta2", "grad_clip", "batch_size", "grad_accum",
            "schedule")
@@ -75,6 +76,8 @@ class StudySpec:
     config: RunConfig  # every trial's settings before variant, seed (and searched values)
     gpu: bool = False
     overrides: tuple[str, ...] = ()
+    pretrain: dict[str, Any] | None = None  # pretrain-then-finetune: {"config": {..}, "seed", "per_seed"}
+    finetune: dict[str, Any] | None = None  # pretrain-then-finetune: the initialised arm's optimizer settings
 
     # -- derived
     def identity(self) -> dict[str, Any]:
@@ -90,6 +93,8 @@ class StudySpec:
         if self.tune:
             out["tune"] = {k: (v.to_json() if isinstance(v, Range) else list(v) if isinstance(v, tuple) else v)
                            for k, v in self.tune.items() if k != "trials"}
+        if self.pretrain is not None:
+            out["pretrain"], out["finetune"] = self.pretrain, self.finetune
         return out
 
     def fingerprint(self) -> str:
@@ -274,6 +279,9 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
 
     # the settings every trial shares: defaults -> top-level keys -> [train] -> [gpu] -> --set
     overrides = parse_set(sets)
+    for key in [k for k in overrides if k.startswith(("pretrain.", "finetune."))]:  # --set pretrain.budget=...
+        table, sub = key.split(".", 1)
+        data[table] = {**(data.get(table) if isinstance(data.get(table), dict) else {}), sub: overrides.pop(key)}
     seeds_source = "--set" if "seeds" in overrides else path
     seeds = _parse_seeds(seeds_source, overrides.pop("seeds", data.get("seeds", DEFAULT_SEEDS)))
     values: dict[str, Any] = {}
@@ -313,7 +321,8 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
     variants_raw = data.get("variants")
     if variants_raw is not None and (not isinstance(variants_raw, list) or not variants_raw):
         raise _fail(path, "variants", "must be a non-empty list of variant strings, e.g. [\"baseline\", \"rope\"]")
-    baseline = _canonical(path, "baseline", data.get("baseline", "baseline"))
+    default_baseline = variants_raw[0] if protocol == PRETRAIN and variants_raw else "baseline"
+    baseline = _canonical(path, "baseline", data.get("baseline", default_baseline))
     base_variants: list[str] = []
     for i, text in enumerate(variants_raw or []):
         canon = _canonical(path, f"variants[{i}]", text)
@@ -378,7 +387,7 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
                 if canon not in composed:
                     composed.append(canon)
         variants = tuple(composed)
-        if len(variants) < 2:
+        if len(variants) < 2 and protocol != PRETRAIN:  # pretrain-then-finetune compares arms of each variant
             raise _fail(path, "variants", "a comparison needs at least two variants (the baseline and one more)")
         if baseline not in variants:
             raise _fail(path, "baseline", f"{baseline!r} is not among the variants ({', '.join(variants)}); "
@@ -393,13 +402,15 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
     elif tune_table is not None:
         raise _fail(path, "tune", f"[tune] belongs to protocol = \"tune-then-compare\" (this study is {protocol!r})")
 
+    pretrain, finetune = parse_stage_tables(path, data, config, protocol, _fail, _unknown)
+
     study_name = name or (file_name + ("-gpu" if gpu else ""))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study_name):
         raise AblateError(f"--name {study_name!r} must be a simple name (letters, digits, _ . -)")
     return StudySpec(path=path.resolve(), name=study_name, file_name=file_name, description=description,
                      protocol=protocol, metric=metric, alpha=float(alpha), seeds=seeds, baseline=baseline,
                      variants=variants, slots=slots, hparams=hparams, search=search, tune=tune, config=config,
-                     gpu=gpu, overrides=tuple(sets))
+                     gpu=gpu, overrides=tuple(sets), pretrain=pretrain, finetune=finetune)
 
 
 def _search_meta(path, meta: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 from ablate.errors import AblateError
-from ablate.study.context import Context, WorkSummary, _quiet_optuna, tune_study_name
+from ablate.study.context import Context, WorkSummary, _quiet_optuna, pretrain_study_name, tune_study_name
 from ablate.study.create import _diff
 from ablate.study.execute import grid_objective, search_objective
 from ablate.study.keys import K_SKIP, failure_key
@@ -103,6 +103,19 @@ def work(ctx: Context) -> WorkSummary:
         study = ctx.main(sampler=make_sampler(s["sampler"], s["seed"] + ctx.worker_index, s["startup_trials"]),
                          pruner=make_pruner(s["pruner"], spec.config.eval_points, s["startup_trials"]))
         work_sampled(ctx, study, search_objective(ctx, spec.name, parent), s["trials"])
+    elif spec.pretrain is not None:  # pretrain-then-finetune: stage 1, wait, then every (variant, seed, arm)
+        from ablate.study import stages
+
+        name = pretrain_study_name(spec)
+        study = ctx.load(name, sampler=make_sampler("random", 0, 0))  # a one-point grid trips GridSampler
+        work_grid(ctx, study, stages.pretrain_objective(ctx, name, attrs.get("ablate.mlflow_pretrain_parent", parent)))
+        wait_for(ctx, [name])
+        parents = stages.pretrain_runs(ctx)
+        if parents is None:
+            raise AblateError("pretraining is incomplete (trials failed); re-run `ablate study run` to finish it")
+        study = ctx.main(sampler=make_sampler("grid", 0, 0, stages.grid_space(spec, "finetune")))
+        ensure_grid(study, spec, "finetune", stages.finetune_points(spec), names=stages.FINETUNE_KEY)
+        work_grid(ctx, study, stages.finetune_objective(ctx, spec.name, parent, parents))
     else:
         tune_parent = attrs.get("ablate.mlflow_tune_parent", parent)
         t = spec.tune
