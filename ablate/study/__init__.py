@@ -4,7 +4,7 @@ A study file names what is compared (variants and/or a space over slots and hype
 (data, tokenizer, size, budget), how often (seeds) and how (the protocol)::
 
     name = "positions"                 # Optuna study / MLflow parent run (default: the file's stem)
-    protocol = "compare"               # compare | search | tune-then-compare
+    protocol = "compare"               # compare | search | tune-then-compare | pretrain-then-finetune
     data = "shakespeare"               # any RunConfig data key at the top level:
     tokenizer = "char"                 #   data, data_file, tokenizer, size, d_model, n_layers,
     size = "cpu"                       #   n_heads, context, budget
@@ -36,6 +36,10 @@ Protocols:
   intermediate validation loss (median or successive halving).
 - ``tune-then-compare``: a short learning-rate search per variant (on a seed of its own), then every
   variant x every seed at that variant's best learning rate, then the comparison.
+- ``pretrain-then-finetune``: a ``[pretrain]`` table (stage 1's data, budget, lr, decontaminate ...) and
+  an optional ``[finetune]`` table (the initialised arm's optimizer); stage 1 pretrains each variant
+  (Optuna study ``<name>:pretrain``), stage 2 trains scratch, pretrained and scratch-total (pretraining
+  + finetune tokens) arms per seed; see :mod:`ablate.study.pretrain`.
 
 Execution: the study is created once (Optuna studies, the MLflow parent run, the queue of grid
 trials) before any worker starts; workers then pop trials from Optuna's storage, which is the only
