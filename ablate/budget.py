@@ -17,6 +17,8 @@ from ablate.errors import AblateError
 _UNITS = {"steps": "steps", "step": "steps", "tokens": "tokens", "tok": "tokens", "flops": "flops",
           "s": "seconds", "sec": "seconds", "min": "seconds", "h": "seconds"}
 _SCALE = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+# the largest budget that is a real plan (a year of seconds, 1e12 steps), not an overflow or a typo
+_LARGEST = {"steps": 1e12, "tokens": 1e18, "flops": 1e30, "seconds": 3.2e7}
 _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKMGBT]?)\s*(steps?|tokens|tok|flops|s|sec|min|h)\s*$")
 
 
@@ -46,6 +48,9 @@ def parse_budget(text: str) -> Budget:
     number, scale, unit = float(match.group(1)), match.group(2), match.group(3)
     kind = _UNITS[unit]
     amount = number * _SCALE[scale] * {"min": 60, "h": 3600}.get(unit, 1)
+    if not math.isfinite(amount) or amount > _LARGEST[kind]:
+        raise AblateError(f"budget {text!r} is too large to run (at most {_LARGEST[kind]:.0e} {kind}); "
+                          "give a finite amount, e.g. 500steps, 2Mtokens, 1e14flops or 90s")
     if amount <= 0 or (kind == "steps" and amount < 1):
         raise AblateError(f"budget {text!r} is empty; give a positive amount, e.g. 500steps")
     if kind == "steps" and amount != int(amount):

@@ -148,7 +148,52 @@ def make_config(file: str | Path | None = None, **overrides) -> RunConfig:
     return config
 
 
+# every number's range, checked in one place: (low, low inclusive, high, high inclusive, example)
+RANGES: dict[str, tuple[float | None, bool, float | None, bool, str]] = {
+    "lr": (0, False, None, False, "3e-4"), "min_lr": (0, True, None, False, "1e-4"),
+    "beta1": (0, True, 1, False, "0.9"), "beta2": (0, True, 1, False, "0.99"),
+    "weight_decay": (0, True, None, False, "0.1"), "grad_clip": (0, True, None, False, "1.0 (0: no clipping)"),
+    "warmup": (0, True, None, False, "0.05 (a fraction) or 100 (steps)"),
+    "label_smoothing": (0, True, 1, False, "0.1"), "divergence_factor": (1, False, None, False, "3.0"),
+    "checkpoint_every": (0, True, None, False, "0 (at each eval point) or 100"),
+    "seed": (0, True, None, False, "0"), "eval_seed": (0, True, None, False, "1234"),
+    "d_model": (0, True, None, False, "0 (the size preset's) or 256"), "n_layers": (0, True, None, False, "4"),
+    "n_heads": (0, True, None, False, "4"), "context": (0, True, None, False, "256"),
+}
+
+
+def _check_range(config: RunConfig, key: str) -> None:
+    import math
+
+    value = getattr(config, key)
+    low, low_in, high, high_in, example = RANGES[key]
+    bad = not math.isfinite(value) or (low is not None and (value < low or (value == low and not low_in))) \
+        or (high is not None and (value > high or (value == high and not high_in)))
+    if bad:
+        lo = "" if low is None else ("[" if low_in else "(") + f"{low:g}, "
+        hi = "inf)" if high is None else f"{high:g}" + ("]" if high_in else ")")
+        raise AblateError(f"{key} must be a finite number in {lo}{hi}, got {value}; e.g. --{key.replace('_', '-')} {example}")
+
+
+def check_folder(path: str | Path, flag: str) -> None:
+    """A folder ablate will write into: absent (it is made), or a writable directory; never a file."""
+    import os
+
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise AblateError(f"{flag} {path}: {part} is a file, not a folder; pass a folder, e.g. {flag} runs")
+            if not os.access(part, os.W_OK | os.X_OK):
+                raise AblateError(f"{flag} {path}: {part} is not writable; pass a folder you can write to")
+            return
+
+
 def validate(config: RunConfig) -> None:
+    for key in RANGES:
+        _check_range(config, key)
+    check_folder(config.out_dir, "--out-dir")
+    check_folder(config.cache_dir, "--cache-dir")
     if config.schedule not in SCHEDULES:
         raise AblateError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     for key in ("batch_size", "grad_accum", "eval_points", "eval_batches", "log_every"):

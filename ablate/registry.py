@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ class ComponentSpec:
                 f"(see `ablate describe {self.name}`)"
             )
         for key, value in list(values.items()):
-            values[key] = _coerce(self.name, key, value, known[key])
+            values[key] = _check_range(self.name, key, _coerce(self.name, key, value, known[key]), known[key])
         return self.options(**values)
 
     def option_defaults(self) -> dict[str, Any]:
@@ -80,6 +81,35 @@ def _coerce(component: str, key: str, value: Any, f: dataclasses.Field) -> Any:
         f"option {component}({key}=...) must be {expected.__name__}, got {value!r}; "
         f"e.g. {component}({key}={default!r})"
     )
+
+
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def option(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+           lt: float | None = None) -> Any:
+    """An options-dataclass field with its range, checked when a variant is resolved (so ``gqa(kv_heads=0)``
+    is one line naming the range, not a ZeroDivisionError while the model is built)::
+
+        kv_heads: int = option(2, ge=1)
+    """
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return field(default=default, metadata={"range": bounds})
+
+
+def _check_range(component: str, key: str, value: Any, f: dataclasses.Field) -> Any:
+    """Numbers are finite and inside the field's declared range (``option(..., ge=1)``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    example = f"e.g. {component}({key}={f.default!r})" if f.default is not dataclasses.MISSING else ""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AblateError(f"option {component}({key}={value}) must be a finite number; {example}")
+    for kind, bound in f.metadata.get("range", {}).items():
+        sign, ok = _BOUNDS[kind]
+        if not ok(value, bound):
+            raise AblateError(f"option {component}({key}={value}) must be {sign} {bound:g}; {example}")
+    return value
 
 
 class Registry:

@@ -26,8 +26,10 @@ STATUS = {"finished": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED", "f
 
 def tracking_uri(uri: str | None = None) -> str:
     """The explicit URI, else $MLFLOW_TRACKING_URI, else SQLite in the working directory."""
+    from ablate.urls import check_tracking_uri
+
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    return uri
+    return check_tracking_uri(uri)
 
 
 def client_for(uri: str | None = None):

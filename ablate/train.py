@@ -242,7 +242,7 @@ def load_weights(module, state: Any, path: Path, fix: str) -> None:
 def resume(run: Run) -> None:
     """Continue from the run directory's checkpoint: weights, optimizer, RNG, counters and records."""
     state, device = run.state, run.state.device
-    fix = f"start over with --force (without --resume), or delete {run.checkpoint_path}"
+    fix = f"start over with --force, or delete {run.checkpoint_path}"
     ckpt = read_checkpoint(run.checkpoint_path, device, fix)
     if ckpt["fingerprint"] != run.config.fingerprint():
         raise AblateError(f"checkpoint in {state.run_dir} belongs to a different configuration; run without --resume")

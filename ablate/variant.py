@@ -171,6 +171,8 @@ def parse_options(component: str, text: str | None) -> dict[str, Any]:
         if "=" not in item:
             raise AblateError(f"option {item.strip()!r} of {component} needs the form key=value, e.g. {component}(key=1)")
         key, value = item.split("=", 1)
+        if key.strip() in options:
+            raise AblateError(f"option {key.strip()!r} of {component} is given twice; give it once, e.g. {component}({key.strip()}=...)")
         options[key.strip()] = parse_value(value)
     return options
 
@@ -206,8 +208,10 @@ def read_variant_file(path: Path) -> str:
 
 def parse_variant(text: str, _seen: tuple[str, ...] = ()) -> Variant:
     """Resolve a variant string (see the module docstring) and check it, before any tensor exists."""
+    if not isinstance(text, str) or not text.strip():
+        raise AblateError(f"the variant is empty ({text!r}); give one, e.g. baseline, rope or rope+swiglu")
     text = text.strip()
-    if not text or text == "baseline":
+    if text == "baseline":
         text = "gpt2"
     base: dict[str, tuple[str, dict]] = {}
     base_model: dict[str, Any] = {}

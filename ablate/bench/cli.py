@@ -55,9 +55,22 @@ def _mixers(text: str) -> list[str]:
     return [n for n in names if n]
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low`` (a usage error, one line, otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when there is one)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing (default 2)")
     p.add_argument("--repeats", type=int, default=5, help="timed steps; the median is reported (default 5)")
     p.add_argument("--seed", type=int, default=0)
@@ -150,7 +163,7 @@ def add_bench_commands(subparsers) -> None:
                    help="context lengths (default 64,128,256,512,1024)")
     p.add_argument("--width", type=int, default=128, help="model width d (default 128)")
     p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    p.add_argument("--batch-tokens", type=int, default=8192,
+    p.add_argument("--batch-tokens", type=_at_least(1), default=8192,
                    help="tokens per step; batch = this // context (default 8192)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--out", default="bench/mixers.png", help="plot path; the numbers go beside it as .json")
@@ -181,7 +194,7 @@ def add_bench_commands(subparsers) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (its cold cost is in warm-up)")
     p.add_argument("--no-probe", action="store_true", help="on a known GPU, use its data-sheet peak instead")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when there is one)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="bench/train.json", help="where the numbers go (JSON)")
     p.set_defaults(func=cmd_bench_train)
 
@@ -195,7 +208,7 @@ def add_bench_commands(subparsers) -> None:
     p.add_argument("--new-tokens", type=int, default=32, help="tokens generated after the prompt (default 32)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; medians reported (default 3)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when there is one)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="bench/decode.json", help="where the numbers go (JSON)")
     p.set_defaults(func=cmd_bench_decode)
 

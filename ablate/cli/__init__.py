@@ -60,9 +60,16 @@ def main(argv: list[str] | None = None) -> int:
 
         for path in args.plugin:
             load_file(path)
+        if getattr(args, "tracking_uri", None):  # every command's --tracking-uri, checked in one place
+            from ablate.urls import check_tracking_uri
+
+            check_tracking_uri(args.tracking_uri)
         return args.func(args) or 0
     except AblateError as err:
-        print(f"ablate: error: {err}", file=sys.stderr)
+        from ablate.urls import redact_text
+
+        message = " ".join(redact_text(str(err)).split())  # one line, never a password
+        print(f"ablate: error: {message}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("ablate: interrupted", file=sys.stderr)

@@ -41,9 +41,14 @@ def cmd_compare(args) -> int:
     from ablate.compare import compare, default_report_dir, load_records, log_report, select_records
     from ablate.report.render import comparison_header
 
+    import math
+
+    if not (math.isfinite(args.alpha) and 0 < args.alpha < 1):
+        raise AblateError(f"--alpha must be between 0 and 1, got {args.alpha}; e.g. --alpha 0.05")
+    where = _where(args)  # a malformed --where fails before the store is opened
     records = load_records(tracking_uri=args.tracking_uri, experiment=args.experiment, group=args.group,
                            run_ids=args.run_ids, metric=args.metric, by_data=args.by_data)
-    records = select_records(records, _where(args))
+    records = select_records(records, where)
     comparison = compare(records, baseline=args.baseline, metric=args.metric, alpha=args.alpha)
     if not args.json:
         console.print(f"runs used: {comparison_header(comparison, records)}", highlight=False, markup=False)

@@ -100,6 +100,8 @@ def inspect_variant(variant_text: str, size_name: str, vocab_size: int | None, k
 
 
 def cmd_inspect(args) -> int:
+    if args.vocab_size is not None and args.vocab_size < 1:
+        raise AblateError(f"--vocab-size must be at least 1, got {args.vocab_size}; e.g. --vocab-size 50257")
     info = inspect_variant(args.variant, args.size, args.vocab_size, args.kv_dtype)
     if args.json:
         print(json.dumps(info, indent=2))

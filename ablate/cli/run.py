@@ -70,6 +70,12 @@ def cmd_run(args) -> int:
     from ablate.train import train
 
     config = config_from_args(args)
+    done = None if args.force else finished_result(config)
+    if done is not None:  # the same (config, seed) has finished: report it, train nothing, log nothing
+        _report(args, done)
+        print(f"ablate: this run has finished already ({done.run_dir}); its result is above. "
+              "Pass --force to train it again", file=sys.stderr)
+        return 0
     callbacks = [LiveView(quiet=args.json)]
     tracker = make_tracker(args)
     if tracker is not None:
@@ -85,7 +91,7 @@ def cmd_run(args) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        result = train(config, callbacks, resume=args.resume)
+        result = train(config, callbacks, resume=args.resume and not args.force)
     except KeyboardInterrupt:
         how = "terminated (SIGTERM)" if terminated else "interrupted"
         print(f"ablate: {how}; the checkpoint is saved, continue with the same command and --resume", file=sys.stderr)
@@ -98,12 +104,35 @@ def cmd_run(args) -> int:
             os.environ["MLFLOW_TRACKING_URI"] = saved_uri
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 prints for the run
         return 0 if result.status in ("finished", "pruned") else 1
+    _report(args, result)
+    return 0 if result.status in ("finished", "pruned") else 1
+
+
+def _report(args, result) -> None:
     if args.json:
         summary = {k: v for k, v in result.to_dict().items() if k != "history"}
         print(json.dumps(_finite(summary), default=str))  # strict JSON: a missing number is null, never NaN
     else:
         print_summary(result)
-    return 0 if result.status in ("finished", "pruned") else 1
+
+
+def finished_result(config):
+    """The result of this (config, seed) when its run directory holds a finished one, else None."""
+    from ablate.train import RunResult, run_dir_for
+    from ablate.variant import parse_variant
+
+    path = run_dir_for(config, parse_variant(config.variant).name) / "result.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "finished":
+        return None
+    known = {f.name for f in dataclasses.fields(RunResult)}
+    try:
+        return RunResult(**{k: v for k, v in summary.items() if k in known}, history=[])
+    except TypeError:
+        return None
 
 
 def _finite(value):
@@ -177,6 +206,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("run", help="train one variant under a budget")
     add_config_flags(p)
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="train again even when this (config, seed) has finished (default: report its result)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (no live view)")
     add_tracking_flags(p)
     p.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")

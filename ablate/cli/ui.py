@@ -12,6 +12,8 @@ from ablate.errors import AblateError
 
 def _check_port(host: str, port: int) -> None:
     """A busy or impossible port is the user's to fix: say so before MLflow prints a traceback."""
+    if not host.strip():
+        raise AblateError("--host is empty; give an address to serve on, e.g. --host 127.0.0.1")
     if not 0 < port < 65536:
         raise AblateError(f"--port {port} is not a TCP port; use 1-65535 (e.g. --port 5000)")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:

@@ -77,12 +77,73 @@ def open_storage(url: str):
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(url)
+    damaged = (f"the study journal {path} is damaged ({{}}); restore it from a copy, or start the study over "
+               "with --fresh (or another --state-dir)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            repair_journal(path)
         return JournalStorage(JournalFileBackend(str(path)))
     except OSError as err:
         raise AblateError(f"cannot open the study journal {path}: {err.strerror or err}; "
                           "pass --storage PATH or --state-dir DIR") from None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, AssertionError) as err:  # garbage, unknown op
+        raise AblateError(damaged.format(" ".join(str(err).split())[:100] or type(err).__name__)) from None
+
+
+def repair_journal(path: Path) -> int:
+    """Cut a torn last record off a journal before anything is appended to it; returns the bytes cut.
+
+    A worker killed while appending leaves a last line without its newline (or one that is not JSON);
+    Optuna skips it while it is last, but a record appended after it would glue onto it and make the
+    journal unreadable. The cut bytes go to ``<journal>.torn-<time>`` first; the journal's own lock is
+    held, so a live writer's half-written record is never mistaken for a torn one.
+    """
+    import shutil
+    import sys
+    import time
+
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - (1 << 20)))
+            tail = f.read()
+        head = size - len(tail)
+        cut = tail.rfind(b"\n") + 1  # start of the bytes after the last newline
+        if cut == 0 and head > 0:
+            return 0  # a record over 1 MiB: leave it to Optuna
+        lines = tail[:cut].splitlines(keepends=True)
+        if lines and not _is_record(lines[-1]):  # the last complete line is torn too, if a good one precedes it
+            if len(lines) < 2 or not _is_record(lines[-2]):
+                raise AblateError(f"the study journal {path} is damaged (its last records are not Optuna's); "
+                                  "restore it from a copy, or start the study over with --fresh (or another --state-dir)")
+            cut -= len(lines[-1])
+        if head + cut == size:
+            return 0
+        backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copyfile(path, backup)
+        with open(path, "r+b") as f:
+            f.truncate(head + cut)
+            f.flush()
+        removed = size - head - cut
+        print(f"ablate: repaired the study journal {path}: cut a torn last record ({removed} bytes); "
+              f"the journal as it was is in {backup}", file=sys.stderr)
+        return removed
+    finally:
+        lock.release()
+
+
+def _is_record(line: bytes) -> bool:
+    import json
+
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def native_heartbeat(storage) -> bool:

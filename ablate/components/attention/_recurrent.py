@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ablate.registry import option
 from ablate.slots import Attention, DecodeState, Dims, NormFactory
 
 
 @dataclass(frozen=True)
 class RecurrentOptions:
-    hidden: int = 0  # 0: the model width (equal width), or the parameter-matched width with match_params
+    hidden: int = option(0, ge=0)  # 0: the model width (equal width), or the parameter-matched width with match_params
     match_params: bool = False
 
 

@@ -3,13 +3,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ablate.registry import register
+from ablate.registry import option, register
 from ablate.slots import Attention, Dims, KVCache, NormFactory, causal_attention
 
 
 @dataclass(frozen=True)
 class GQAOptions:
-    kv_heads: int = 2
+    kv_heads: int = option(2, ge=1)
     qk_norm: bool = False
 
 

@@ -4,18 +4,19 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ablate.registry import option
 from ablate.slots import MLP, Dims, glu_hidden
 
 
 @dataclass(frozen=True)
 class DenseOptions:
-    hidden: int = 0  # 0: 4 * d_model
+    hidden: int = option(0, ge=0)  # 0: 4 * d_model
 
 
 @dataclass(frozen=True)
 class GatedOptions:
-    hidden: int = 0  # 0: parameter-matched, 2/3 of 4 * d_model rounded up to multiple_of
-    multiple_of: int = 8
+    hidden: int = option(0, ge=0)  # 0: parameter-matched, 2/3 of 4 * d_model rounded up to multiple_of
+    multiple_of: int = option(8, ge=1)
 
 
 class DenseMLP(MLP):

@@ -4,13 +4,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.registry import register
+from ablate.registry import option, register
 from ablate.slots import Norm
 
 
 @dataclass(frozen=True)
 class LayerNormOptions:
-    eps: float = 1e-5
+    eps: float = option(1e-5, gt=0)
 
 
 @register("norm", "layernorm", paper="Ba et al. 2016, Layer Normalization", options=LayerNormOptions)

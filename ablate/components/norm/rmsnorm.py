@@ -3,13 +3,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ablate.registry import register
+from ablate.registry import option, register
 from ablate.slots import Norm
 
 
 @dataclass(frozen=True)
 class RMSNormOptions:
-    eps: float = 1e-6
+    eps: float = option(1e-6, gt=0)
 
 
 @register("norm", "rmsnorm", paper="Zhang & Sennrich 2019, Root Mean Square Layer Normalization", options=RMSNormOptions)

@@ -2,13 +2,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ablate.registry import register
+from ablate.registry import option, register
 from ablate.slots import Dims, Position
 
 
 @dataclass(frozen=True)
 class RoPEOptions:
-    base: float = 10000.0
+    base: float = option(10000.0, gt=0)
 
 
 @register("position", "rope", paper="Su et al. 2021, RoFormer: Rotary Position Embedding", options=RoPEOptions, needs=("rotary",))

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ablate.registry import register
+from ablate.registry import option, register
 from ablate.slots import Dims, Position
 
 
@@ -12,7 +12,7 @@ class SinusoidalOptions:
     # Amplitude of the table. The paper adds unit-amplitude sines to embeddings scaled to unit size
     # (√d_model times an N(0, 1/d_model) init); under the GPT-2 init used here (N(0, 0.02)) the same
     # balance between token and position signal needs the table at the embeddings' scale.
-    scale: float = 0.02
+    scale: float = option(0.02, ge=0)
 
 
 @register("position", "sinusoidal", paper="Vaswani et al. 2017, Attention Is All You Need (sec. 3.5)",

@@ -1,0 +1,41 @@
+"""Storage and tracking URLs: the one place that redacts their passwords and checks their schemes.
+
+``redact("postgresql://user:secret@host/db")`` is ``postgresql://user:***@host/db``; every line ablate
+prints, every error and every MLflow param or tag goes through ``redact`` or ``redact_text``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ablate.errors import AblateError
+
+# scheme://user:password@host  (the password is everything between the first ':' after the user and the '@')
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@\s]*)@")
+_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|secret|api_key|apikey)=)[^&\s]*", re.I)
+
+TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "postgres", "mysql", "mssql", "http", "https", "databricks",
+                    "databricks-uc", "uc")
+
+
+def redact(url: str | None) -> str:
+    """``url`` with any password (``user:pw@``, ``?password=``) replaced by ``***``."""
+    if not url:
+        return url or ""
+    return redact_text(str(url))
+
+
+def redact_text(text: str) -> str:
+    """Every URL's password inside ``text`` (an error message, a plan line) replaced by ``***``."""
+    text = _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['key']}***", text)
+
+
+def check_tracking_uri(uri: str) -> str:
+    """An MLflow tracking URI with a scheme MLflow serves (or a plain path); anything else is one line."""
+    if "://" in uri or re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\\/]", uri) and not re.match(r"^[A-Za-z]:[\\/]", uri):
+        scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme not in TRACKING_SCHEMES:
+            raise AblateError(f"tracking URI {redact(uri)} has an unknown scheme {scheme!r}; use sqlite:///path.db, "
+                              "file:///path, postgresql://user@host/db or http(s)://server")
+    return uri
