@@ -342,7 +342,6 @@ def test_variant_parser_never_raises_anything_but_a_user_error(text):
     try:
         parse_variant(text)
     except AblateError as err:
-        assert "\n" not in str(err).strip() or True
         assert str(err)
 
 
@@ -373,8 +372,8 @@ _TOML_KEYS = st.sampled_from(["name", "variants", "seeds", "budget", "protocol",
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.dictionaries(_TOML_KEYS, _TOML_VALUES, max_size=6), st.text(max_size=20))
-def test_study_parser_never_raises_anything_but_a_user_error(entries, junk, tmp_path_factory):
+@given(entries=st.dictionaries(_TOML_KEYS, _TOML_VALUES, max_size=6), junk=st.text(max_size=20))
+def test_study_parser_never_raises_anything_but_a_user_error(tmp_path_factory, entries, junk):
     from ablate.errors import AblateError
     from ablate.study import load_study
 
