@@ -154,7 +154,7 @@ class MLflowTracker(Callback):
             tags.update(self._init_tags(run, exp_id))
         if parent:
             tags[MLFLOW_PARENT_RUN_ID] = parent
-        created = self.client.create_run(exp_id, run_name=run.variant_name, tags=tags)
+        created = self.client.create_run(exp_id, run_name=f"{run.variant_name} seed {run.config.seed}", tags=tags)
         self.run_id = created.info.run_id
         self._log_params(run)
         self.seconds_logging += time.perf_counter() - t0

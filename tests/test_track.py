@@ -37,7 +37,7 @@ def test_a_tracked_run_has_everything_to_reproduce_it(mlflow_uri, small_corpus, 
     assert main(argv) == 0
     client, runs = _runs(mlflow_uri, "t-full")
     (run,) = runs
-    assert run.info.run_name == "rope+swiglu" and run.info.status == "FINISHED"
+    assert run.info.run_name == "rope+swiglu seed 3" and run.info.status == "FINISHED"  # one row per seed in the UI
     p, t, m = run.data.params, run.data.tags, run.data.metrics
     assert p["variant.position.component"] == "rope" and p["variant.position.base"] == "10000.0"
     assert p["variant.mlp.multiple_of"] == "8" and p["config.budget"] == "10steps" and p["config.lr"] == "0.001"

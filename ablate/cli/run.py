@@ -70,6 +70,12 @@ def cmd_run(args) -> int:
     from ablate.train import train
 
     config = config_from_args(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise AblateError(f"--threads must be at least 1, got {args.threads}; e.g. --threads 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     done = None if args.force else finished_result(config)
     if done is not None:  # the same (config, seed) has finished: report it, train nothing, log nothing
         _report(args, done)
@@ -209,6 +215,8 @@ def add_commands(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="train again even when this (config, seed) has finished (default: report its result)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (no live view)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest for tiny models on a busy machine)")
     add_tracking_flags(p)
     p.add_argument("--no-log-checkpoint", action="store_true", help="do not upload the final checkpoint to MLflow")
     p.add_argument("--group", default=None, help="nest the MLflow run under a parent run of this name (for `compare --group`)")
