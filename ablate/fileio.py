@@ -8,11 +8,15 @@ old file, the whole new file, or nothing, never half a file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, BinaryIO
+
+from ablate.errors import AblateError
 
 try:  # POSIX only; elsewhere the lock is a no-op (concurrent builds are then merely wasteful)
     import fcntl
@@ -48,7 +52,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Create ``path`` atomically: ``write(f)`` fills a temporary file that then replaces ``path``."""
+    """Create ``path`` atomically: ``write(f)`` fills a temporary file that then replaces ``path``.
+
+    On any failure the temporary file is removed and ``path`` is left as it was; a full disk or a
+    read-only filesystem is a user's problem to fix, so it is an ``AblateError`` saying which.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
@@ -58,11 +66,30 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        why = _storage_problem(err, path.parent)
+        if why:
+            kept = f"the previous {path.name} is kept" if path.exists() else f"{path.name} was not written"
+            raise AblateError(f"cannot write {path}: {why}; {kept}. Free space (or use a writable --out-dir) "
+                              "and run the same command with --resume") from None
         raise
     _fsync_dir(path.parent)
+
+
+def _storage_problem(err: BaseException, folder: Path) -> str:
+    """'no space left on device' / 'read-only file system' / 'disk quota exceeded', or '' for other errors.
+    torch.save reports a full disk as a RuntimeError ("unexpected pos"), so the free space is checked too."""
+    codes = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+             errno.EDQUOT: "disk quota exceeded"}
+    if isinstance(err, OSError) and err.errno in codes:
+        return codes[err.errno]
+    if isinstance(err, RuntimeError) and "unexpected pos" in str(err):
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(folder).free < 64 * 2**20:
+                return "no space left on device"
+    return ""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -24,7 +24,7 @@ from ablate.accounting import cost
 from ablate.budget import Budget, parse_budget
 from ablate.config import RunConfig
 from ablate.errors import AblateError
-from ablate.fileio import atomic_write, atomic_write_text
+from ablate.fileio import atomic_write, atomic_write_text, remove_stale_tmp
 from ablate.init_from import init_model
 from ablate.model import GPT, build_model, make_dims
 from ablate.optim import autocast_dtype, lr_at, make_optimizer, pick_device
@@ -350,6 +350,7 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
     }
     run_dir = run_dir_for(config, variant.name)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(run_dir)  # half-written files of a process that was killed mid-write
     data_meta = dict(data.meta, unigram_entropy=unigram_entropy(data.train) if hasattr(data, "train") else None)
     state = RunState(config, variant.name, variant.hash, run_dir, model, data.tokenizer, run_cost,
                      dims.__dict__.copy(), data_meta, fairness, total_steps, budget, device,

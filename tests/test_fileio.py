@@ -1,0 +1,49 @@
+"""What ablate writes survives a full disk, a read-only folder and a killed writer."""
+
+import errno
+
+import pytest
+
+from ablate.errors import AblateError
+from ablate.fileio import TMP_SUFFIX, atomic_write, atomic_write_text
+
+
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "no space left on device"),
+                                        (errno.EROFS, "read-only file system")])
+def test_a_full_or_read_only_disk_keeps_the_previous_file_and_says_so(tmp_path, code, words):
+    path = tmp_path / "checkpoint.pt"
+    atomic_write_text(path, "good")
+
+    def fails(f):
+        f.write(b"half")
+        raise OSError(code, "simulated")
+
+    with pytest.raises(AblateError, match=words) as err:
+        atomic_write(path, fails)
+    assert "previous checkpoint.pt is kept" in str(err.value) and "\n" not in str(err.value)
+    assert path.read_text() == "good"
+    assert not list(tmp_path.glob(f".*{TMP_SUFFIX}"))  # the half-written temporary file is gone
+
+
+def test_other_errors_stay_errors(tmp_path):
+    def boom(f):
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError):
+        atomic_write(tmp_path / "x", boom)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_run_removes_temporary_files_a_killed_writer_left(small_corpus, tmp_path):
+    from ablate.config import RunConfig
+    from ablate.train import run_dir_for, train
+    from ablate.variant import parse_variant
+
+    cfg = RunConfig(size="tiny", context=16, data=str(small_corpus), budget="2steps", batch_size=2, eval_points=1,
+                    eval_batches=1, out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
+    folder = run_dir_for(cfg, parse_variant(cfg.variant).name)
+    folder.mkdir(parents=True)
+    stale = folder / f".checkpoint.pt.12345.abcdef12{TMP_SUFFIX}"
+    stale.write_bytes(b"x" * 1000)
+    train(cfg)
+    assert not stale.exists() and (folder / "checkpoint.pt").exists()
