@@ -294,12 +294,13 @@ def test_partial_cache_without_meta_is_rebuilt(tmp_path):
     assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("damage", ["torn-json", "wrong-size", "edited-meta", "bins-missing"])
+@pytest.mark.parametrize("damage", ["torn-json", "wrong-size", "edited-meta", "bins-missing", "same-size-garbage",
+                                    "zeroed-val"])
 def test_damaged_cache_is_rebuilt(tmp_path, damage):
     f = _small_corpus(tmp_path)
     cache = tmp_path / "cache"
     good = prepare(str(f), "char", cache_dir=cache)
-    folder, fp, train = good.path, good.fingerprint, np.array(good.train)
+    folder, fp, train, good_val = good.path, good.fingerprint, np.array(good.train), np.array(good.val)
     meta_path = folder / "meta.json"
     if damage == "torn-json":
         meta_path.write_text(meta_path.read_text()[:50])
@@ -310,11 +311,17 @@ def test_damaged_cache_is_rebuilt(tmp_path, damage):
         meta = json.loads(meta_path.read_text())
         meta["train_tokens"] -= 1
         meta_path.write_text(json.dumps(meta))
+    elif damage == "same-size-garbage":  # the size check alone used to let this through
+        size = (folder / "train.bin").stat().st_size
+        (folder / "train.bin").write_bytes(np.random.default_rng(0).bytes(size))
+    elif damage == "zeroed-val":
+        (folder / "val.bin").write_bytes(bytes((folder / "val.bin").stat().st_size))
     else:
         (folder / "train.bin").unlink()
         (folder / "val.bin").unlink()
     p = prepare(str(f), "char", cache_dir=cache)
     assert p.fingerprint == fp and np.array_equal(p.train, train)
+    assert np.array_equal(p.val, good_val)
 
 
 def test_crash_between_files_leaves_no_commit_marker(tmp_path, monkeypatch):

@@ -47,3 +47,18 @@ def test_a_run_removes_temporary_files_a_killed_writer_left(small_corpus, tmp_pa
     stale.write_bytes(b"x" * 1000)
     train(cfg)
     assert not stale.exists() and (folder / "checkpoint.pt").exists()
+
+
+def test_file_digest_catches_changes_anywhere_in_a_large_file(tmp_path, monkeypatch):
+    import ablate.fileio as fio
+
+    monkeypatch.setattr(fio, "WHOLE_FILE_BYTES", 1 << 16)  # make a 4 MiB file "large": sampled
+    monkeypatch.setattr(fio, "SAMPLE_BYTES", 1 << 12)
+    path = tmp_path / "big.bin"
+    data = bytearray(b"\x01" * (4 << 20))
+    path.write_bytes(data)
+    before = fio.file_digest(path)
+    path.write_bytes(bytes(len(data)))  # zeroed, same size
+    assert fio.file_digest(path) != before
+    path.write_bytes(data)
+    assert fio.file_digest(path) == before

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.fileio import atomic_write, atomic_write_text, file_lock, remove_stale_tmp, sha256_text
+from ablate.fileio import file_digest, atomic_write, atomic_write_text, file_lock, remove_stale_tmp, sha256_text
 from ablate.data import stream
 from ablate.data.datasets import Corpus, load_text
 from ablate.data.tokenizers import CharTokenizer, Tokenizer, canonical_spec, get_tokenizer, parse_spec
@@ -125,6 +125,8 @@ def _read_meta(folder: Path, expected: dict) -> dict | None:
             n = meta[f"{split}_tokens"]
             if not isinstance(n, int) or n <= 0 or (folder / f"{split}.bin").stat().st_size != n * itemsize:
                 return None
+            if meta.get("digests", {}).get(split) != file_digest(folder / f"{split}.bin"):
+                return None  # overwritten or damaged since it was written: build it again
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return meta
@@ -166,6 +168,7 @@ def _build(folder: Path, corpus: Corpus, tok: Tokenizer, expected: dict,
     meta["val_bytes_per_token"] = meta["val_bytes"] / meta["val_tokens"]
     meta["fingerprint"] = meta_fingerprint(meta)
     meta["origin"] = corpus.origin  # informative only, not part of the fingerprint
+    meta["digests"] = {split: file_digest(folder / f"{split}.bin") for split in ("train", "val")}
     atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 
@@ -343,6 +346,7 @@ def _build_streaming(folder: Path, source: stream.Source, tok: Tokenizer, expect
     meta["val_bytes_per_token"] = meta["val_bytes"] / meta["val_tokens"]
     meta["fingerprint"] = meta_fingerprint(meta)
     meta["origin"] = source.origin  # informative only, not part of the fingerprint
+    meta["digests"] = {split: file_digest(folder / f"{split}.bin") for split in ("train", "val")}
     atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 
