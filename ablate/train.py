@@ -439,6 +439,8 @@ def finish(run: Run, status: str, message: str) -> RunResult:
     state = run.state
     last = run.eval_rows[-1] if run.eval_rows else {}
     final = {k: v for k, v in last.items() if k in ("val_loss", "val_bpb", "train_loss") or k.startswith("acc")}
+    if status == "diverged" and last.get("step") != state.step:  # no evaluation of the diverged model:
+        final = {"train_loss": run.history[-1]["train_loss"] if run.history else float("nan")}  # not step 0's
     tokens_per_s = run.meter.session_rate
     peak = next((v for k, v in PEAK_FLOPS.items() if state.device.startswith("cuda")
                  and k in torch.cuda.get_device_name()), None)

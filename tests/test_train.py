@@ -117,6 +117,7 @@ def test_divergence_stops_with_status_and_step(cfg):
     result = train(cfg.replace(lr=50.0, min_lr=0.0, warmup=0.0, grad_clip=0.0, budget="60steps"))
     assert result.status == "diverged"
     assert "at step" in result.message and result.steps < 60
+    assert "val_loss" not in result.final  # never the untrained model's step-0 evaluation
 
 
 def test_time_budget_ends_at_end_of_schedule(cfg):

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ablate.cli.console import console
 from ablate.errors import AblateError
+from ablate.format import num
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -42,8 +43,8 @@ def print_summary(result) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
-        ("final val loss", f"{result.final.get('val_loss', float('nan')):.4f}"),
-        ("final val bits/byte", f"{result.final.get('val_bpb', float('nan')):.4f}"),
+        ("final val loss", num(result.final.get("val_loss"))),
+        ("final val bits/byte", num(result.final.get("val_bpb"))),
         ("parameters", f"{result.cost['params']:,}"),
         ("FLOPs/token", f"{result.cost['flops_per_token']:,}"),
         ("KV-cache bytes/token", f"{result.cost['kv_cache_bytes_per_token']:,}"),
