@@ -9,7 +9,7 @@ import json
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,13 @@ from ablate.config import RunConfig, coerce, read_toml, validate
 from ablate.errors import AblateError
 from ablate.metrics import ACCURACY_EXAMPLES, LOSS_METRICS, known as known_metric
 from ablate.study.pretrain import PROTOCOL as PRETRAIN, parse_tables as parse_stage_tables
+from ablate.study.recipes import parse_recipes
 
 PROTOCOLS = ("compare", "search", "tune-then-compare", PRETRAIN)
 METRICS = LOSS_METRICS  # and the task accuracies (ablate.metrics.is_accuracy), higher is better
 TOP_CONFIG = ("data", "data_file", "tokenizer", "size", "d_model", "n_layers", "n_heads", "context", "budget")
 STUDY_KEYS = ("name", "description", "protocol", "seeds", "metric", "baseline", "variants", "alpha", *TOP_CONFIG)
-TABLES = ("train", "search", "tune", "gpu", "pretrain", "finetune")
+TABLES = ("train", "search", "tune", "gpu", "pretrain", "finetune", "recipes")
 PER_TRIAL = ("variant", "seed")  # set by the study for every trial
 TUNABLE = ("lr", "min_lr", "warmup", "weight_decay", "beta1", "beta2", "grad_clip", "batch_size", "grad_accum",
            "schedule")
@@ -78,6 +79,7 @@ class StudySpec:
     overrides: tuple[str, ...] = ()
     pretrain: dict[str, Any] | None = None  # pretrain-then-finetune: {"config": {..}, "seed", "per_seed"}
     finetune: dict[str, Any] | None = None  # pretrain-then-finetune: the initialised arm's optimizer settings
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> its own training settings
 
     # -- derived
     def identity(self) -> dict[str, Any]:
@@ -95,6 +97,8 @@ class StudySpec:
                            for k, v in self.tune.items() if k != "trials"}
         if self.pretrain is not None:
             out["pretrain"], out["finetune"] = self.pretrain, self.finetune
+        if self.recipes:
+            out["recipes"] = self.recipes
         return out
 
     def fingerprint(self) -> str:
@@ -108,12 +112,13 @@ class StudySpec:
 
     def trial_config(self, variant: str, seed: int, **values) -> RunConfig:
         """The RunConfig of one trial; a tuned lr keeps the file's min_lr / lr ratio."""
+        base = self.config.replace(**self.recipes.get(variant, {}))  # the variant's own recipe, if any
         changes: dict[str, Any] = {"variant": variant, "seed": int(seed)}
         for key, value in values.items():
             changes[key] = coerce(key, value)
         if "lr" in values and "min_lr" not in values:
-            changes["min_lr"] = changes["lr"] * (self.config.min_lr / self.config.lr)
-        config = self.config.replace(**changes)
+            changes["min_lr"] = changes["lr"] * (base.min_lr / base.lr)
+        config = base.replace(**changes)
         validate(config)
         return config
 
@@ -403,6 +408,7 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
         raise _fail(path, "tune", f"[tune] belongs to protocol = \"tune-then-compare\" (this study is {protocol!r})")
 
     pretrain, finetune = parse_stage_tables(path, data, config, protocol, _fail, _unknown)
+    recipes = parse_recipes(path, data.get("recipes"), variants, _canonical)
 
     study_name = name or (file_name + ("-gpu" if gpu else ""))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study_name):
@@ -410,7 +416,7 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
     return StudySpec(path=path.resolve(), name=study_name, file_name=file_name, description=description,
                      protocol=protocol, metric=metric, alpha=float(alpha), seeds=seeds, baseline=baseline,
                      variants=variants, slots=slots, hparams=hparams, search=search, tune=tune, config=config,
-                     gpu=gpu, overrides=tuple(sets), pretrain=pretrain, finetune=finetune)
+                     gpu=gpu, overrides=tuple(sets), pretrain=pretrain, finetune=finetune, recipes=recipes)
 
 
 def _search_meta(path, meta: dict[str, Any]) -> dict[str, Any]:
