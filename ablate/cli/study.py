@@ -166,6 +166,8 @@ def _plan_lines(spec, url: str) -> list[str]:
                 lrs += f" x warmup {list(w)}" if isinstance(w, tuple) else f" x warmup {w.low:g}..{w.high:g}"
             n = len(tune_points(spec)) if spec.tune_is_grid else t["trials"] * len(spec.variants)
             lines.append(f"  lr tuning first: lr {lrs} on seed {t['seed']}, budget {t['budget']} → {n} tuning trials")
+    for variant, settings in getattr(spec, "recipes", {}).items():
+        lines.append(f"  recipe for {variant}: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     lines.append(f"  storage: {redact(url)}")
     return lines
 
