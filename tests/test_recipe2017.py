@@ -67,9 +67,9 @@ def test_evaluate_never_smooths():
 
 
 def test_label_smoothing_is_range_checked_and_absent_from_the_fingerprint_at_its_default():
-    with pytest.raises(AblateError, match=r"label_smoothing must be in \[0, 1\)"):
+    with pytest.raises(AblateError, match=r"label_smoothing must be .*\[0, 1\)"):
         make_config(label_smoothing=1.0)
-    with pytest.raises(AblateError, match="label_smoothing must be in"):
+    with pytest.raises(AblateError, match="label_smoothing must be"):
         make_config(label_smoothing=-0.1)
     from ablate.config import ADDED_LATER
 
