@@ -24,7 +24,7 @@ from ablate.accounting import cost
 from ablate.budget import Budget, parse_budget
 from ablate.config import RunConfig
 from ablate.errors import AblateError
-from ablate.fileio import atomic_write, atomic_write_text, remove_stale_tmp
+from ablate.fileio import atomic_write, atomic_write_text, file_digest, remove_stale_tmp
 from ablate.init_from import init_model
 from ablate.model import GPT, build_model, make_dims
 from ablate.optim import autocast_dtype, lr_at, make_optimizer, pick_device
@@ -216,9 +216,19 @@ CHECKPOINT_KEYS = ("model", "optimizer", "step", "tokens", "train_seconds", "his
                    "rng_cpu", "fingerprint", "config")
 
 
+def digest_path(checkpoint: Path) -> Path:
+    """Where a checkpoint's content digest is kept (written after the checkpoint; absent in older runs)."""
+    return checkpoint.with_name(checkpoint.name + ".digest")
+
+
 def read_checkpoint(path: Path, device: str, fix: str) -> dict[str, Any]:
     """A checkpoint ``ablate run`` wrote, or one line naming the file and ``fix`` (truncated, garbage, empty,
-    an unsafe pickle that ``weights_only`` refuses, or a file that lacks a checkpoint's keys)."""
+    an unsafe pickle that ``weights_only`` refuses, a file that lacks a checkpoint's keys, or one whose
+    content no longer matches the digest written beside it)."""
+    recorded = digest_path(path)
+    if recorded.exists() and recorded.read_text().strip() != file_digest(path):
+        raise AblateError(f"checkpoint {path} has changed since it was written (its digest does not match "
+                          f"{recorded.name}); {fix}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
@@ -271,6 +281,7 @@ def save_checkpoint(run: Run) -> None:
     if state.device.startswith("cuda"):
         payload["rng_cuda"] = torch.cuda.get_rng_state()
     atomic_write(run.checkpoint_path, lambda f: torch.save(payload, f))
+    atomic_write_text(digest_path(run.checkpoint_path), file_digest(run.checkpoint_path) + "\n")
 
 
 def evaluate_now(run: Run, plan: EvalPlan) -> None:

@@ -62,3 +62,21 @@ def test_file_digest_catches_changes_anywhere_in_a_large_file(tmp_path, monkeypa
     assert fio.file_digest(path) != before
     path.write_bytes(data)
     assert fio.file_digest(path) == before
+
+
+def test_a_checkpoint_changed_after_writing_is_refused_in_one_line(small_corpus, tmp_path):
+    from ablate.config import RunConfig
+    from ablate.train import train
+
+    cfg = RunConfig(size="tiny", context=16, data=str(small_corpus), budget="3steps", batch_size=2, eval_points=1,
+                    eval_batches=1, out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
+                    checkpoint_every=1)
+    train(cfg.replace(budget="2steps"))
+    (ckpt,) = list((tmp_path / "runs").glob("*/checkpoint.pt"))
+    assert ckpt.with_name("checkpoint.pt.digest").exists()
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle: torch may still load it
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(AblateError, match="has changed since it was written") as err:
+        train(cfg.replace(budget="2steps"), resume=True)
+    assert "\n" not in str(err.value)
