@@ -27,6 +27,7 @@ from ablate.errors import AblateError
 from ablate.fileio import atomic_write, atomic_write_text, file_digest, remove_stale_tmp
 from ablate.init_from import init_model
 from ablate.model import GPT, build_model, make_dims
+from ablate.peak import run_peak
 from ablate.optim import autocast_dtype, lr_at, make_optimizer, pick_device
 from ablate.pacing import EvalPlan, Meter
 from ablate.presets import get_size
@@ -35,8 +36,6 @@ from ablate.variant import parse_variant
 
 CHECKPOINT = "checkpoint.pt"
 
-# dense bf16 peak FLOP/s by device name fragment, for MFU (None where unknown, e.g. CPUs)
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
 
 
 class StopRun(Exception):
@@ -445,7 +444,7 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
 
 
 def finish(run: Run, status: str, message: str) -> RunResult:
-    """The result: final metrics from the last evaluation, throughput, MFU where the peak is known;
+    """The result: final metrics from the last evaluation, throughput over training steps only, MFU;
     written to ``result.json`` and ``metrics.jsonl`` and handed to the callbacks."""
     state = run.state
     last = run.eval_rows[-1] if run.eval_rows else {}
@@ -453,8 +452,7 @@ def finish(run: Run, status: str, message: str) -> RunResult:
     if status == "diverged" and last.get("step") != state.step:  # no evaluation of the diverged model:
         final = {"train_loss": run.history[-1]["train_loss"] if run.history else float("nan")}  # not step 0's
     tokens_per_s = run.meter.session_rate
-    peak = next((v for k, v in PEAK_FLOPS.items() if state.device.startswith("cuda")
-                 and k in torch.cuda.get_device_name()), None)
+    peak = run_peak(state.device, state.config.dtype) if tokens_per_s else None  # MFU on every run
     extra: dict[str, Any] = {"unigram_entropy": state.data_meta.get("unigram_entropy")}
     if state.init:
         extra["init_from"] = state.init

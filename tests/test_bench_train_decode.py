@@ -38,3 +38,15 @@ def test_bench_commands_write_their_numbers(tmp_path, capsys):
     assert main(["bench", "train", "--size", "tiny", "--variants", "baseline", "--steps", "1", "--warmup", "0",
                  "--batch-size", "2", "--out", str(tmp_path / "train.json")]) == 0
     assert "MFU" in capsys.readouterr().out
+
+
+def test_every_run_reports_mfu_against_a_peak_measured_in_the_process(small_corpus, tmp_path):
+    from ablate.config import RunConfig
+    from ablate.peak import run_peak
+    from ablate.train import train
+
+    cfg = RunConfig(size="tiny", context=16, data=str(small_corpus), budget="3steps", batch_size=2, eval_points=1,
+                    eval_batches=1, out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
+    result = train(cfg)
+    peak = run_peak("cpu", cfg.dtype)
+    assert peak > 1e8 and result.extra["mfu"] == result.cost["flops_per_token"] * result.tokens_per_s / peak

@@ -20,27 +20,7 @@ import torch
 
 from ablate.bench._timing import describe_device, markdown_table
 from ablate.format import si
-
-# dense bf16 data-sheet peaks (FLOP/s) by device-name fragment, the fallback when a probe is not wanted
-KNOWN_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
-
-
-def measured_peak(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 10) -> float:
-    """The best FLOP/s of ``repeats`` square matmuls at ``dtype`` (2·n³ FLOPs each)."""
-    n = size or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first call warms up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        (a @ b).sum()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
-
+from ablate.peak import known_peak, measured_peak
 
 @dataclass
 class TrainBench:
@@ -115,8 +95,7 @@ def run_train(variants: list[str], *, dtype: str = "float32", device: torch.devi
               **kwargs) -> tuple[list[TrainBench], float, str]:
     """Every variant's figures, the peak used for MFU and where that peak came from."""
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    known = next((v for k, v in KNOWN_PEAKS.items() if device.type == "cuda"
-                  and k in torch.cuda.get_device_name(device)), None)
+    known = known_peak(device)
     if probe or known is None:
         peak, source = measured_peak(device, torch_dtype), f"measured: best {dtype} matmul in this process"
     else:

@@ -49,7 +49,7 @@ def print_summary(result) -> None:
         ("FLOPs/token", f"{result.cost['flops_per_token']:,}"),
         ("KV-cache bytes/token", f"{result.cost['kv_cache_bytes_per_token']:,}"),
         ("steps / tokens", f"{result.steps:,} / {result.tokens:,}"),
-        ("tokens/s", f"{result.tokens_per_s:,.0f}"),
+        ("tokens/s (optimizer steps only)", f"{result.tokens_per_s:,.0f}"),
         ("train time / wall time", f"{result.train_seconds:.1f}s / {result.wall_seconds:.1f}s"),
     ]
     rows[2:2] = [(f"final {k}", f"{v:.1%}") for k, v in result.final.items() if k.startswith("acc")]
