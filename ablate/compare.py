@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+import sys
 from pathlib import Path
 
 from ablate.errors import AblateError
@@ -187,3 +188,16 @@ def default_report_dir(label: str) -> Path:
     return Path("reports") / safe
 
 
+class _CallableModule(type(sys)):  # ``from ablate import compare; compare(group="my-runs")`` gives verdicts
+    def __call__(self, records: list[RunRecord] | None = None, *, baseline: str | None = None,
+                 metric: str = "val_loss", alpha: float = 0.05, **where) -> Comparison:
+        """The verdict table over ``records``, or over the tracked runs ``load_records(**where)`` finds
+        (``group=``, ``experiment=``, ``tracking_uri=``, ``run_ids=``)."""
+        if records is None:
+            records = load_records(metric=metric, **where)
+        elif where:
+            raise TypeError("give records, or where to load them from (group=, experiment=, ...), not both")
+        return compare(records, baseline=baseline, metric=metric, alpha=alpha)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from ablate.errors import AblateError
 from ablate.fileio import atomic_write, atomic_write_text, file_digest, remove_stale_tmp
 from ablate.init_from import init_model
 from ablate.model import GPT, build_model, make_dims
+from ablate.checkpoint import digest_path, load_weights, read_checkpoint
 from ablate.peak import run_peak
 from ablate.optim import autocast_dtype, lr_at, make_optimizer, pick_device
 from ablate.pacing import EvalPlan, Meter
@@ -209,43 +211,6 @@ class Run:
     def finished(self) -> bool:
         s = self.state
         return s.step >= s.total_steps if s.total_steps else s.train_seconds >= s.budget.amount
-
-
-CHECKPOINT_KEYS = ("model", "optimizer", "step", "tokens", "train_seconds", "history", "evals", "initial_loss",
-                   "rng_cpu", "fingerprint", "config")
-
-
-def digest_path(checkpoint: Path) -> Path:
-    """Where a checkpoint's content digest is kept (written after the checkpoint; absent in older runs)."""
-    return checkpoint.with_name(checkpoint.name + ".digest")
-
-
-def read_checkpoint(path: Path, device: str, fix: str) -> dict[str, Any]:
-    """A checkpoint ``ablate run`` wrote, or one line naming the file and ``fix`` (truncated, garbage, empty,
-    an unsafe pickle that ``weights_only`` refuses, a file that lacks a checkpoint's keys, or one whose
-    content no longer matches the digest written beside it)."""
-    recorded = digest_path(path)
-    if recorded.exists() and recorded.read_text().strip() != file_digest(path):
-        raise AblateError(f"checkpoint {path} has changed since it was written (its digest does not match "
-                          f"{recorded.name}); {fix}")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        why = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise AblateError(f"checkpoint {path} cannot be read ({why}); {fix}") from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise AblateError(f"checkpoint {path} is not an ablate checkpoint (no {', '.join(missing[:3])}); {fix}")
-    return ckpt
-
-
-def load_weights(module, state: Any, path: Path, fix: str) -> None:
-    """``module.load_state_dict(state)``, a mismatch (other keys or shapes) one line naming the file."""
-    try:
-        module.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
-        why = " ".join(str(err).split())[:160]
-        raise AblateError(f"checkpoint {path} does not fit this model ({why}); {fix}") from None
 
 
 def resume(run: Run) -> None:
@@ -489,3 +454,19 @@ def load_checkpoint_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPT
     model = build_model(variant, dims, device=device)
     load_weights(model, ckpt["model"], path, fix)
     return model.eval(), config, data.tokenizer
+
+
+class _CallableModule(type(json)):  # a module type: ``from ablate import train; train(...)`` runs a training
+    def __call__(self, config: RunConfig | None = None, callbacks: Sequence[Callback] = (), resume: bool = False,
+                 **settings) -> RunResult:
+        """``train(config)`` or ``train(variant=..., budget=..., ...)`` (RunConfig fields, checked)."""
+        if config is None:
+            from ablate.config import make_config
+
+            config = make_config(None, **settings)
+        elif settings:
+            raise TypeError("give a RunConfig or settings as keywords, not both")
+        return train(config, callbacks, resume=resume)
+
+
+sys.modules[__name__].__class__ = _CallableModule
