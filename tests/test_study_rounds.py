@@ -71,3 +71,15 @@ def test_until_decided_needs_a_compare_study_with_enough_seeds(small_corpus, tmp
                                     name="s", protocol="search", variants=["baseline"], seeds=[0]))
     with pytest.raises(AblateError, match="protocol"):
         rounds.design_for(search)
+
+
+def test_a_stored_tracking_uri_never_holds_a_password(study, monkeypatch):
+    spec, ctx = study
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    fresh = Context(spec, ctx.storage_url)
+    with pytest.raises(AblateError, match="give its password through --tracking-uri"):
+        fresh.adopt_tracking({"ablate.tracking_uri": "postgresql://me:***@db/mlflow"})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://me:secret@db/mlflow")
+    again = Context(spec, ctx.storage_url)
+    again.adopt_tracking({"ablate.tracking_uri": "postgresql://me:***@db/mlflow"})
+    assert again.tracking_uri == "postgresql://me:secret@db/mlflow"

@@ -81,7 +81,11 @@ class Context:
     def adopt_tracking(self, attrs: dict[str, Any]) -> None:
         """Unless told otherwise (flag, $MLFLOW_TRACKING_URI), log where the study was created to."""
         if self.tracking_uri is None:
-            self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or attrs.get("ablate.tracking_uri")
+            stored = attrs.get("ablate.tracking_uri")
+            self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or stored
+            if self.tracking_uri and ":***@" in self.tracking_uri:  # stored without its password
+                raise AblateError(f"this study logs to {stored}; give its password through --tracking-uri or "
+                                  "$MLFLOW_TRACKING_URI (ablate never stores it)")
         if self.experiment is None:
             self.experiment = attrs.get("ablate.experiment")
 

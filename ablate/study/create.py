@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ablate.errors import AblateError
+from ablate.urls import redact
 from ablate.metrics import direction
 from ablate.study.context import Context, _quiet_optuna, tune_study_name
 from ablate.study.progress import best_settings
@@ -74,7 +75,7 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
     if "ablate.mlflow_parent" not in attrs:
         parent = _create_parent(ctx)
         main.set_user_attr("ablate.mlflow_parent", parent)
-        main.set_user_attr("ablate.tracking_uri", ctx.tracking_uri)
+        main.set_user_attr("ablate.tracking_uri", redact(ctx.tracking_uri))  # never a password at rest
         main.set_user_attr("ablate.experiment", ctx.experiment or "ablate")
         attrs = ctx.main().user_attrs
         if attrs["ablate.mlflow_parent"] != parent:  # another process created the study meanwhile
