@@ -210,3 +210,14 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_marks_it_killed(mlflow_uri, small_c
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "KILLED"
     assert list((tmp_path / "runs").glob("*/checkpoint.pt"))  # resumable
+
+
+def test_sample_takes_an_mlflow_run_id(mlflow_uri, small_corpus, tmp_path, capsys):
+    tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-sample", log_checkpoint=False)
+    train(_config(small_corpus, tmp_path), [tracker])
+    capsys.readouterr()
+    assert main(["sample", "--run", tracker.run_id, "--tracking-uri", mlflow_uri, "--tokens", "5"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert main(["sample", "--run", "0" * 32, "--tracking-uri", mlflow_uri]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ablate: error: --run ") and err.count("\n") == 1

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+from pathlib import Path
 import sys
 
 from rich.table import Table
@@ -169,7 +170,7 @@ def cmd_sample(args) -> int:
     from ablate.train import load_checkpoint_model
 
     check_sampling(args)
-    model, config, tokenizer = load_checkpoint_model(args.run)
+    model, config, tokenizer = load_checkpoint_model(_run_dir(args))
     from ablate.tasks import answer_prompt, is_task_spec, parse_task
 
     if is_task_spec(config.data):  # a task run answers the problem typed (greedy, up to the end token)
@@ -189,6 +190,21 @@ def cmd_sample(args) -> int:
     print(tokenizer.decode(out[0].tolist()))
     return 0
 
+
+
+def _run_dir(args) -> str:
+    """``--run``: a run directory, or an MLflow run id (looked up in --tracking-uri / $MLFLOW_TRACKING_URI;
+    the checkpoint is downloaded when the run's folder is not on this machine)."""
+    from ablate.init_from import RUN_ID, resolve_parent
+
+    if Path(args.run).exists() or not RUN_ID.match(args.run.strip()):
+        return args.run
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    try:
+        return str(resolve_parent(args.run, "data/cache").run_dir)
+    except AblateError as err:
+        raise AblateError(str(err).replace("--init-from", "--run", 1)) from None
 
 
 def check_sampling(args) -> None:
@@ -224,7 +240,9 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sample", help="generate text from a run's checkpoint (KV-cached)")
-    p.add_argument("--run", required=True, help="run directory (printed by `ablate run`)")
+    p.add_argument("--run", required=True, help="run directory (printed by `ablate run`) or its MLflow run id")
+    p.add_argument("--tracking-uri", default=None, help="where to look an MLflow run id up (default $MLFLOW_TRACKING_URI "
+                                                        "or sqlite:///mlflow.db)")
     p.add_argument("--prompt", default="")
     p.add_argument("--tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8)
