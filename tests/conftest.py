@@ -63,3 +63,14 @@ def tiny_run_args(corpus: Path, tmp: Path, budget: str = "10steps") -> list[str]
     return ["--size", "tiny", "--context", "32", "--data", str(corpus), "--budget", budget, "--batch-size", "4",
             "--eval-points", "2", "--eval-batches", "2", "--out-dir", str(tmp / "runs"),
             "--cache-dir", str(tmp / "cache"), "--log-every", "5"]
+
+
+def write_generated_corpus(path: Path, words: str, lines: int, seed: int, longest: int = 12) -> Path:
+    """A text file of random short lines over ``words``: a corpus any test can make, no data needed."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = words.split()
+    path.write_text("\n".join(" ".join(rng.choice(vocab) for _ in range(rng.randint(3, longest)))
+                              for _ in range(lines)))
+    return path

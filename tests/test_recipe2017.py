@@ -2,7 +2,6 @@
 model option, and recipes/vaswani2017.toml. Defaults change nothing (tests/test_train_history.py pins that)."""
 
 import math
-import random
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,15 @@ from ablate.errors import AblateError
 from ablate.train import evaluate, train
 from ablate.testing import tiny_model
 from ablate.variant import parse_variant
+from conftest import write_generated_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    rng = random.Random(1)
-    words = "a man a plan a canal panama was it a car or a cat i saw".split()
-    text = "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 10))) for _ in range(2000))
-    path = tmp_path_factory.mktemp("ls") / "gen.txt"
-    path.write_text(text)
-    return path
+    words = "a man a plan a canal panama was it a car or a cat i saw"
+    return write_generated_corpus(tmp_path_factory.mktemp("ls") / "gen.txt", words, 2000, seed=1, longest=10)
 
 
 def test_label_smoothing_is_an_argument_of_the_loss_and_zero_is_plain_cross_entropy():

@@ -2,25 +2,21 @@
 split into named steps): same data order, same arithmetic, same RNG use. If this fails, results changed."""
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 
 from ablate.config import RunConfig
 from ablate.train import train
+from conftest import write_generated_corpus
 
 RECORDED = Path(__file__).parent / "data" / "train_history.json"
 
 
 @pytest.fixture(scope="module")
 def generated_corpus(tmp_path_factory) -> Path:
-    rng = random.Random(0)
-    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jolly bumpkins".split()
-    text = "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(3000))
-    path = tmp_path_factory.mktemp("generated") / "gen.txt"
-    path.write_text(text)
-    return path
+    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jolly bumpkins"
+    return write_generated_corpus(tmp_path_factory.mktemp("generated") / "gen.txt", words, 3000, seed=0)
 
 
 @pytest.mark.parametrize("variant", ["baseline", "rope+swiglu", "rmsnorm+post"])
