@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ablate.errors import AblateError
-from ablate.fileio import file_digest
+from ablate.fileio import digest_matches
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "step", "tokens", "train_seconds", "history", "evals", "initial_loss",
@@ -27,7 +27,7 @@ def read_checkpoint(path: Path, device: str, fix: str) -> dict[str, Any]:
     an unsafe pickle that ``weights_only`` refuses, a file that lacks a checkpoint's keys, or one whose
     content no longer matches the digest written beside it)."""
     recorded = digest_path(path)
-    if recorded.exists() and recorded.read_text().strip() != file_digest(path):
+    if digest_matches(path, recorded) is False:
         raise AblateError(f"checkpoint {path} has changed since it was written (its digest does not match "
                           f"{recorded.name}); {fix}")
     try:

@@ -74,11 +74,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], digests: Path | None = None) -> None:
     """Create ``path`` atomically: ``write(f)`` fills a temporary file that then replaces ``path``.
 
     On any failure the temporary file is removed and ``path`` is left as it was; a full disk or a
     read-only filesystem is a user's problem to fix, so it is an ``AblateError`` saying which.
+
+    With ``digests``, that file lists the content digests ``path`` may have at any moment: before the
+    new file replaces the old one it holds both digests, after it only the new one, so a process
+    killed between the two writes never leaves a good file looking damaged (see ``digest_matches``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +92,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if digests is not None:
+            new = file_digest(tmp)
+            previous = _digests(digests)[-1:] if path.exists() else []
+            atomic_write_text(digests, "\n".join([*previous, new]) + "\n")
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(OSError):
@@ -99,6 +107,23 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
                               "and run the same command with --resume") from None
         raise
     _fsync_dir(path.parent)
+    if digests is not None:
+        atomic_write_text(digests, new + "\n")
+
+
+def _digests(path: Path) -> list[str]:
+    try:
+        return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def digest_matches(path: Path, digests: Path) -> bool | None:
+    """Whether ``path``'s content is one ``atomic_write(..., digests=)`` wrote (None: no digest kept)."""
+    listed = _digests(digests)
+    if not listed:
+        return None
+    return file_digest(path) in listed
 
 
 def _storage_problem(err: BaseException, folder: Path) -> str:

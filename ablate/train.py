@@ -25,7 +25,7 @@ from ablate.accounting import cost
 from ablate.budget import Budget, parse_budget
 from ablate.config import RunConfig
 from ablate.errors import AblateError
-from ablate.fileio import atomic_write, atomic_write_text, file_digest, remove_stale_tmp
+from ablate.fileio import atomic_write, atomic_write_text, remove_stale_tmp
 from ablate.init_from import init_model
 from ablate.model import GPT, build_model, make_dims
 from ablate.checkpoint import digest_path, load_weights, read_checkpoint
@@ -244,8 +244,7 @@ def save_checkpoint(run: Run) -> None:
                "fingerprint": run.config.fingerprint(), "config": run.config.to_dict()}
     if state.device.startswith("cuda"):
         payload["rng_cuda"] = torch.cuda.get_rng_state()
-    atomic_write(run.checkpoint_path, lambda f: torch.save(payload, f))
-    atomic_write_text(digest_path(run.checkpoint_path), file_digest(run.checkpoint_path) + "\n")
+    atomic_write(run.checkpoint_path, lambda f: torch.save(payload, f), digests=digest_path(run.checkpoint_path))
 
 
 def evaluate_now(run: Run, plan: EvalPlan) -> None:

@@ -80,3 +80,37 @@ def test_a_checkpoint_changed_after_writing_is_refused_in_one_line(small_corpus,
     with pytest.raises(AblateError, match="has changed since it was written") as err:
         train(cfg.replace(budget="2steps"), resume=True)
     assert "\n" not in str(err.value)
+
+
+def test_a_digested_file_stays_valid_when_killed_between_its_writes(tmp_path, monkeypatch):
+    import ablate.fileio as fio
+
+    path, digests = tmp_path / "c.pt", tmp_path / "c.pt.digest"
+    fio.atomic_write(path, lambda f: f.write(b"old"), digests=digests)
+    assert fio.digest_matches(path, digests) is True
+    real_text, real_replace = fio.atomic_write_text, fio.os.replace
+    calls = []
+
+    def killed_after_replace(p, text):
+        calls.append(text)
+        if len(calls) == 2:  # the new file is in place; the digest list is not trimmed yet
+            raise KeyboardInterrupt
+        return real_text(p, text)
+
+    monkeypatch.setattr(fio, "atomic_write_text", killed_after_replace)
+    with pytest.raises(KeyboardInterrupt):
+        fio.atomic_write(path, lambda f: f.write(b"new"), digests=digests)
+    assert path.read_bytes() == b"new" and fio.digest_matches(path, digests) is True
+    monkeypatch.setattr(fio, "atomic_write_text", real_text)
+
+    def killed_before_replace(src, dst):
+        if str(dst) == str(path):
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fio.os, "replace", killed_before_replace)
+    with pytest.raises(KeyboardInterrupt):
+        fio.atomic_write(path, lambda f: f.write(b"newer"), digests=digests)
+    assert path.read_bytes() == b"new" and fio.digest_matches(path, digests) is True
+    path.write_bytes(b"tampered")
+    assert fio.digest_matches(path, digests) is False
