@@ -26,6 +26,8 @@ def read_checkpoint(path: Path, device: str, fix: str) -> dict[str, Any]:
     """A checkpoint ``ablate run`` wrote, or one line naming the file and ``fix`` (truncated, garbage, empty,
     an unsafe pickle that ``weights_only`` refuses, a file that lacks a checkpoint's keys, or one whose
     content no longer matches the digest written beside it)."""
+    if not Path(path).is_file():
+        raise AblateError(f"checkpoint {path} is not a file; {fix}")
     recorded = digest_path(path)
     if digest_matches(path, recorded) is False:
         raise AblateError(f"checkpoint {path} has changed since it was written (its digest does not match "

@@ -123,7 +123,10 @@ def digest_matches(path: Path, digests: Path) -> bool | None:
     listed = _digests(digests)
     if not listed:
         return None
-    return file_digest(path) in listed
+    try:
+        return file_digest(path) in listed
+    except OSError:  # not a readable file: certainly not what was written
+        return False
 
 
 def _storage_problem(err: BaseException, folder: Path) -> str:
