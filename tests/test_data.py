@@ -8,6 +8,7 @@ are faked by replacing ``urlopen``.
 from __future__ import annotations
 
 import importlib
+import hashlib
 import io
 import json
 import math
@@ -44,9 +45,14 @@ def _isolated(monkeypatch):
     monkeypatch.setattr(tiktoken, "get_encoding", no_network)
 
 
-@pytest.fixture(scope="module")
-def tiny_bytes(tinyshakespeare_path) -> bytes:
-    return tinyshakespeare_path.read_bytes()
+@pytest.fixture
+def tiny_bytes(monkeypatch, offline_text) -> bytes:
+    """A stand-in for the download: a megabyte of the offline corpus, with the pinned checksum set to its
+    own, so the download, verification and cache logic is tested anywhere (the real file's checksum is
+    tested by test_tinyshakespeare_from_data_file_and_env where the file is available)."""
+    payload = offline_text[:1_115_394].encode("utf-8")
+    monkeypatch.setattr(ds, "TINYSHAKESPEARE_SHA256", hashlib.sha256(payload).hexdigest())
+    return payload
 
 
 @pytest.fixture(scope="module")
