@@ -352,6 +352,9 @@ def test_search_prunes_and_reports_importances(small_corpus, tmp_path, mlflow_ur
     assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "best trials" in out and ("parameter importances" in out)
+    figures = list((tmp_path / "r").glob("importances-*.png"))  # drawn, not only printed
+    assert figures and figures[0].read_bytes().startswith(b"\x89PNG")
+    assert f"]({figures[0].name})" in (tmp_path / "r" / "report.md").read_text()
 
 
 # ------------------------------------------------------------------------------------- factorial

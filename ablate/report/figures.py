@@ -189,3 +189,20 @@ def plot_effects(result, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def plot_importances(importances: dict[str, float], title: str, path: Path) -> Path:
+    """Parameter importances (fANOVA shares of the variance) as horizontal bars, largest on top."""
+    names = list(importances)[::-1]
+    fig = new_figure(6.0, 0.4 * len(names) + 1.2)
+    ax = fig.add_subplot()
+    ax.barh(range(len(names)), [importances[n] for n in names], color="C0")
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("importance (share of the variance explained, fANOVA)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

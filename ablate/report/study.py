@@ -12,7 +12,7 @@ from rich.console import Console
 from ablate.errors import AblateError
 from ablate.format import num, short
 from ablate.metrics import direction, lower_is_better
-from ablate.report.figures import plot_effects
+from ablate.report.figures import plot_effects, plot_importances
 from ablate.report.render import comparison_header, print_comparison, write_report
 from ablate.report.tables import CellTable
 
@@ -195,6 +195,7 @@ def search_report(ctx, out: Path, console: Console) -> list[Path]:
           f"{spec.seeds[0]}, budget {spec.config.budget}, size {spec.config.size}, data {spec.config.data}. "
           f"Completed trials rank first by final {spec.metric}; pruned ones follow with the value at which "
           "they were stopped.\n", table.to_markdown()]
+    figures: list[Path] = []
     for title, imp_study, note in _importance_targets(study, trials, spec.metric):
         try:
             importances = optuna.importance.get_param_importances(
@@ -207,10 +208,13 @@ def search_report(ctx, out: Path, console: Console) -> list[Path]:
         for k, v in importances.items():
             imp.add(k, f"{v:.3f}")
         console.print(imp.to_rich())
+        figure = plot_importances(importances, f"parameter importances, {title}",
+                                  out / f"importances-{len(figures) + 1}.png")
+        figures.append(figure)
         md += [f"\n## Parameter importances, {title}\n",
                f"fANOVA (share of the variance of the value each parameter explains); {note} "
                "With few trials, and with TPE sampling mostly near the best region, treat these as rough.\n",
-               imp.to_markdown()]
+               imp.to_markdown(), f"\n![parameter importances]({figure.name})\n"]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
         best = min(complete, key=lambda t: sign * t.value)
@@ -223,4 +227,4 @@ def search_report(ctx, out: Path, console: Console) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    return [path]
+    return [path, *figures]
