@@ -111,6 +111,9 @@ def test_compare_end_to_end(mlflow_uri, small_corpus, tmp_path, capsys):
 def test_compare_errors(mlflow_uri, capsys):
     assert main(["compare", "--tracking-uri", mlflow_uri, "--experiment", "nope"]) == 2
     assert "no MLflow experiment 'nope'" in capsys.readouterr().err
+    missing = Path(mlflow_uri[len("sqlite:///"):]).parent / "absent" / "mlflow.db"
+    assert main(["compare", "--tracking-uri", f"sqlite:///{missing}"]) == 2
+    assert "no MLflow store at" in capsys.readouterr().err and not missing.exists()
 
 
 def _free_port() -> int:
