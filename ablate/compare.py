@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from ablate.errors import AblateError
+from ablate.urls import resolve_tracking_uri, sqlite_store_missing
 from ablate.metrics import check as check_metric, is_accuracy, lower_is_better
 from ablate.report import Comparison, RunRecord, build_comparison, write_report
-from ablate.track import DEFAULT_EXPERIMENT, client_for, tracking_uri as resolve_tracking_uri, find_or_create_parent, find_parent, find_runs, get_experiment_id
+from ablate.track import DEFAULT_EXPERIMENT, client_for, find_or_create_parent, find_parent, find_runs, get_experiment_id
 
 METRICS = {"val_loss": "final_val_loss", "val_bpb": "final_val_bpb"}  # and every task accuracy: final_<acc…>
 _STATUS = {"finished": "finished", "diverged": "diverged"}
@@ -75,7 +76,7 @@ def load_records(*, tracking_uri: str | None = None, experiment: str | None = No
     :func:`variant_label`."""
     check_metric(metric)
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():  # reading must not create one
+    if sqlite_store_missing(uri):  # reading must not create one
         raise AblateError(f"no MLflow store at {uri}; run `ablate run` (or a study) first, or pass --tracking-uri")
     client, uri = client_for(tracking_uri)
     if run_ids:

@@ -31,6 +31,7 @@ import torch
 
 from ablate.config import RunConfig
 from ablate.errors import AblateError
+from ablate.urls import resolve_tracking_uri, sqlite_store_missing
 
 CHECKPOINT = "checkpoint.pt"  # the trainer's file name (ablate.train.CHECKPOINT)
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -94,10 +95,6 @@ def _from_dir(folder: Path, spec: str, mlflow_run_id: str | None = None) -> Pare
     return Parent(spec, folder, config, result, mlflow_run_id)
 
 
-def _tracking_uri() -> str:  # the same default as ablate.track.tracking_uri
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
 def _download(client, run_id: str, dest: Path, spec: str, recorded: str) -> None:
     """The run's checkpoint and records into ``dest``, atomically (a folder appears whole or not at all)."""
     names = {a.path for a in client.list_artifacts(run_id)}
@@ -119,8 +116,8 @@ def _download(client, run_id: str, dest: Path, spec: str, recorded: str) -> None
 
 
 def _from_mlflow(run_id: str, spec: str, cache_dir: Path) -> Parent:
-    uri = _tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    uri = resolve_tracking_uri()
+    if sqlite_store_missing(uri):
         raise AblateError(f"--init-from {spec}: no run directory there, and no MLflow store at {uri} to look the "
                           f"id up in; pass the run directory, or --tracking-uri")
     try:

@@ -10,7 +10,6 @@ KILLED; none is left RUNNING.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -26,10 +25,9 @@ STATUS = {"finished": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED", "f
 
 def tracking_uri(uri: str | None = None) -> str:
     """The explicit URI, else $MLFLOW_TRACKING_URI, else SQLite in the working directory."""
-    from ablate.urls import check_tracking_uri
+    from ablate.urls import resolve_tracking_uri
 
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    return check_tracking_uri(uri)
+    return resolve_tracking_uri(uri)
 
 
 def client_for(uri: str | None = None):

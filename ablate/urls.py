@@ -6,7 +6,9 @@ prints, every error and every MLflow param or tag goes through ``redact`` or ``r
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 from ablate.errors import AblateError
 
@@ -39,3 +41,13 @@ def check_tracking_uri(uri: str) -> str:
             raise AblateError(f"tracking URI {redact(uri)} has an unknown scheme {scheme!r}; use sqlite:///path.db, "
                               "file:///path, postgresql://user@host/db or http(s)://server")
     return uri
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The explicit URI, else $MLFLOW_TRACKING_URI, else SQLite in the working directory (checked)."""
+    return check_tracking_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+
+
+def sqlite_store_missing(uri: str) -> bool:
+    """A SQLite tracking store whose file does not exist (reading it would create an empty one)."""
+    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists()

@@ -223,7 +223,11 @@ def prepare(data: str, tokenizer: str, *, cache_dir: Path, data_file: Path | Non
         meta = _read_meta(folder, expected)
         if meta is None:
             meta = _build(folder, corpus, tok, expected, train_text, val_text)
-    meta = dict(meta, origin=corpus.origin)
+    return _open(folder, tok, dict(meta, origin=corpus.origin))
+
+
+def _open(folder: Path, tok: Tokenizer, meta: dict) -> Prepared:
+    """The prepared folder's token arrays, memory-mapped read-only."""
     dtype = np.dtype(meta["dtype"])
     train = np.memmap(folder / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
     val = np.memmap(folder / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))
@@ -306,11 +310,7 @@ def prepare_streaming(source: stream.Source, spec: str, cache_dir: Path, plan: s
         meta = _read_meta(folder, expected)
         if meta is None:
             meta = _build_streaming(folder, source, tok, expected, plan, n_train)
-    meta = dict(meta, origin=source.origin)
-    dtype = np.dtype(meta["dtype"])
-    train_arr = np.memmap(folder / "train.bin", dtype=dtype, mode="r", shape=(meta["train_tokens"],))
-    val_arr = np.memmap(folder / "val.bin", dtype=dtype, mode="r", shape=(meta["val_tokens"],))
-    return Prepared(train=train_arr, val=val_arr, tokenizer=tok, vocab_size=tok.vocab_size, meta=meta, path=folder)
+    return _open(folder, tok, dict(meta, origin=source.origin))
 
 
 def _build_streaming(folder: Path, source: stream.Source, tok: Tokenizer, expected: dict, plan: stream.Plan,
