@@ -137,12 +137,15 @@ def unigram_entropy(tokens, limit: int = 20_000_000) -> float:
 def evaluate(model: GPT, batches: Sequence, device: str, amp: torch.dtype | None) -> float:
     was_training = model.training
     model.eval()
-    total = 0.0
+    losses = []
     for x, y in batches:
         with torch.autocast(device_type=device.split(":")[0], dtype=amp, enabled=amp is not None):
             _, loss = model(x.to(device), y.to(device))
-        total += loss.item()
+        losses.append(loss.float())
     model.train(was_training)
+    total = 0.0
+    for value in torch.stack(losses).tolist():  # one transfer; the same float sum as one .item() per batch
+        total += value
     return total / len(batches)
 
 
@@ -194,6 +197,8 @@ class Run:
     amp: torch.dtype | None
     callbacks: Sequence[Callback]
     history: list[dict[str, float]] = field(default_factory=list)
+    unread: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (loss, grad norm) of
+    # the last len(unread) history rows, still on the device: read in one transfer by ``read_losses``
     eval_rows: list[dict[str, float]] = field(default_factory=list)
     initial_loss: float | None = None
     meter: Meter = field(default_factory=Meter)
@@ -236,6 +241,7 @@ def resume(run: Run) -> None:
 def save_checkpoint(run: Run) -> None:
     """Everything ``resume`` needs, written atomically (a reader never sees half a checkpoint)."""
     state = run.state
+    read_losses(run)  # the history it holds is complete (a divergence found here is the caller's to judge)
     if not run.world.is_main:
         return
     payload = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "step": state.step,
@@ -278,7 +284,10 @@ def optimizer_step(run: Run, train_model, batches, lr: float) -> tuple[torch.Ten
         index = step * config.grad_accum + micro
         w = run.world
         x, y = batches.get(index, rank=w.rank, world_size=w.size) if w.parallel else batches.get(index)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if device.startswith("cuda"):  # page-locked, so the copy overlaps the previous step's kernels
+            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        else:  # a no-op on the CPU
+            x, y = x.to(device), y.to(device)
         with torch.autocast(device_type=device.split(":")[0], dtype=run.amp, enabled=run.amp is not None):
             _, loss = train_model(x, y, label_smoothing=config.label_smoothing)  # evaluation never smooths
         (loss / config.grad_accum).backward()
@@ -289,14 +298,41 @@ def optimizer_step(run: Run, train_model, batches, lr: float) -> tuple[torch.Ten
     return distributed.mean(loss_sum / config.grad_accum, run.world), grad_norm
 
 
-def divergence(run: Run, loss: float) -> str:
+def divergence(run: Run, loss: float, step: int) -> str:
     """Why the run has diverged at this loss, or "" (not finite, or above the factor x the first loss)."""
     if not math.isfinite(loss):
-        return f"loss {loss:.4g} at step {run.state.step} (not finite)"
+        return f"loss {loss:.4g} at step {step} (not finite)"
     if loss > run.config.divergence_factor * run.initial_loss:
-        return (f"loss {loss:.4g} at step {run.state.step} "
-                f"(> {run.config.divergence_factor}x the initial {run.initial_loss:.4g})")
+        return f"loss {loss:.4g} at step {step} (> {run.config.divergence_factor}x the initial {run.initial_loss:.4g})"
     return ""
+
+
+def read_losses(run: Run) -> str:
+    """Read the unread steps' losses and grad norms off the device in one transfer (the only host sync
+    of the training loop: at log points, evaluations, checkpoints and the end), fill in their history
+    rows and check them for divergence; returns why the first diverged step diverged, or "".
+
+    The wait for the device to finish those steps counts as training time.
+    """
+    if not run.unread:
+        return ""
+    t0 = time.perf_counter()
+    values = torch.stack([v.float() for pair in run.unread for v in pair]).tolist()
+    waited = time.perf_counter() - t0
+    run.state.train_seconds += waited
+    run.meter.add(0, waited)
+    rows = run.history[len(run.history) - len(run.unread):]
+    run.unread = []
+    message, bad_step = "", 0
+    for row, loss, grad_norm in zip(rows, values[0::2], values[1::2]):
+        row["train_loss"], row["grad_norm"] = loss, grad_norm
+        if run.initial_loss is None:
+            run.initial_loss = loss
+        if not message:
+            message, bad_step = divergence(run, loss, int(row["step"])), int(row["step"])
+    if message and bad_step != run.state.step:  # found at the next log point, up to log_every steps later
+        message += f"; stopped at step {run.state.step}"
+    return message
 
 
 def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) -> tuple[Run, Any]:
@@ -361,36 +397,41 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
     try:
         while True:
             state.progress = run.progress()
-            if plan.due(state.step, state.progress, run.finished()):
+            due, done = plan.due(state.step, state.progress, run.finished()), run.finished()
+            if (due or done) and (message := read_losses(run)):  # nothing is judged on unchecked steps
+                status = "diverged"
+                break
+            if due:
                 evaluate_now(run, plan)
                 if config.checkpoint_every == 0:
                     save_checkpoint(run)
-            if run.finished():
+            if done:
                 break
             t0 = time.perf_counter()
             lr = lr_at(config, state.progress, state.total_steps)
             loss, grad_norm = optimizer_step(run, train_model, batches, lr)
-            step_loss = loss.item()  # syncs, so the timing below is honest
-            dt = time.perf_counter() - t0
+            dt = time.perf_counter() - t0  # no sync: a device that runs behind is waited for in read_losses
             state.step += 1
             state.tokens += tokens_per_step
             state.train_seconds += dt
             run.meter.add(tokens_per_step, dt)
-            if run.initial_loss is None:
-                run.initial_loss = step_loss
-            row = {"step": state.step, "tokens": state.tokens, "train_loss": step_loss, "lr": lr,
-                   "grad_norm": float(grad_norm)}
+            row = {"step": state.step, "tokens": state.tokens, "train_loss": math.nan, "lr": lr,
+                   "grad_norm": math.nan}  # the two NaNs are filled in by read_losses
             run.history.append(row)
-            message = divergence(run, step_loss)
-            if message:
-                status = "diverged"
-                break
+            run.unread.append((loss, grad_norm))
             if state.step % config.log_every == 0 or state.step == 1:
+                message = read_losses(run)  # the divergence check: within log_every steps of a bad loss
+                if message:
+                    status = "diverged"
+                    break
                 row["tokens_per_s"] = run.meter.window_rate()
                 row["progress"] = run.progress()
                 for cb in run.callbacks:
                     cb.on_step(state, row)
             if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                if message := read_losses(run):
+                    status = "diverged"
+                    break
                 save_checkpoint(run)
     except StopRun as stop:
         status, message = stop.status, str(stop)
@@ -411,6 +452,7 @@ def finish(run: Run, status: str, message: str) -> RunResult:
     """The result: final metrics from the last evaluation, throughput over training steps only, MFU;
     written to ``result.json`` and ``metrics.jsonl`` and handed to the callbacks."""
     state = run.state
+    read_losses(run)  # an interrupted or pruned run's last steps
     last = run.eval_rows[-1] if run.eval_rows else {}
     final = {k: v for k, v in last.items() if k in ("val_loss", "val_bpb", "train_loss") or k.startswith("acc")}
     if status == "diverged" and last.get("step") != state.step:  # no evaluation of the diverged model:
