@@ -4,7 +4,7 @@ exit 2; bugs keep their traceback.
     registry  list, describe, inspect      run      run, sample
     compare   compare                      ui       ui
     study     study run|worker|status|report|show
-    bench     bench mixers|attention
+    bench     bench mixers|attention       export   export RUN --to hf DIR
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ablate.cli import bench, compare, registry, run, study, ui
+from ablate.cli import bench, compare, export, registry, run, study, ui
 from ablate.cli.console import console
 from ablate.errors import AblateError
 
 __all__ = ["build_parser", "console", "main"]
 
-GROUPS = (registry, run, compare, ui, study, bench)
+GROUPS = (registry, run, compare, ui, study, bench, export)
 
 
 def version() -> str:

@@ -1,0 +1,121 @@
+"""Export a run to Hugging Face ``transformers``: ``config.json`` + ``model.safetensors`` (+ tokenizer, card).
+
+``export_run(run_dir, out_dir)`` loads a run's checkpoint; ``export_hf(model, out_dir)`` does the rest:
+pick the architecture (``targets``: GPT-2, LLaMA or Mistral, or a one-line refusal), build it with the
+model's weights (``hf``), check that it computes the same logits, and write it with transformers'
+``save_pretrained`` into a temporary folder that is moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import AblateError
+from ablate.export.targets import EXPORTABLE, HF_CLASSES, hf_target
+
+GAP_LIMIT = 1e-3  # float32 logits of the same function differ by ~1e-6; more than this is a mapping bug
+
+
+@dataclass(frozen=True)
+class Export:
+    """What ``export_hf`` wrote."""
+
+    folder: Path
+    target: str  # gpt2 | llama | mistral
+    hf_class: str
+    variant: str
+    params: int
+    max_logit_gap: float  # max |logit difference| against ablate's model, float32 on CPU
+    tokenizer_saved: bool
+    files: tuple[str, ...]
+
+
+def check_folder(out_dir: str | Path, force: bool) -> Path:
+    """``out_dir`` is missing, empty, or (``force``) a folder whose same-named files are overwritten."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise AblateError(f"{out} is a file, not a folder; give a folder to export into")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise AblateError(f"{out} exists and is not empty; give a new folder, or pass --force to overwrite the "
+                          f"files an export writes there")
+    return out
+
+
+@contextmanager
+def _quiet():
+    """No transformers progress bars while writing (the command prints its own summary)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+def export_hf(model, out_dir: str | Path, *, tokenizer=None, source: dict[str, Any] | None = None,
+              force: bool = False) -> Export:
+    """Write ``model`` (an ``ablate.model.GPT``) as a transformers model into ``out_dir``.
+
+    ``tokenizer`` (the run's) is written as ``tokenizer.json`` when an exact Hugging Face form exists;
+    ``source`` (``run_dir``, ``config``, ``result``) goes into the model card.
+    """
+    from ablate.export.card import write_card
+    from ablate.export.hf import build_hf_model, logit_gap, require_transformers
+    from ablate.export.tokenizer import save_tokenizer
+
+    target = hf_target(model.variant, model.dims)  # a refusal needs no transformers
+    out = check_folder(out_dir, force)
+    require_transformers()
+    eot = getattr(tokenizer, "eot", None)
+    hf = build_hf_model(target, model, eot)
+    gap = logit_gap(model, hf)
+    if not gap <= GAP_LIMIT:
+        raise RuntimeError(f"bug: the {HF_CLASSES[target]} built from {model.variant.name} differs from it by "
+                           f"{gap:.3g} in the logits; nothing was written")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the export is an ordinary folder
+    try:
+        with _quiet():
+            hf.save_pretrained(tmp)
+            saved = save_tokenizer(tokenizer, tmp, model.dims.context)
+        write_card(tmp, model, target, gap=gap, tokenizer=tokenizer, tokenizer_saved=saved, source=source or {})
+        files = tuple(sorted(p.name for p in tmp.iterdir()))
+        for name in files:
+            (tmp / name).chmod(0o644)  # some are written private; an export is meant to be shared
+        if not out.exists():
+            os.replace(tmp, out)
+        else:  # empty, or --force: same-named files are replaced, others left alone
+            for name in files:
+                os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    params = sum(p.numel() for p in model.parameters())
+    return Export(out, target, HF_CLASSES[target], model.variant.name, params, gap, saved, files)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, force: bool = False) -> Export:
+    """Export the model of a run directory (its ``checkpoint.pt``), with its tokenizer and a model card."""
+    from ablate.train import load_checkpoint_model
+
+    check_folder(out_dir, force)  # before the checkpoint is read
+    model, config, tokenizer = load_checkpoint_model(run_dir)
+    try:
+        result = json.loads((Path(run_dir) / "result.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        result = {}
+    source = {"run_dir": str(run_dir), "config": config.to_dict(), "result": result if isinstance(result, dict) else {}}
+    return export_hf(model, out_dir, tokenizer=tokenizer, source=source, force=force)
+
+
+__all__ = ["EXPORTABLE", "Export", "check_folder", "export_hf", "export_run", "hf_target"]
