@@ -10,7 +10,8 @@ from ablate.errors import AblateError
 from ablate.urls import resolve_tracking_uri, sqlite_store_missing
 from ablate.metrics import check as check_metric, is_accuracy, lower_is_better
 from ablate.report import Comparison, RunRecord, build_comparison, write_report
-from ablate.track import DEFAULT_EXPERIMENT, client_for, find_or_create_parent, find_parent, find_runs, get_experiment_id
+from ablate.track import (DEFAULT_EXPERIMENT, client_for, find_or_create_parent, find_parent, find_runs,
+                          eval_history, get_experiment_id, summary_metric)
 
 METRICS = {"val_loss": "final_val_loss", "val_bpb": "final_val_bpb"}  # and every task accuracy: final_<acc…>
 _STATUS = {"finished": "finished", "diverged": "diverged"}
@@ -31,11 +32,9 @@ def _record(client, run, metric: str, by_data: bool = False) -> RunRecord | None
     if "ablate.variant" not in tags:
         return None  # a group/parent run or a foreign run
     status = _STATUS.get(tags.get("ablate.status", ""), "failed")
-    value = metrics.get(METRICS.get(metric, f"final_{metric}"), float("nan"))
-    history = client.get_metric_history(run.info.run_id, metric)
-    curve = sorted((m.step, m.value) for m in history)
-    loss_curve = curve if metric == "val_loss" else sorted(
-        (m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss"))
+    value = summary_metric(metrics, METRICS.get(metric, f"final_{metric}"), float("nan"))
+    curve = eval_history(client, run.info.run_id, metric)
+    loss_curve = curve if metric == "val_loss" else eval_history(client, run.info.run_id, "val_loss")
     return RunRecord(
         run_id=run.info.run_id,
         variant=variant_label(tags, by_data),
@@ -43,13 +42,13 @@ def _record(client, run, metric: str, by_data: bool = False) -> RunRecord | None
         seed=int(tags.get("ablate.seed", "0")),
         metric=value,
         curve=curve,
-        params=int(metrics.get("params", 0)),
-        flops_per_token=float(metrics.get("flops_per_token", 0.0)),
-        kv_bytes_per_token=float(metrics.get("kv_cache_bytes_per_token", 0.0)),
-        tokens_per_s=metrics.get("tokens_per_s_overall"),
+        params=int(summary_metric(metrics, "params", 0)),
+        flops_per_token=float(summary_metric(metrics, "flops_per_token", 0.0)),
+        kv_bytes_per_token=float(summary_metric(metrics, "kv_cache_bytes_per_token", 0.0)),
+        tokens_per_s=summary_metric(metrics, "tokens_per_s_overall"),
         status=status if value == value or status != "finished" else "failed",
-        unigram_entropy=metrics.get("unigram_entropy"),
-        final_loss=metrics.get("final_val_loss"),
+        unigram_entropy=summary_metric(metrics, "unigram_entropy"),
+        final_loss=summary_metric(metrics, "final_val_loss"),
         dataset=tags.get("ablate.dataset", ""),
         fairness={k[len(FAIRNESS_PREFIX):]: v for k, v in tags.items()
                   if k.startswith(FAIRNESS_PREFIX) and k[len(FAIRNESS_PREFIX):] not in _free_keys(metric)},

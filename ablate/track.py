@@ -1,10 +1,18 @@
-"""MLflow tracking: one MLflow run per ablate run, named by the variant's canonical name.
+"""MLflow tracking: one MLflow run per ablate run, named by the variant and its seed.
 
 Params hold the full resolved configuration, flattened; tags hold what one filters and groups by
 (variant, its hash, each slot's component, seed, dataset hash, code version, plugins, device);
 metrics are logged against the step in batches (at each eval and at the end), so logging costs a few
 calls per run, not one per step. A run that diverges or fails is marked FAILED, an interrupted one
-KILLED; none is left RUNNING.
+KILLED; none is left RUNNING. Resuming continues the run's MLflow run; training a run directory again
+from scratch deletes (softly) the MLflow run that described its old results.
+
+Metric names are laid out for MLflow's chart view, which draws one section per prefix, in name order,
+before its unprefixed "Model metrics", each sorted by name: the evaluation curves (``val_loss``,
+``val_bpb``, task accuracies) under ``eval/``, so they open the page; the once-per-run figures (final
+values, parameters, FLOPs, throughput, MFU) under ``summary/``, where they also sort the runs table;
+the training diagnostics under ``train/``. Stores written before this layout are still read
+(:func:`summary_metric`, :func:`eval_history`).
 """
 
 from __future__ import annotations
@@ -19,6 +27,11 @@ from ablate.errors import AblateError
 from ablate.train import Callback, RunResult, RunState
 
 DEFAULT_EXPERIMENT = "ablate"
+# MLflow 3 opens an experiment as a GenAI app (traces, judges) unless told it holds model training
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+EVAL_PREFIX, SUMMARY_PREFIX, TRAIN_PREFIX = "eval/", "summary/", "train/"
+TRAIN_CURVES = {"train_loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm",
+                "tokens_per_s": "train/tokens_per_s", "tokens": "train/tokens_seen"}
 STATUS = {"finished": "FINISHED", "pruned": "FINISHED", "diverged": "FAILED", "failed": "FAILED",
           "interrupted": "KILLED"}
 
@@ -40,16 +53,19 @@ def client_for(uri: str | None = None):
 
 
 def get_experiment_id(client, name: str, uri: str) -> str:
-    """The experiment's id, creating it with artifacts beside a local SQLite store."""
+    """The experiment's id, creating it with artifacts beside a local SQLite store. It is marked as a
+    model-training experiment (unless the user chose a kind), so the UI opens on runs and charts."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND[0] not in exp.tags:  # made by an older ablate, or by hand
+            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
         location = (db.parent / "mlartifacts" / name).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
     except Exception:  # created meanwhile by another worker
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -134,6 +150,7 @@ class MLflowTracker(Callback):
         self.run_id: str | None = None
         self.last_flush = time.perf_counter()
         self.seconds_logging = 0.0
+        self.logged_through: dict[str, int] = {}  # a resumed run's metrics already in MLflow: key -> last step
 
     # -- lifecycle
     def on_start(self, run: RunState) -> None:
@@ -152,10 +169,37 @@ class MLflowTracker(Callback):
             tags.update(self._init_tags(run, exp_id))
         if parent:
             tags[MLFLOW_PARENT_RUN_ID] = parent
-        created = self.client.create_run(exp_id, run_name=f"{run.variant_name} seed {run.config.seed}", tags=tags)
-        self.run_id = created.info.run_id
-        self._log_params(run)
+        earlier = self._earlier_runs(exp_id, run, parent)
+        if run.resumed_from is not None and earlier:
+            self._continue(earlier.pop(0), tags)
+        else:
+            created = self.client.create_run(exp_id, run_name=f"{run.variant_name} seed {run.config.seed}",
+                                             tags=tags)
+            self.run_id = created.info.run_id
+            self._log_params(run)
+        for stale in earlier:  # trained again from scratch: the old run describes results no longer on disk
+            self.client.set_tag(stale.info.run_id, "ablate.superseded_by", self.run_id)
+            self.client.delete_run(stale.info.run_id)
         self.seconds_logging += time.perf_counter() - t0
+
+    def _earlier_runs(self, exp_id: str, run: RunState, parent: str | None) -> list:
+        """This run directory's earlier MLflow runs under the same parent (none: top level), newest first."""
+        found = find_runs(self.client, [exp_id], {"ablate.run_dir": str(run.run_dir)}, max_results=100)
+        found = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent]
+        return sorted(found, key=lambda r: r.info.start_time or 0, reverse=True)
+
+    def _continue(self, earlier, tags: dict[str, str]) -> None:
+        """A resumed run continues its MLflow run: RUNNING again, metrics from where the log ends (steps
+        trained again after a SIGKILL are bit-identical to those already logged, so they are skipped)."""
+        self.run_id = earlier.info.run_id
+        self.client.update_run(self.run_id, status="RUNNING")
+        for key, value in tags.items():
+            if key != "mlflow.parentRunId":
+                self.client.set_tag(self.run_id, key, value)
+        for key in earlier.data.metrics:
+            history = self.client.get_metric_history(self.run_id, key)
+            if history:
+                self.logged_through[key] = max(m.step for m in history)
 
     def _tags(self, run: RunState) -> dict[str, str]:
         import torch
@@ -216,17 +260,17 @@ class MLflowTracker(Callback):
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
-    def _queue(self, row: dict[str, float], keys: tuple[str, ...]) -> None:
+    def _queue(self, row: dict[str, float], keys: dict[str, str]) -> None:
+        """Queue ``row[key]`` as metric ``keys[key]`` (finite values only, none already logged)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         step = int(row["step"])
-        for key in keys:
-            value = row.get(key)
-            if value is not None and value == value and abs(value) != float("inf"):
+        values = {name: row.get(key) for key, name in keys.items()}
+        for key, value in values.items():
+            if value is not None and value == value and abs(value) != float("inf") \
+                    and step > self.logged_through.get(key, -1):
                 self.buffer.append(Metric(key, float(value), now, step))
-        if "tokens" in row:
-            self.buffer.append(Metric("tokens_seen", float(row["tokens"]), now, step))
 
     def flush(self) -> None:
         t0 = time.perf_counter()
@@ -237,10 +281,10 @@ class MLflowTracker(Callback):
         self.seconds_logging += self.last_flush - t0
 
     def on_step(self, run: RunState, row: dict[str, float]) -> None:
-        self._queue(row, ("train_loss", "lr", "grad_norm", "tokens_per_s"))
+        self._queue(row, TRAIN_CURVES)
 
     def on_eval(self, run: RunState, row: dict[str, float]) -> None:
-        self._queue(row, ("val_loss", "val_bpb", *(k for k in row if k.startswith("acc"))))
+        self._queue(row, {k: EVAL_PREFIX + k for k in ("val_loss", "val_bpb", *(k for k in row if k.startswith("acc")))})
         if time.perf_counter() - self.last_flush > self.flush_seconds:
             self.flush()
 
@@ -269,7 +313,7 @@ class MLflowTracker(Callback):
         unigram = _unigram_entropy(run, result)
         if unigram is not None:
             final["unigram_entropy"] = unigram
-        self.buffer += [Metric(k, float(v), now, result.steps) for k, v in final.items() if v == v]
+        self.buffer += [Metric(SUMMARY_PREFIX + k, float(v), now, result.steps) for k, v in final.items() if v == v]
         self.flush()
         self.client.set_tag(self.run_id, "ablate.status", result.status)
         if result.status == "finished":
@@ -305,6 +349,19 @@ class MLflowTracker(Callback):
         ckpt = run.run_dir / "checkpoint.pt"
         if self.log_checkpoint and ckpt.exists() and result.status == "finished":
             self.client.log_artifact(self.run_id, str(ckpt), artifact_path="checkpoint")
+
+
+def summary_metric(metrics: dict[str, float], name: str, default=None):
+    """A run's once-per-run figure ``name`` (``final_val_loss``, ``params``, ...) from its MLflow metrics,
+    also where an older ablate logged it without the ``summary/`` prefix."""
+    return metrics.get(SUMMARY_PREFIX + name, metrics.get(name, default))
+
+
+def eval_history(client, run_id: str, name: str) -> list[tuple[int, float]]:
+    """A run's evaluation curve ``name`` (``val_loss``, an accuracy) as sorted (step, value), also where
+    an older ablate logged it without the ``eval/`` prefix."""
+    history = client.get_metric_history(run_id, EVAL_PREFIX + name) or client.get_metric_history(run_id, name)
+    return sorted((m.step, m.value) for m in history)
 
 
 def _unigram_entropy(run: RunState, result: RunResult) -> float | None:

@@ -48,11 +48,14 @@ def test_a_tracked_run_has_everything_to_reproduce_it(mlflow_uri, small_corpus, 
     assert t["ablate.code_version"] and json.loads(t["ablate.plugins"]) == []
     assert t["ablate.status"] == "finished"
     for key in ("final_val_loss", "final_val_bpb", "params", "flops_per_token", "kv_cache_bytes_per_token"):
-        assert key in m
+        assert f"summary/{key}" in m  # once-per-run figures in their own chart section
     history = {k: client.get_metric_history(run.info.run_id, k) for k in
-               ("train_loss", "val_loss", "val_bpb", "lr", "grad_norm", "tokens_per_s", "tokens_seen")}
+               ("eval/val_loss", "eval/val_bpb", "train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s",
+                "train/tokens_seen")}
     assert all(history.values())
-    assert [h.step for h in history["val_loss"]] == [0, 5, 10]
+    # MLflow's chart view: one section per prefix, in name order; the evaluation curves come first
+    assert sorted({k.split("/")[0] for k in m}) == ["eval", "summary", "train"]
+    assert [h.step for h in history["eval/val_loss"]] == [0, 5, 10]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"resolved_config.json", "sample.txt", "loss_curve.png", "result.json", "checkpoint"} <= artifacts
 
@@ -147,7 +150,7 @@ def test_ui_serves_the_runs_over_rest(mlflow_uri, small_corpus, tmp_path):
         assert run["info"]["run_id"] == tracker.run_id
         params = {p["key"]: p["value"] for p in run["data"]["params"]}
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-        assert params["variant.position.component"] == "learned" and "final_val_loss" in metrics
+        assert params["variant.position.component"] == "learned" and "summary/final_val_loss" in metrics
         with urllib.request.urlopen(f"{base}/artifacts/list?run_id={tracker.run_id}", timeout=10) as r:
             files = {f["path"] for f in json.load(r).get("files", [])}
         assert {"sample.txt", "loss_curve.png", "resolved_config.json"} <= files
@@ -170,10 +173,10 @@ def test_unigram_entropy_is_logged_and_a_stalled_run_is_tagged(mlflow_uri, small
     tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-stall", log_checkpoint=False)
     train(_config(small_corpus, tmp_path), [_Unigram(), tracker])
     run = MlflowClient(mlflow_uri).get_run(tracker.run_id)
-    assert run.data.metrics["unigram_entropy"] == 1.0
+    assert run.data.metrics["summary/unigram_entropy"] == 1.0
     assert run.data.tags["ablate.stalled"] == "true" and "unigram entropy" in run.data.tags["ablate.stalled_reason"]
     (record,) = load_records(tracking_uri=mlflow_uri, experiment="t-stall")
-    assert record.unigram_entropy == 1.0 and record.final_loss == run.data.metrics["final_val_loss"]
+    assert record.unigram_entropy == 1.0 and record.final_loss == run.data.metrics["summary/final_val_loss"]
 
 
 def test_compare_refuses_a_mixed_store_and_selects_a_group(mlflow_uri, small_corpus, tmp_path, capsys):
@@ -224,3 +227,65 @@ def test_sample_takes_an_mlflow_run_id(mlflow_uri, small_corpus, tmp_path, capsy
     assert main(["sample", "--run", "0" * 32, "--tracking-uri", mlflow_uri]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ablate: error: --run ") and err.count("\n") == 1
+
+
+def test_experiments_open_as_model_training_in_the_ui(mlflow_uri):
+    from ablate.track import EXPERIMENT_KIND, client_for, get_experiment_id
+
+    client, uri = client_for(mlflow_uri)
+    new = get_experiment_id(client, "t-kind-new", uri)
+    assert client.get_experiment(new).tags[EXPERIMENT_KIND[0]] == "custom_model_development"
+    old = client.create_experiment("t-kind-old")  # made by an older ablate: marked when next used
+    assert get_experiment_id(client, "t-kind-old", uri) == old
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND[0]] == "custom_model_development"
+    chosen = client.create_experiment("t-kind-own", tags={EXPERIMENT_KIND[0]: "genai_development"})
+    get_experiment_id(client, "t-kind-own", uri)  # the user's own choice stands
+    assert client.get_experiment(chosen).tags[EXPERIMENT_KIND[0]] == "genai_development"
+
+
+def test_resuming_continues_the_mlflow_run_and_retraining_replaces_it(mlflow_uri, small_corpus, tmp_path):
+    config = _config(small_corpus, tmp_path, budget="20steps", eval_points=4)
+    first = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-resume", log_checkpoint=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, [first, Boom(KeyboardInterrupt())])
+    client, (killed,) = _runs(mlflow_uri, "t-resume")
+    assert killed.info.status == "KILLED"
+    again = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-resume", log_checkpoint=False)
+    assert [m.step for m in client.get_metric_history(killed.info.run_id, "eval/val_loss")] == [0, 5]
+    train(config, [again], resume=True)
+    client, (run,) = _runs(mlflow_uri, "t-resume")  # one MLflow run for one (config, seed)
+    assert run.info.run_id == first.run_id == again.run_id and run.info.status == "FINISHED"
+    for key in ("eval/val_loss", "train/loss", "train/lr"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert steps == sorted(set(steps)), key  # no step logged twice
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/val_loss")] == [0, 5, 10, 15, 20]
+
+    fresh = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-resume", log_checkpoint=False)
+    train(config, [fresh])  # trained again from scratch: the old run's results are gone from disk
+    client, (run,) = _runs(mlflow_uri, "t-resume")
+    assert run.info.run_id == fresh.run_id != first.run_id
+    old = client.get_run(first.run_id)
+    assert old.info.lifecycle_stage == "deleted" and old.data.tags["ablate.superseded_by"] == fresh.run_id
+
+
+def test_compare_reads_stores_written_before_the_summary_prefix(mlflow_uri, small_corpus, tmp_path):
+    """Runs logged by an older ablate (``final_val_loss`` etc. without ``summary/``) still compare."""
+    from ablate.compare import load_records
+    from ablate.track import SUMMARY_PREFIX
+
+    tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-old-names", log_checkpoint=False)
+    train(_config(small_corpus, tmp_path), [tracker])
+    client = MlflowClient(mlflow_uri)
+    old = client.get_run(tracker.run_id)
+    legacy = client.create_run(old.info.experiment_id, tags=old.data.tags)
+    for key, value in old.data.metrics.items():
+        if key.startswith(SUMMARY_PREFIX):
+            client.log_metric(legacy.info.run_id, key.removeprefix(SUMMARY_PREFIX), value, step=10)
+    for m in client.get_metric_history(tracker.run_id, "eval/val_loss"):
+        client.log_metric(legacy.info.run_id, "val_loss", m.value, step=m.step)
+    client.set_terminated(legacy.info.run_id)
+    client.delete_run(tracker.run_id)
+    (record,) = load_records(tracking_uri=mlflow_uri, experiment="t-old-names")
+    assert record.metric == old.data.metrics["summary/final_val_loss"] and record.params > 0
+    assert record.flops_per_token == old.data.metrics["summary/flops_per_token"]
+    assert record.loss_curve == [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "eval/val_loss")]

@@ -1,11 +1,13 @@
-"""`ablate ui`: the MLflow UI on loopback for the same tracking store."""
+"""`ablate ui`: the MLflow UI on loopback for the same tracking store, opened on the runs' charts."""
 
 from __future__ import annotations
 
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
+from urllib.parse import urlencode
 
 from ablate.errors import AblateError
 
@@ -24,6 +26,30 @@ def _check_port(host: str, port: int) -> None:
                               f"the port: pick another with --port (e.g. --port {port + 1})") from None
 
 
+def runs_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs in MLflow's model-training view: the charts of every ablate run, flat (a
+    filter stops MLflow from folding a group's runs under their parent), best final val_loss first."""
+    query = {"workflowType": "machine_learning", "compareRunsMode": "CHART",
+             "searchFilter": "tags.`ablate.variant` LIKE '%'",
+             "orderByKey": "metrics.`summary/final_val_loss`", "orderByAsc": "true"}
+    return f"{base}/#/experiments/{experiment_id}/runs?{urlencode(query)}"
+
+
+def _experiment_id(uri: str, name: str) -> str | None:
+    """The experiment's id in the store, without creating a store or an experiment."""
+    from ablate.urls import sqlite_store_missing
+
+    if sqlite_store_missing(uri):
+        return None
+    try:
+        from ablate.track import client_for
+
+        exp = client_for(uri)[0].get_experiment_by_name(name)
+    except Exception:  # an unreachable server: the UI itself will say so
+        return None
+    return exp.experiment_id if exp is not None else None
+
+
 def cmd_ui(args) -> int:
     import signal
     import subprocess
@@ -38,8 +64,16 @@ def cmd_ui(args) -> int:
            "--port", str(args.port), "--workers", "1", "--uvicorn-opts", "--no-access-log --log-level warning"]
     if uri.startswith("sqlite:///"):
         cmd += ["--default-artifact-root", (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()]
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    log = None if args.verbose else tempfile.NamedTemporaryFile("w+", prefix="ablate-ui-", suffix=".log")
+    env = os.environ if args.verbose else {**os.environ, "PYTHONWARNINGS": "ignore", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env, stdout=log, stderr=log)
+    base = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
+    print(f"MLflow UI for {uri} at {base} (Ctrl-C to stop)", flush=True)
+    exp_id = _experiment_id(uri, args.experiment)
+    if exp_id is not None:
+        print(f"  runs of experiment {args.experiment!r}, charts: {runs_url(base, exp_id)}", flush=True)
+    else:
+        print(f"  no experiment {args.experiment!r} there yet; its runs appear once `ablate run` logs one", flush=True)
 
     def stop(*_):
         try:
@@ -49,16 +83,24 @@ def cmd_ui(args) -> int:
 
     signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
     try:
-        return proc.wait()
+        code = proc.wait()
     except KeyboardInterrupt:
         stop()
         proc.wait(timeout=10)
         return 0
+    if code and log is not None:  # the server's own words, which were kept quiet while it ran
+        log.seek(0)
+        print("".join(log.readlines()[-20:]), file=sys.stderr, end="")
+        print(f"ablate: error: the MLflow server stopped (exit {code}); its last lines are above", file=sys.stderr)
+    return code
 
 
 def add_commands(sub) -> None:
     p = sub.add_parser("ui", help="start the MLflow UI on loopback for the same tracking store")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--tracking-uri", default=None,
+                   help="the store to show (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db, as `ablate run`)")
+    p.add_argument("--experiment", default="ablate", help="the experiment whose runs page is printed (default 'ablate')")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000, help="TCP port to serve on (default 5000)")
+    p.add_argument("--verbose", action="store_true", help="show the MLflow server's own log lines")
     p.set_defaults(func=cmd_ui)
