@@ -76,3 +76,26 @@ def test_version_and_ui_port_mistakes_are_one_line_exit_2(capsys):
     assert "already in use" in err and "--port" in err and err.count("\n") == 1
     assert main(["ui", "--port", "70000"]) == 2
     assert "not a TCP port" in capsys.readouterr().err
+
+
+def _options(parser, path):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            yield path, "/".join(action.option_strings) or action.dest, action.help or ""
+
+
+def test_every_flag_of_every_command_says_what_it_does():
+    import re
+
+    from ablate.cli import build_parser
+
+    options = list(_options(build_parser(), "ablate"))
+    assert len(options) > 100  # every command group was walked
+    bare = [(cmd, opt, text) for cmd, opt, text in options
+            if len(re.sub(r"\(default[^)]*\)", "", text).strip()) < 8]
+    assert not bare, f"flags whose help is only a default: {bare}"

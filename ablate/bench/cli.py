@@ -73,7 +73,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing (default 2)")
     p.add_argument("--repeats", type=int, default=5, help="timed steps; the median is reported (default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs (default 0)")
 
 
 def cmd_bench_mixers(args) -> int:
@@ -165,7 +165,8 @@ def add_bench_commands(subparsers) -> None:
     p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
     p.add_argument("--batch-tokens", type=_at_least(1), default=8192,
                    help="tokens per step; batch = this // context (default 8192)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="parameter and activation type (default float32)")
     p.add_argument("--out", default="bench/mixers.png", help="plot path; the numbers go beside it as .json")
     _common(p)
     p.set_defaults(func=cmd_bench_mixers)
@@ -190,7 +191,8 @@ def add_bench_commands(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=12, help="sequences per step (default 12)")
     p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="float32, or bf16/fp16 autocast as `ablate run --dtype` (default float32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (its cold cost is in warm-up)")
     p.add_argument("--no-probe", action="store_true", help="on a known GPU, use its data-sheet peak instead")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when there is one)")

@@ -134,17 +134,18 @@ def cmd_inspect(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("list", help="list registered components (optionally one slot or a pattern like 'rope*')")
-    p.add_argument("pattern", nargs="?")
+    p.add_argument("pattern", nargs="?", help="a slot (position, norm, ...) or a glob like 'rope*' (default: all)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("describe", help="describe a component, architecture preset or size preset")
-    p.add_argument("name")
+    p.add_argument("name", help="a component's name, e.g. rope, or slot:name when two slots share it")
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("inspect", help="resolve a variant and print its parameters, FLOPs and KV cache (no training)")
-    p.add_argument("variant")
+    p.add_argument("variant", help="variant string, preset or variants/ file, e.g. rope+swiglu")
     p.add_argument("--size", default="gpt2-small", help="size preset (default gpt2-small; see `ablate list`)")
     p.add_argument("--vocab-size", type=int, help="vocabulary when the size has none (default 50257)")
-    p.add_argument("--kv-dtype", default="bfloat16", choices=["float32", "bfloat16", "float16", "int8"])
+    p.add_argument("--kv-dtype", default="bfloat16", choices=["float32", "bfloat16", "float16", "int8"],
+                   help="element type assumed for the KV-cache bytes per token (default bfloat16)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)
