@@ -65,29 +65,36 @@ def plot_curves(c: Comparison, records: Sequence[RunRecord], path: Path, x_label
             series.append((row.variant, *mc))
     if not series:
         return False
-    fig = new_figure(8.0, 5.0)
-    ax = fig.add_subplot(1, 1, 1)
-    tops = []
-    for i, (name, grid, mean, lo, hi, n) in enumerate(series):
-        color = "black" if name == c.baseline else f"C{i % 10}"
-        ax.plot(grid, mean, color=color, lw=1.8 if name == c.baseline else 1.4,
-                label=f"{name} (n={n})")
-        if n > 1:
-            ax.fill_between(grid, lo, hi, color=color, alpha=0.18, lw=0)
-        tail = hi[len(hi) // 10:] if len(hi) >= 10 else hi
-        tops.append(float(tail.max()))
-    # Early-training losses dwarf the differences that matter: clip the y range to the part of
-    # training after the first 10% of eval points.
-    bottoms = [float(s[3].min()) for s in series]
-    top, bottom = max(tops), min(bottoms)
-    if top > bottom:
-        pad = 0.05 * (top - bottom)
-        ax.set_ylim(bottom - pad, top + pad)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(f"{c.metric_name} ({metric_unit(c.metric_name)})")
-    ax.set_title(f"{c.metric_name}: mean across seeds, band = min–max")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    fig = new_figure(11.0, 4.8)
+    whole, final = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    last_step = max(float(grid[-1]) for _, grid, *_ in series)
+    # Early-training losses dwarf the differences that matter: the left panel leaves out the first
+    # 10% of eval points from its y range; the right one zooms on the last 30% of training, where
+    # the gap the verdict is about lives.
+    for ax, start, skip in ((whole, 0.0, 0.1), (final, 0.7 * last_step, 0.0)):
+        lows, highs = [], []
+        for i, (name, grid, mean, lo, hi, n) in enumerate(series):
+            keep = grid >= start
+            if not keep.any():
+                continue
+            g, m, l, h = grid[keep], mean[keep], lo[keep], hi[keep]
+            color = "black" if name == c.baseline else f"C{i % 10}"
+            ax.plot(g, m, color=color, lw=1.8 if name == c.baseline else 1.4, label=f"{name} (n={n})",
+                    marker="o" if ax is final and len(g) <= 12 else None, ms=3)
+            if n > 1:
+                ax.fill_between(g, l, h, color=color, alpha=0.18, lw=0)
+            first = int(len(h) * skip) if len(h) >= 10 else 0
+            lows.append(float(l[first:].min()))
+            highs.append(float(h[first:].max()))
+        if lows and max(highs) > min(lows):
+            pad = 0.05 * (max(highs) - min(lows))
+            ax.set_ylim(min(lows) - pad, max(highs) + pad)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(f"{c.metric_name} ({metric_unit(c.metric_name)})")
+        ax.grid(True, alpha=0.3)
+    whole.set_title(f"{c.metric_name}: mean across seeds, band = min–max", fontsize=10)
+    final.set_title("the last 30% of training, zoomed", fontsize=10)
+    whole.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     return True
