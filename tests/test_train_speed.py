@@ -1,0 +1,77 @@
+"""The trainer's hot loop stays fast: no host sync between log points (a bad loss is still caught),
+a fused optimizer, and the CPU bf16 autocast path still trains."""
+
+import pytest
+import torch
+
+from ablate.config import RunConfig
+from ablate.optim import make_optimizer
+from ablate.testing import tiny_model
+from ablate.train import train
+
+SYNCS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
+
+
+@pytest.fixture
+def cfg(small_corpus, tmp_path):
+    return RunConfig(size="tiny", context=32, data=str(small_corpus), tokenizer="char", budget="20steps",
+                     batch_size=4, eval_points=1, eval_batches=2, out_dir=str(tmp_path / "runs"),
+                     cache_dir=str(tmp_path / "cache"), log_every=1000, device="cpu", dtype="float32")
+
+
+@pytest.fixture
+def count_syncs(monkeypatch):
+    """Counts every read of a tensor's value on the host (``.item()``, ``.tolist()``, ``float(t)`` ...)."""
+    counts = {"n": 0}
+    for name in SYNCS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            counts["n"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return counts
+
+
+@pytest.mark.parametrize("variant", ["baseline", "rope+swiglu+rmsnorm", "alibi+gqa(kv_heads=2)+post"])
+def test_no_host_sync_between_log_points(variant, cfg, count_syncs, monkeypatch):
+    import ablate.train as trainer
+
+    inside = []
+    step = trainer.optimizer_step
+
+    def watched(*args, **kwargs):  # forward, backward, clipping and the optimizer: never a sync
+        before = count_syncs["n"]
+        out = step(*args, **kwargs)
+        inside.append(count_syncs["n"] - before)
+        return out
+
+    monkeypatch.setattr(trainer, "optimizer_step", watched)
+    cfg = cfg.replace(variant=variant)
+    short = train(cfg.replace(out_dir=cfg.out_dir + "-short"))
+    syncs_short, count_syncs["n"] = count_syncs["n"], 0
+    long = train(cfg.replace(budget="40steps"))
+    assert set(inside) == {0} and len(inside) == 60
+    assert count_syncs["n"] == syncs_short  # twice the steps, no more reads: they come at log points only
+    assert short.status == long.status == "finished"
+    assert all(h["train_loss"] == h["train_loss"] and h["grad_norm"] > 0 for h in long.history)  # all filled in
+
+
+def test_divergence_is_caught_within_log_every_steps(cfg):
+    result = train(cfg.replace(lr=50.0, min_lr=0.0, warmup=0.0, grad_clip=0.0, budget="200steps", log_every=7))
+    assert result.status == "diverged"
+    bad = next(h["step"] for h in result.history if not h["train_loss"] < 3 * result.history[0]["train_loss"])
+    assert f"at step {bad} " in result.message
+    assert bad <= result.steps < bad + 7 and result.steps % 7 == 0
+
+
+def test_optimizer_is_fused_on_cpu():
+    optimizer = make_optimizer(tiny_model("baseline"), RunConfig(), "cpu")
+    assert optimizer.defaults["fused"] is True
+
+
+def test_bf16_autocast_trains_on_cpu(cfg):
+    result = train(cfg.replace(dtype="bfloat16", budget="60steps", eval_points=2, variant="rope+swiglu"))
+    assert result.status == "finished"
+    assert result.evals[-1]["val_loss"] < result.evals[0]["val_loss"] - 0.5
