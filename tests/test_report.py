@@ -437,3 +437,17 @@ def test_the_verdict_tables_fit_the_terminal_without_cutting_cells(width):
     print_comparison(c, wide, wide=True)
     full = wide.export_text()
     assert "FLOPs/token" in full and "p (Holm)" in full and "what each variant costs" not in full
+
+
+def test_a_cell_table_as_csv_and_strict_json():
+    import csv
+    import json
+
+    from ablate.report.tables import CellTable, strict_json
+
+    table = CellTable("t", ["variant", "Δ [CI]"])
+    table.add("rope+swiglu", "-0.1, \"x\"")
+    assert list(csv.reader(io.StringIO(table.to_csv()))) == [["variant", "Δ [CI]"], ["rope+swiglu", '-0.1, "x"']]
+    text = strict_json({"loss": float("inf"), "rows": [float("nan"), 1.5], "ok": True})
+    assert json.loads(text) == {"loss": None, "rows": [None, 1.5], "ok": True}
+    assert "NaN" not in text and "Infinity" not in text

@@ -62,7 +62,7 @@ def assert_exactly_once(trials, expected_keys: set[str]) -> None:
     from optuna.trial import TrialState
 
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    done = Counter(key_of(t.params, COMPARE_KEY) for t in trials
+    done = Counter(key_of(trial_point(t), COMPARE_KEY) for t in trials
                    if t.state == TrialState.COMPLETE and not t.user_attrs.get(K_SKIP))
     assert set(done) == expected_keys, f"missing {expected_keys - set(done)}"
     assert all(n == 1 for n in done.values()), f"run twice: {[k for k, n in done.items() if n > 1]}"
@@ -300,11 +300,18 @@ def test_tune_then_compare_uses_each_variants_best_lr(small_corpus, tmp_path, ml
         assert [lr for lr, _, _ in tried] == [1e-3, 1e-2]
         assert best[variant] == min(tried, key=lambda r: r[1])[0]
     compare = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(compare) == 4 and all(t.params["lr"] == best[t.params["variant"]] for t in compare)
+    assert len(compare) == 4 and all(t.user_attrs["lr"] == best[t.params["variant"]] for t in compare)
+    assert all(set(t.params) == {"variant"} for t in compare)  # the tuned lr follows the variant: not a param
     capsys.readouterr()
     assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "learning-rate tuning" in out and "chosen lr" in out
+    assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--out", str(tmp_path / "r"), "--no-log",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["variant"] for r in report["rows"]] == ["baseline", "swiglu"]
+    tuning = next(t for t in report["tables"] if t["title"].startswith("learning-rate tuning"))
+    assert [r["variant"] for r in tuning["rows"]] == ["baseline", "swiglu"]
 
 
 def test_tune_then_compare_can_tune_warmup_with_the_lr(small_corpus, tmp_path, mlflow_uri, capsys):
@@ -327,7 +334,8 @@ def test_tune_then_compare_can_tune_warmup_with_the_lr(small_corpus, tmp_path, m
         assert best[variant] == {"lr": winner.params["lr"], "warmup": winner.params["warmup"]}
     compare = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(compare) == 2
-    assert all({"lr": t.params["lr"], "warmup": t.params["warmup"]} == best[t.params["variant"]] for t in compare)
+    assert all({"lr": t.user_attrs["lr"], "warmup": t.user_attrs["warmup"]} == best[t.params["variant"]]
+               for t in compare)
     capsys.readouterr()
     assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 0
     assert "chosen lr, warmup" in capsys.readouterr().out
@@ -355,6 +363,12 @@ def test_search_prunes_and_reports_importances(small_corpus, tmp_path, mlflow_ur
     figures = list((tmp_path / "r").glob("importances-*.png"))  # drawn, not only printed
     assert figures and figures[0].read_bytes().startswith(b"\x89PNG")
     assert f"]({figures[0].name})" in (tmp_path / "r" / "report.md").read_text()
+    assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--out", str(tmp_path / "r"), "--no-log",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)  # only JSON on stdout
+    assert report["protocol"] == "search" and len(report["rows"]) == 4 and report["rows"][0]["rank"] == "1"
+    assert report["importances"] and set(report["importances"][0]["importances"]) <= {"position", "lr"}
+    assert set(report["best"]["params"]) <= {"lr"} and report["best"]["val_loss"] > 0
 
 
 # ------------------------------------------------------------------------------------- factorial

@@ -32,7 +32,7 @@ def fake_round(ctx, answered):
         trial = study.ask()
         point = trial.user_attrs[K_POINT]
         variant = trial.suggest_categorical("variant", list(ctx.spec.variants))
-        seed = trial.suggest_int("seed", 0, max(ctx.spec.seeds))
+        seed = trial.user_attrs["seed"]  # a replicate, not a searched parameter
         assert (variant, seed) == (point["variant"], point["seed"])
         shared, own = random.Random(seed).gauss(0, 0.01), random.Random(f"{variant}{seed}").gauss(0, 0.002)
         study.tell(trial, 3.0 + EFFECT[variant] + shared + own)

@@ -3,7 +3,7 @@
     ablate study run studies/positions.toml [--workers N] [--storage URL|PATH] [--gpu] [--set k=v]
     ablate study worker studies/positions.toml --storage postgresql://...   # join from another machine
     ablate study status studies/positions.toml
-    ablate study report studies/positions.toml [--out DIR]
+    ablate study report studies/positions.toml [--out DIR] [--json | --csv]
     ablate study show studies/positions.toml        # the resolved plan, nothing run
 
 `run` creates the study once (Optuna studies, MLflow parent run, the queue of (variant, seed) trials),
@@ -38,7 +38,9 @@ def _common(p: argparse.ArgumentParser, tracking: bool = True) -> None:
     p.add_argument("--storage", default=None,
                    help="Optuna storage: an RDB URL (postgresql://user:pw@host/db, sqlite:///path.db) or a journal "
                         "file path (default <study dir>/.state/<name>.journal)")
-    p.add_argument("--state-dir", default=None, help="folder for the default journal storage")
+    p.add_argument("--state-dir", default=None,
+                   help="folder of the default journal storage instead of <study dir>/.state (give the same one "
+                        "to run, worker, status and report)")
     p.add_argument("--gpu", action="store_true", help="apply the file's [gpu] table (the study becomes <name>-gpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting (any RunConfig key, or seeds), e.g. --set budget=2000steps")
@@ -46,7 +48,8 @@ def _common(p: argparse.ArgumentParser, tracking: bool = True) -> None:
     if tracking:
         p.add_argument("--tracking-uri", default=None,
                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else the study's, else sqlite:///mlflow.db)")
-        p.add_argument("--experiment", default=None, help="MLflow experiment (default 'ablate')")
+        p.add_argument("--experiment", default=None,
+                       help="MLflow experiment of the study's runs (default: the one it was created in, else 'ablate')")
 
 
 def _worker_flags(p: argparse.ArgumentParser) -> None:
@@ -66,9 +69,11 @@ def add_commands(sub) -> None:
     p = ssub.add_parser("run", help="create (or resume) the study and run it with N worker processes")
     _common(p)
     _worker_flags(p)
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    p.add_argument("--fresh", action="store_true", help="discard this study's Optuna state and start over")
-    p.add_argument("--report", action="store_true", help="print the report when the study is done")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine that pop trials from the study's queue (default 1)")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard this study's Optuna state (trials, queue) and start over; its MLflow runs stay")
+    p.add_argument("--report", action="store_true", help="print the report (`study report`) when the study is done")
     p.add_argument("--until-decided", action="store_true",
                    help="compare studies: start with 3 seeds and add seeds in rounds (5, 7, 9, ...) only for "
                         "undecided variants, up to the study's seeds, with a group-sequential test that keeps "
@@ -81,8 +86,10 @@ def add_commands(sub) -> None:
     p = ssub.add_parser("worker", help="join an existing study as one worker (e.g. from another machine)")
     _common(p)
     _worker_flags(p)
-    p.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--prefix", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-id", type=int, default=0,
+                   help="this worker's number (default 0): labels its output and offsets a search's sampler seed, "
+                        "so give each worker joining from another machine its own")
+    p.add_argument("--prefix", default=None, help="text before each line this worker prints (default '[wN] ')")
     p.set_defaults(func=cmd_worker)
 
     p = ssub.add_parser("status", help="trials done, running (with their worker), failed and missing")
@@ -94,6 +101,14 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default=None, help="folder for report.md and figures (default reports/<study>)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the study's MLflow run")
     p.add_argument("--wide", action="store_true", help="one verdict table with every column (needs ~180 columns)")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true",
+                       help="print the report as JSON and nothing else on stdout: runs_used, rows and warnings as "
+                            "`ablate compare --json`, then the study's other tables (tuning, factorial, importances, "
+                            "sequential); no NaN (null instead)")
+    shape.add_argument("--csv", action="store_true",
+                       help="print the main table as CSV and nothing else on stdout: the verdict table (the rows of "
+                            "--json), or a search's best trials")
     p.set_defaults(func=cmd_report)
 
     p = ssub.add_parser("show", help="the resolved plan of a study file (variants, seeds, settings); runs nothing")
@@ -351,6 +366,7 @@ def _print_progress(ctx) -> None:
     import datetime
 
     from ablate.study import K_WORKER, progress
+    from ablate.study.queue import trial_point
 
     for p in progress(ctx):
         parts = [f"{p.done} done" + (f" + {p.pruned} pruned" if p.pruned else "") + f" of {p.expected}"]
@@ -364,7 +380,7 @@ def _print_progress(ctx) -> None:
         for t in p.running_trials:
             w = t.user_attrs.get(K_WORKER, {})
             age = (datetime.datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 0
-            console.print(f"    trial {t.number} {t.params} on {w.get('host', '?')} pid {w.get('pid', '?')} "
+            console.print(f"    trial {t.number} {trial_point(t)} on {w.get('host', '?')} pid {w.get('pid', '?')} "
                           f"for {age:.0f}s", highlight=False, markup=False)
         if p.missing:
             more = f" (+{len(p.missing) - 8} more)" if len(p.missing) > 8 else ""
@@ -380,29 +396,43 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import io
+
+    from rich.console import Console
+
     from ablate.compare import default_report_dir
-    from ablate.report.study import compare_report, search_report
+    from ablate.report.study import Findings, compare_report, search_report
+    from ablate.report.tables import strict_json
 
     spec, ctx = _spec_and_ctx(args)
     attrs = ctx.main().user_attrs
     ctx.adopt_tracking(attrs)
     out = Path(args.out) if args.out else default_report_dir(spec.name)
+    machine = getattr(args, "json", False) or getattr(args, "csv", False)
+    if machine and spec.pretrain is not None:
+        raise AblateError("--json and --csv are not available for pretrain-then-finetune studies yet; "
+                          f"run `ablate study report {args.file}` and read its report.md")
+    shown = Console(file=io.StringIO()) if machine else console  # --json/--csv: only the data on stdout
+    found = Findings()
     if spec.protocol == "search":
-        paths = search_report(ctx, out, console)
+        paths = search_report(ctx, out, shown, found)
     elif spec.pretrain is not None:
         from ablate.report.pretrain import pretrain_report
 
-        paths = pretrain_report(ctx, out, console, wide=getattr(args, "wide", False))
+        paths = pretrain_report(ctx, out, shown, wide=getattr(args, "wide", False))
     else:
-        paths = compare_report(ctx, out, console, wide=getattr(args, "wide", False))
+        paths = compare_report(ctx, out, shown, wide=getattr(args, "wide", False), found=found)
     record = attrs.get("ablate.sequential")
     if record and spec.protocol == "compare":
         from ablate.study.rounds import table
 
         cells = table(record, spec.baseline, spec.metric)
-        console.print(cells.to_rich())
-        console.print("seeds were added until decided: the table above holds the study's verdicts; the fixed-design "
-                      "table is shown for reference only", highlight=False, markup=False, style="yellow")
+        found.extra["sequential"] = {"title": cells.title, "rows": cells.to_records(),
+                                     "note": "the study's verdicts (seeds were added until decided); rows above "
+                                             "are the fixed-design table, for reference only"}
+        shown.print(cells.to_rich())
+        shown.print("seeds were added until decided: the table above holds the study's verdicts; the fixed-design "
+                    "table is shown for reference only", highlight=False, markup=False, style="yellow")
         with open(paths[0], "a", encoding="utf-8") as fh:
             fh.write("\n## Sequential verdicts (seeds added until decided)\n\n" + cells.to_markdown() + "\n\n"
                      "These are the study's verdicts: a group-sequential paired t-test with alpha spending keeps the "
@@ -412,6 +442,12 @@ def cmd_report(args) -> int:
         client = ctx.client()
         for path in paths:
             client.log_artifact(attrs["ablate.mlflow_parent"], str(path), artifact_path="report")
+    if getattr(args, "json", False):
+        print(strict_json(found.to_dict(spec, paths)))
+        return 0
+    if getattr(args, "csv", False):
+        sys.stdout.write(found.main.to_csv())
+        return 0
     console.print(f"report: {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
     console.print(f"curves and runs in the MLflow UI: ablate ui --tracking-uri {ctx.tracking_uri} "
                   f"(then open http://127.0.0.1:5000, experiment {ctx.experiment or 'ablate'}, run 'study {spec.name}')",

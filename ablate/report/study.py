@@ -1,11 +1,14 @@
 """A study's report: the verdict table of its comparison trials, with its tuning and factorial sections,
 or the ranking and parameter importances of a search. Each table is built once (``CellTable``) and
-printed to the terminal and written to ``report.md`` from the same cells."""
+printed to the terminal, written to ``report.md`` and collected for ``--json`` / ``--csv`` (``Findings``)
+from the same cells."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -13,15 +16,37 @@ from ablate.errors import AblateError
 from ablate.format import num, short
 from ablate.metrics import direction, lower_is_better
 from ablate.report.figures import plot_effects, plot_importances
-from ablate.report.render import comparison_header, print_comparison, write_report
+from ablate.report.render import comparison_header, print_comparison, verdict_table, write_report
 from ablate.report.tables import CellTable
 
 
-def _warn(console: Console, text: str) -> None:
+@dataclass
+class Findings:
+    """What a study report found, for ``study report --json`` / ``--csv``: the main table (the verdicts,
+    or a search's ranking), the other tables (tuning, factorial, importances, sequential), warnings."""
+
+    main: CellTable | None = None
+    runs_used: str = ""
+    tables: list[CellTable] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, spec, paths: list[Path]) -> dict[str, Any]:
+        """``runs_used``, ``rows`` and ``warnings`` as ``ablate compare --json`` has them, then the study's own."""
+        return {"runs_used": self.runs_used, "rows": self.main.to_records() if self.main else [],
+                "warnings": self.warnings, "study": spec.name, "protocol": spec.protocol, "metric": spec.metric,
+                "baseline": spec.baseline, **self.extra,
+                "tables": [{"title": t.title, "rows": t.to_records()} for t in self.tables],
+                "report": [str(p) for p in paths]}
+
+
+def _warn(console: Console, text: str, found: Findings | None = None) -> None:
     console.print(f"warning: {text}", highlight=False, markup=False, style="yellow")
+    if found is not None:
+        found.warnings.append(text)
 
 
-def compare_report(ctx, out: Path, console: Console, wide: bool = False) -> list[Path]:
+def compare_report(ctx, out: Path, console: Console, wide: bool = False, found: Findings | None = None) -> list[Path]:
     """The comparison of a compare or tune-then-compare study: table, report.md and figures."""
     from ablate.compare import compare, load_records
     from ablate.factorial import factorial_design
@@ -39,16 +64,20 @@ def compare_report(ctx, out: Path, console: Console, wide: bool = False) -> list
     console.print(f"study {spec.name} ({spec.protocol}): {comparison_header(comparison, records)}",
                   highlight=False, markup=False)
     print_comparison(comparison, console, wide=wide)
+    found = found if found is not None else Findings()  # the cells and header of `ablate compare --json`
+    found.main, found.runs_used = verdict_table(comparison, unadjusted=True), comparison_header(comparison, records)
+    found.warnings += comparison.warnings
+    found.extra["missing"] = missing
     if missing:
         _warn(console, f"{len(missing)} (variant, seed) not finished yet: {', '.join(missing[:10])}"
-                       f"{' …' if len(missing) > 10 else ''}; re-run `ablate study run` to finish them")
+                       f"{' …' if len(missing) > 10 else ''}; re-run `ablate study run` to finish them", found)
     paths = write_report(comparison, records, out)
     sections: list[str] = [f"\n## Study\n\n`{spec.path.name}` ({spec.protocol}); {spec.description}\n"]
     if spec.protocol == "tune-then-compare":
-        sections.append(tuning_section(ctx, console))
+        sections.append(tuning_section(ctx, console, found))
     factors = factorial_design(list(spec.variants), spec.baseline)
     if factors:
-        section, figure = factorial_section(comparison, records, factors, spec.metric, console, out)
+        section, figure = factorial_section(comparison, records, factors, spec.metric, console, out, found)
         sections.append(section)
         if figure:
             paths.append(figure)
@@ -57,7 +86,7 @@ def compare_report(ctx, out: Path, console: Console, wide: bool = False) -> list
     return paths
 
 
-def tuning_section(ctx, console: Console) -> str:
+def tuning_section(ctx, console: Console, found: Findings | None = None) -> str:
     """Every lr tried per variant and the one chosen; warns when the best lies at the edge of the grid."""
     from ablate.study.progress import tuning_table
 
@@ -81,18 +110,21 @@ def tuning_section(ctx, console: Console) -> str:
             edge.append(f"{row['variant']} ({best})")
         table.add(row["variant"], tried, best)
     console.print(table.to_rich())
+    if found is not None:
+        found.tables.append(table)
     md = [f"\n## Learning-rate tuning\n\nEach variant's lr was chosen on seed {spec.tune['seed']} "
           f"(not one of the compared seeds) with budget {spec.tune['budget']}; the comparison above uses it.\n",
           table.to_markdown()]
     if edge:
         warning = (f"best lr at the edge of the range tried for {', '.join(edge)}: its optimum may lie beyond; "
                    "widen [tune] lr to be sure no variant is held back")
-        _warn(console, warning)
+        _warn(console, warning, found)
         md.append(f"\nWarning: {warning}.")
     return "\n".join(md) + "\n"
 
 
-def factorial_section(comparison, records, factors, metric: str, console: Console, out: Path):
+def factorial_section(comparison, records, factors, metric: str, console: Console, out: Path,
+                      found: Findings | None = None):
     """Main effects and interactions of a 2^k design; returns the Markdown and the figure (or None)."""
     from ablate.factorial import effect_reading, factorial_effects
 
@@ -102,7 +134,7 @@ def factorial_section(comparison, records, factors, metric: str, console: Consol
     try:
         result = factorial_effects(rows, factors, level=comparison.level, metric=metric)
     except AblateError as err:
-        console.print(f"factorial ({names}): {err}", highlight=False, markup=False, style="yellow")
+        _warn(console, f"factorial ({names}): {err}", found)
         return f"\n## Factorial analysis\n\n{err}\n", None
     pct = f"{result.level:.0%}"
     table = CellTable(f"factorial {names}: effects on {metric} (linear model on ±1 factors + seed blocks, "
@@ -112,6 +144,8 @@ def factorial_section(comparison, records, factors, metric: str, console: Consol
         table.add(e.term, num(e.estimate, sign=True), f"[{e.low:+.4f}, {e.high:+.4f}]", f"{e.p_value:.3g}",
                   effect_reading(e))
     console.print(table.to_rich())
+    if found is not None:
+        found.tables.append(table)
     md = [f"\n## Factorial analysis: {names}\n",
           f"Linear model of final {metric} on ±1-coded factors (every interaction) plus a block per seed; "
           f"{result.n_runs} runs, {result.n_seeds} seeds, {result.df} residual degrees of freedom. "
@@ -160,7 +194,7 @@ def _search_score(t, sign: float = 1.0):
     return (1, sign * last, last)
 
 
-def search_report(ctx, out: Path, console: Console) -> list[Path]:
+def search_report(ctx, out: Path, console: Console, found: Findings | None = None) -> list[Path]:
     """The best trials of a search and the parameter importances (fANOVA); report.md."""
     import optuna
     from optuna.trial import TrialState
@@ -190,6 +224,8 @@ def search_report(ctx, out: Path, console: Console) -> list[Path]:
         table.add(rank, t.number, t.user_attrs.get("ablate.variant", "?"),
                   *(short(t.params[p]) if p in t.params else "—" for p in params), num(_search_score(t, sign)[2]), state)
     console.print(table.to_rich())
+    found = found if found is not None else Findings()
+    found.main, found.runs_used = table, f"{len(trials)} trials ({counts}) on seed {spec.seeds[0]}"
     md = [f"# Search {spec.name}\n", f"{spec.description}\n",
           f"Sampler {spec.search['sampler']}, pruner {spec.search['pruner']}, {counts} trials on seed "
           f"{spec.seeds[0]}, budget {spec.config.budget}, size {spec.config.size}, data {spec.config.data}. "
@@ -201,13 +237,15 @@ def search_report(ctx, out: Path, console: Console) -> list[Path]:
             importances = optuna.importance.get_param_importances(
                 imp_study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
         except Exception as err:  # too few trials or a degenerate space
-            console.print(f"no parameter importances ({title}): {err}", highlight=False, markup=False,
-                          style="yellow")
+            _warn(console, f"no parameter importances ({title}): {err}", found)
             continue
         imp = CellTable(f"parameter importances (fANOVA), {title}", ["parameter", "importance"], right=(1,))
         for k, v in importances.items():
             imp.add(k, f"{v:.3f}")
         console.print(imp.to_rich())
+        found.tables.append(imp)
+        found.extra.setdefault("importances", []).append(
+            {"target": title, "importances": {k: float(v) for k, v in importances.items()}})
         figure = plot_importances(importances, f"parameter importances, {title}",
                                   out / f"importances-{len(figures) + 1}.png")
         figures.append(figure)
@@ -224,6 +262,8 @@ def search_report(ctx, out: Path, console: Console) -> list[Path]:
                 "compare study.")
         console.print(line, highlight=False, markup=False)
         md.append(f"\n{line}\n")
+        found.extra["best"] = {"trial": best.number, "variant": best.user_attrs.get("ablate.variant"),
+                               "params": {k: v for k, v in best.params.items() if k in params}, spec.metric: best.value}
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n", encoding="utf-8")

@@ -1,10 +1,14 @@
-"""One table, three renderings: the cells are built once and written to rich, Markdown or JSON."""
+"""One table, four renderings: the cells are built once and written to rich, Markdown, JSON or CSV."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -12,6 +16,21 @@ from rich.table import Table
 
 def md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def strict_json(value: Any) -> str:
+    """JSON any parser reads: NaN and infinities (a diverged run's loss) become null."""
+    return json.dumps(_finite(value), indent=2, ensure_ascii=False, allow_nan=False, default=str)
 
 
 @dataclass
@@ -65,4 +84,12 @@ class CellTable:
         return [dict(zip(self.headers, cells)) for cells in self.rows]
 
     def to_json(self) -> str:
-        return json.dumps({"title": self.title, "rows": self.to_records()}, indent=2, ensure_ascii=False)
+        return strict_json({"title": self.title, "rows": self.to_records()})
+
+    def to_csv(self) -> str:
+        """The header row and the rows, comma-separated (RFC 4180 quoting); the title is left out."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.headers)
+        writer.writerows(self.rows)
+        return buffer.getvalue()

@@ -48,6 +48,11 @@ has no heartbeat of its own (journal files), a heartbeat; a RUNNING trial whose 
 host) or silent for longer than the grace period (any host) is marked FAIL, its MLflow run FAILED,
 and its (variant, seed) queued again. Before training, a worker checks that no other trial holds the
 same (variant, seed), so a key is trained once even when two processes queue it at the same time.
+
+A trial's Optuna params are what its stage compares or searches (the variant; the arm; a tuning grid's
+lr and warmup); the seed, a replicate, is a user attribute (``seed``), as is the lr a compare stage
+takes over from tuning. Optuna's parameter importances, its best trial and optuna-dashboard therefore
+speak of the settings, and every study names its objective after the metric (``set_metric_names``).
 """
 
 from ablate.study.context import Context, WorkSummary

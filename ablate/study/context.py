@@ -77,6 +77,19 @@ class Context:
     def main(self, sampler=None, pruner=None):
         return self.load(self.spec.name, sampler, pruner)
 
+    def create_study(self, name: str):
+        """Create the Optuna study ``name`` (or open it) with the study's direction and its metric's name,
+        which optuna-dashboard and ``trials_dataframe`` show instead of "Objective 0"."""
+        import optuna
+
+        from ablate.metrics import direction
+
+        study = optuna.create_study(study_name=name, storage=self.storage, direction=direction(self.spec.metric),
+                                    load_if_exists=True)
+        if study.metric_names != [self.spec.metric]:  # also names the metric of a study made before
+            study.set_metric_names([self.spec.metric])
+        return study
+
     # -- MLflow
     def adopt_tracking(self, attrs: dict[str, Any]) -> None:
         """Unless told otherwise (flag, $MLFLOW_TRACKING_URI), log where the study was created to."""

@@ -9,7 +9,6 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.urls import redact
-from ablate.metrics import direction
 from ablate.study.context import Context, _quiet_optuna, tune_study_name
 from ablate.study.progress import best_settings
 from ablate.study.queue import compare_points, ensure_grid, tune_points
@@ -55,8 +54,7 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
                 optuna.delete_study(study_name=name, storage=ctx.storage)
             except KeyError:
                 pass
-    main = optuna.create_study(study_name=spec.name, storage=ctx.storage, direction=direction(spec.metric),
-                               load_if_exists=True)
+    main = ctx.create_study(spec.name)
     attrs = main.user_attrs
     ctx.adopt_tracking(attrs)
     identity = spec.identity()
@@ -85,13 +83,10 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
         ensure_grid(main, spec, "compare", compare_points(spec))
     elif spec.protocol == "tune-then-compare":
         if spec.tune_is_grid:
-            tune = optuna.create_study(study_name=tune_study_name(spec), storage=ctx.storage,
-                                       direction=direction(spec.metric), load_if_exists=True)
-            ensure_grid(tune, spec, "tune", tune_points(spec))
+            ensure_grid(ctx.create_study(tune_study_name(spec)), spec, "tune", tune_points(spec))
         else:
             for v in spec.variants:
-                optuna.create_study(study_name=tune_study_name(spec, v), storage=ctx.storage,
-                                    direction=direction(spec.metric), load_if_exists=True)
+                ctx.create_study(tune_study_name(spec, v))
         if "ablate.mlflow_tune_parent" not in attrs:
             tune_parent = _create_parent(ctx, parent=attrs["ablate.mlflow_parent"], stage="tune")
             main.set_user_attr("ablate.mlflow_tune_parent", tune_parent)

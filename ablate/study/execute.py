@@ -12,8 +12,8 @@ from ablate.train import Callback, RunResult, RunState, StopRun
 from ablate.format import short
 from ablate.metrics import worst
 from ablate.study.context import Context
-from ablate.study.keys import K_RUN, K_SKIP, K_WORKER
-from ablate.study.queue import COMPARE_KEY, TUNE_KEY, _claim
+from ablate.study.keys import K_POINT, K_RUN, K_SKIP, K_WORKER
+from ablate.study.queue import COMPARE_KEY, TUNE_KEY, _claim, split_point
 from ablate.study.spec import Range, compose_variant
 from ablate.study.storage import native_heartbeat
 from ablate.study.workers import _Heartbeat, worker_identity
@@ -116,39 +116,54 @@ def _describe(config: RunConfig, extra: dict[str, Any] | None) -> str:
 
 
 
-def grid_objective(ctx: Context, stage: str, role: str, parent: str | None,
-                   best: dict[str, dict[str, float]] | None = None):
-    """The objective of a grid stage (compare, or the lr grid of tune-then-compare)."""
+def skip(ctx: Context, trial, why: str) -> None:
+    """Record why this trial does not train (a duplicate, or nothing queued) and end it as pruned."""
     import optuna
 
+    trial.set_user_attr(K_SKIP, why)
+    ctx.summary.skipped += 1
+    raise optuna.TrialPruned(f"skipped: {why}")
+
+
+def queued_point(ctx: Context, trial, role: str) -> dict[str, Any]:
+    """The grid point a trial was queued with. A trial that popped none (another worker took the last
+    queued one first) is skipped: the queue is the only source of work. The point's unsearched values
+    (the seed) are set as user attributes where a trial queued by an older ablate lacks them."""
+    point = trial.user_attrs.get(K_POINT)
+    if not point:
+        skip(ctx, trial, "nothing queued (another worker took the last queued trial)")
+    for key, value in split_point(point, role)[1].items():
+        if trial.user_attrs.get(key) != value:
+            trial.set_user_attr(key, value)
+    return dict(point)
+
+
+def claim(ctx: Context, trial, point: dict[str, Any], names) -> None:
+    """Skip the trial when its key is done or held by an earlier trial (see ``queue._claim``)."""
+    why = _claim(trial.study, trial, point, names)
+    if why:
+        skip(ctx, trial, why)
+
+
+def grid_objective(ctx: Context, stage: str, role: str, parent: str | None):
+    """The objective of a grid stage (compare, or the lr grid of tune-then-compare)."""
     spec = ctx.spec
     names = TUNE_KEY if role == "tune" else COMPARE_KEY
 
     def objective(trial) -> float:
-        # A queued trial gets its point back from these suggestions (enqueue_trial); a trial the grid
-        # sampler made (two workers raced for the last queued one) gets a grid point, checked by _claim.
-        params = {"variant": trial.suggest_categorical("variant", list(spec.variants))}
+        point = queued_point(ctx, trial, role)
+        # the searched values come back from the queue through these suggestions (enqueue_trial)
+        point["variant"] = trial.suggest_categorical("variant", list(spec.variants))
         if role == "tune":
-            params["lr"] = trial.suggest_float("lr", min(spec.tune["lr"]), max(spec.tune["lr"]), log=True)
+            point["lr"] = trial.suggest_float("lr", min(spec.tune["lr"]), max(spec.tune["lr"]), log=True)
             if spec.tune.get("warmup"):
-                params["warmup"] = trial.suggest_float("warmup", min(spec.tune["warmup"]), max(spec.tune["warmup"]))
-        else:
-            params["seed"] = trial.suggest_int("seed", 0, max(spec.seeds))
-            if best is not None:
-                chosen = best.get(params["variant"], {"lr": spec.config.lr})
-                params["lr"] = trial.suggest_float("lr", chosen["lr"], chosen["lr"], log=True)
-                if "warmup" in chosen:
-                    params["warmup"] = trial.suggest_float("warmup", chosen["warmup"], chosen["warmup"])
-        why = _claim(trial.study, trial, params, names)
-        if why:
-            trial.set_user_attr(K_SKIP, why)
-            ctx.summary.skipped += 1
-            raise optuna.TrialPruned(f"skipped: {why}")
-        extra = {k: params[k] for k in ("lr", "warmup") if k in params}
+                point["warmup"] = trial.suggest_float("warmup", min(spec.tune["warmup"]), max(spec.tune["warmup"]))
+        claim(ctx, trial, point, names)
+        extra = {k: point[k] for k in ("lr", "warmup") if point.get(k) is not None}
         if role == "tune":
-            config = spec.trial_config(params["variant"], spec.tune["seed"], budget=spec.tune["budget"], **extra)
-        else:
-            config = spec.trial_config(params["variant"], params["seed"], **extra)
+            config = spec.trial_config(point["variant"], spec.tune["seed"], budget=spec.tune["budget"], **extra)
+        else:  # compare: the seed, and after tuning the variant's lr (and warmup), come with the point
+            config = spec.trial_config(point["variant"], point["seed"], **extra)
         return run_trial(ctx, trial, stage, role, config, parent, prune=False, extra=extra)
 
     return objective

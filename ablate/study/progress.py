@@ -11,7 +11,7 @@ from ablate.format import short
 from ablate.metrics import lower_is_better
 from ablate.study.context import Context, study_role, tune_study_name
 from ablate.study.keys import K_RUN, K_SKIP
-from ablate.study.queue import COMPARE_KEY, TUNE_KEY, active_trials, compare_points, key_of, tune_points
+from ablate.study.queue import COMPARE_KEY, TUNE_KEY, active_trials, compare_points, key_of, trial_point, tune_points
 
 @dataclass
 class Progress:
@@ -55,7 +55,7 @@ def progress(ctx: Context) -> list[Progress]:
             else:
                 points, names = compare_points(spec), COMPARE_KEY
             expected = len(points)
-            done_keys = {key_of(t.params, names) for t in by_state[TrialState.COMPLETE]}
+            done_keys = {key_of(trial_point(t), names) for t in by_state[TrialState.COMPLETE]}
             missing = [f"{p['variant']} " + (f"seed {p['seed']}" + (f" {p['arm']}" if "arm" in p else "") if "seed" in p else f"lr {short(p['lr'])}"
                                                  + (f" warmup {short(p['warmup'])}" if "warmup" in p else ""))
                        for p in points if key_of(p, names) not in done_keys]

@@ -18,6 +18,18 @@ def key_of(params: dict[str, Any], names: Sequence[str]) -> str:
 COMPARE_KEY = ("variant", "seed")
 TUNE_KEY = ("variant", "lr", "warmup")  # warmup is None unless [tune] tunes it
 
+# What each grid stage asks Optuna for (its trials' params). The rest of a point (the seed; the lr a
+# compare stage takes over from tuning) is a trial user attribute of the same name: a seed is a
+# replicate, not a setting, so Optuna's importances and best trial speak of the settings only.
+SEARCHED = {"compare": ("variant",), "tune": TUNE_KEY, "pretrain": ("variant",), "finetune": ("variant", "arm")}
+
+
+def split_point(point: dict[str, Any], role: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A grid point as (Optuna params, trial user attributes)."""
+    searched = SEARCHED.get(role, ("variant",))
+    return ({k: v for k, v in point.items() if k in searched},
+            {k: v for k, v in point.items() if k not in searched})
+
 
 def compare_points(spec: StudySpec, best: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
     """Every (variant, seed), seed-major: a study stopped early still has complete seeds to pair."""
@@ -38,17 +50,21 @@ def tune_points(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def grid_space(spec: StudySpec, role: str) -> dict[str, list]:
+    """The GridSampler's space: the searched params of the stage (see SEARCHED)."""
     if role == "tune":
         space = {"variant": list(spec.variants), "lr": list(spec.tune["lr"])}
         if spec.tune.get("warmup"):
             space["warmup"] = list(spec.tune["warmup"])
         return space
-    return {"variant": list(spec.variants), "seed": list(spec.seeds)}
+    return {"variant": list(spec.variants)}
 
 
 def trial_point(trial) -> dict[str, Any]:
-    """The grid point a trial stands for: its parameters once it has run, the queued point before."""
-    return trial.params or trial.user_attrs.get(K_POINT, {})
+    """The grid point a trial stands for: the point it was queued with, with the params it ran with.
+
+    Trials of studies made before the seed became a user attribute have it among their params; both
+    kinds give the same point, so such studies resume and report as before."""
+    return {**trial.user_attrs.get(K_POINT, {}), **trial.params}
 
 
 def active_trials(study, names: Sequence[str]) -> dict[str, list]:
@@ -65,8 +81,9 @@ def ensure_grid(study, spec: StudySpec, role: str, points: list[dict[str, Any]],
                 only_keys: set[str] | None = None, names: Sequence[str] | None = None) -> int:
     """Queue every point that has no COMPLETE, RUNNING or WAITING trial; return how many were queued.
 
-    Points are queued with ``study.enqueue_trial``: the trial that pops one gets its values back from
-    its ``suggest_*`` calls, and the point is kept in the trial's user attributes while it waits.
+    Points are queued with ``study.enqueue_trial``: the trial that pops one gets its searched values
+    back from its ``suggest_*`` calls; the rest (the seed) are user attributes, and the whole point is
+    kept too (``ablate.point``).
     """
     from optuna.trial import TrialState
 
@@ -79,7 +96,8 @@ def ensure_grid(study, spec: StudySpec, role: str, points: list[dict[str, Any]],
             continue
         if any(t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING) for t in by_key.get(key, [])):
             continue
-        study.enqueue_trial(point, user_attrs={"ablate.key": key, "ablate.role": role, K_POINT: point})
+        params, attrs = split_point(point, role)
+        study.enqueue_trial(params, user_attrs={**attrs, "ablate.key": key, "ablate.role": role, K_POINT: point})
         added += 1
     return added
 

@@ -13,10 +13,10 @@ from typing import Any
 from ablate.config import RunConfig, validate
 from ablate.errors import AblateError
 from ablate.study.context import Context, pretrain_study_name
-from ablate.study.execute import run_trial
-from ablate.study.keys import K_RUN, K_SKIP
+from ablate.study.execute import claim, queued_point, run_trial
+from ablate.study.keys import K_RUN
 from ablate.study.pretrain import ARMS, pretrain_config, stage_tokens, total_budget
-from ablate.study.queue import COMPARE_KEY, _claim, active_trials, ensure_grid, key_of
+from ablate.study.queue import COMPARE_KEY, active_trials, ensure_grid, key_of, trial_point
 from ablate.study.spec import StudySpec
 
 FINETUNE_KEY = ("variant", "seed", "arm")
@@ -42,9 +42,10 @@ def stage_points(spec: StudySpec, role: str) -> tuple[list[dict[str, Any]], tupl
 
 
 def grid_space(spec: StudySpec, role: str) -> dict[str, list]:
+    """What a stage searches (its trials' params); the seed is a user attribute (queue.SEARCHED)."""
     if role == "pretrain":
-        return {"variant": list(spec.variants), "seed": sorted({p["seed"] for p in pretrain_points(spec)})}
-    return {"variant": list(spec.variants), "seed": list(spec.seeds), "arm": list(ARMS)}
+        return {"variant": list(spec.variants)}
+    return {"variant": list(spec.variants), "arm": list(ARMS)}
 
 
 def describe_point(point: dict[str, Any]) -> str:
@@ -71,13 +72,8 @@ def arm_config(spec: StudySpec, variant: str, seed: int, arm: str, parent: str =
 # ------------------------------------------------------------------------------------- creation
 def create_stages(ctx: Context, main, attrs: dict[str, Any], create_parent) -> dict[str, Any]:
     """The pretraining study and its queue, its MLflow stage run; stage 2's queue once stage 1 is done."""
-    import optuna
-
-    from ablate.metrics import direction
-
     spec = ctx.spec
-    study = optuna.create_study(study_name=pretrain_study_name(spec), storage=ctx.storage,
-                                direction=direction(spec.metric), load_if_exists=True)
+    study = ctx.create_study(pretrain_study_name(spec))
     ensure_grid(study, spec, "pretrain", pretrain_points(spec))
     if "ablate.mlflow_pretrain_parent" not in attrs:
         main.set_user_attr("ablate.mlflow_pretrain_parent",
@@ -102,7 +98,8 @@ def pretrain_trials(ctx: Context) -> dict[tuple[str, int], Any]:
     for key, trials in active_trials(study, COMPARE_KEY).items():
         done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
         if done:
-            out[(done[0].params["variant"], int(done[0].params["seed"]))] = done[0]
+            point = trial_point(done[0])
+            out[(point["variant"], int(point["seed"]))] = done[0]
     return out
 
 
@@ -125,24 +122,14 @@ def pretrain_runs(ctx: Context) -> dict[tuple[str, int], str] | None:
 
 
 # ------------------------------------------------------------------------------------- objectives
-def _claimed(ctx: Context, trial, params: dict[str, Any], names) -> None:
-    import optuna
-
-    why = _claim(trial.study, trial, params, names)
-    if why:
-        trial.set_user_attr(K_SKIP, why)
-        ctx.summary.skipped += 1
-        raise optuna.TrialPruned(f"skipped: {why}")
-
-
 def pretrain_objective(ctx: Context, stage: str, parent: str | None):
     spec = ctx.spec
     space = grid_space(spec, "pretrain")
 
     def objective(trial) -> float:
-        params = {"variant": trial.suggest_categorical("variant", space["variant"]),
-                  "seed": trial.suggest_categorical("seed", space["seed"])}
-        _claimed(ctx, trial, params, COMPARE_KEY)
+        params = queued_point(ctx, trial, "pretrain")
+        params["variant"] = trial.suggest_categorical("variant", space["variant"])
+        claim(ctx, trial, params, COMPARE_KEY)
         config = stage1_config(spec, params["variant"], params["seed"])
         return run_trial(ctx, trial, stage, "pretrain", config, parent, prune=False)
 
@@ -153,10 +140,10 @@ def finetune_objective(ctx: Context, stage: str, parent: str | None, parents: di
     spec = ctx.spec
 
     def objective(trial) -> float:
-        params = {"variant": trial.suggest_categorical("variant", list(spec.variants)),
-                  "seed": trial.suggest_int("seed", 0, max(spec.seeds)),
-                  "arm": trial.suggest_categorical("arm", list(ARMS))}
-        _claimed(ctx, trial, params, FINETUNE_KEY)
+        params = queued_point(ctx, trial, "finetune")
+        params["variant"] = trial.suggest_categorical("variant", list(spec.variants))
+        params["arm"] = trial.suggest_categorical("arm", list(ARMS))
+        claim(ctx, trial, params, FINETUNE_KEY)
         origin = parents[(params["variant"], pretrain_seed(spec, params["seed"]))]
         config = arm_config(spec, params["variant"], params["seed"], params["arm"], origin)
         extra = {"arm": params["arm"], **({"budget": config.budget} if params["arm"] == "scratch-total" else {})}

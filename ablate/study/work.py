@@ -135,5 +135,5 @@ def work(ctx: Context) -> WorkSummary:
             raise AblateError("lr tuning is incomplete (trials failed); re-run `ablate study run` to finish it")
         study = ctx.main(sampler=make_sampler("grid", 0, 0, grid_space(spec, "compare")))
         ensure_grid(study, spec, "compare", compare_points(spec, best))
-        work_grid(ctx, study, grid_objective(ctx, spec.name, "compare", parent, best))
+        work_grid(ctx, study, grid_objective(ctx, spec.name, "compare", parent))
     return ctx.summary
