@@ -110,6 +110,18 @@ def test_compare_end_to_end(mlflow_uri, small_corpus, tmp_path, capsys):
     _, children = _runs(mlflow_uri, "t-cmp", f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert len(children) == 6  # nested under the group, so MLflow's compare view shows them together
 
+    import csv
+    import io
+
+    common = ["compare", "--tracking-uri", mlflow_uri, "--experiment", "t-cmp", "--group", "g", "--no-log",
+              "--out", str(tmp_path / "r2")]
+    assert main(common + ["--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert main(common + ["--csv"]) == 0  # the same table, comma-separated, nothing else on stdout
+    table = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert [dict(zip(table[0], r)) for r in table[1:]] == rows
+    assert [r[0] for r in table[1:]] == ["baseline", "rope", "swiglu"]
+
 
 def test_compare_errors(mlflow_uri, capsys):
     assert main(["compare", "--tracking-uri", mlflow_uri, "--experiment", "nope"]) == 2

@@ -50,16 +50,19 @@ def cmd_compare(args) -> int:
                            run_ids=args.run_ids, metric=args.metric, by_data=args.by_data)
     records = select_records(records, where)
     comparison = compare(records, baseline=args.baseline, metric=args.metric, alpha=args.alpha)
-    if not args.json:
+    quiet = args.json or args.csv  # stdout holds the table and nothing else
+    if not quiet:
         console.print(f"runs used: {comparison_header(comparison, records)}", highlight=False, markup=False)
-    if args.json:
-        import json
-
+    if quiet:
         from ablate.report.render import verdict_table
+        from ablate.report.tables import strict_json
 
         table = verdict_table(comparison, unadjusted=True)
-        print(json.dumps({"runs_used": comparison_header(comparison, records), "rows": table.to_records(),
-                          "warnings": comparison.warnings}, indent=2, ensure_ascii=False))
+        if args.csv:
+            print(table.to_csv(), end="")
+        else:
+            print(strict_json({"runs_used": comparison_header(comparison, records), "rows": table.to_records(),
+                               "warnings": comparison.warnings}))
     else:
         print_comparison(comparison, console, wide=args.wide)
     label = args.group or (f"runs-{len(args.run_ids)}" if args.run_ids else (args.experiment or "ablate"))
@@ -71,7 +74,7 @@ def cmd_compare(args) -> int:
     else:  # a group's report goes to the group's own parent run; other comparisons get one of their own
         paths = log_report(comparison, records, out, tracking_uri=args.tracking_uri, experiment=args.experiment,
                            name=args.group or f"compare {label}")
-    if not args.json:
+    if not quiet:
         console.print(f"report: {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
     return 0
 
@@ -99,5 +102,7 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default=None, help="folder for report.md and figures (default reports/<name>)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
     p.add_argument("--wide", action="store_true", help="one table with every column (needs ~180 columns)")
-    p.add_argument("--json", action="store_true", help="print the verdict table as JSON (nothing else on stdout)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the verdict table as JSON (nothing else on stdout)")
+    out.add_argument("--csv", action="store_true", help="print the verdict table as CSV, a header row first (nothing else on stdout)")
     p.set_defaults(func=cmd_compare)
