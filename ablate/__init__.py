@@ -9,6 +9,7 @@ The Python API (the CLI calls the same functions)::
     table = compare(group="my-runs")             # runs tracked in MLflow -> a Comparison (verdicts)
     table = compare(records, baseline="baseline")   # or RunRecords you built yourself
     parse_variant("llama+gqa(kv_heads=4)").name
+    report = run_study("studies/quickstart.toml", set={"seeds": 2})   # a study file -> its verdicts (a dict)
 
 ``train`` and ``compare`` are also the modules ``ablate.train`` and ``ablate.compare``; calling the
 module calls the function. Nothing heavy (torch, MLflow) is imported until it is used.
@@ -20,13 +21,15 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["RunConfig", "compare", "load_records", "make_config", "parse_variant", "train", "__version__"]
+__all__ = ["RunConfig", "compare", "load_records", "make_config", "parse_variant", "run_study", "train",
+           "__version__"]
 
 _LAZY = {
     "RunConfig": ("ablate.config", "RunConfig"),
     "make_config": ("ablate.config", "make_config"),
     "parse_variant": ("ablate.variant", "parse_variant"),
     "load_records": ("ablate.compare", "load_records"),
+    "run_study": ("ablate.api", "run_study"),
 }
 
 

@@ -26,3 +26,26 @@ def test_importing_ablate_stays_light():
     code = "import sys, ablate; ablate.__version__; print('torch' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_run_study_runs_a_study_file_and_returns_its_verdicts(small_corpus, tmp_path, mlflow_uri, capsys):
+    import pytest
+
+    from ablate.errors import AblateError
+    from test_study import write_study
+
+    file = write_study(tmp_path / "api.toml", small_corpus, name="api", seeds=2, variants=["baseline", "rope"])
+    report = ablate.run_study(file, state_dir=tmp_path / "state", tracking_uri=mlflow_uri, set={"seeds": 3},
+                              experiment="t-api")
+    assert [row["variant"] for row in report["rows"]] == ["baseline", "rope"]
+    assert report["study"] == "api" and "6 runs" in report["runs_used"]  # set={"seeds": 3} took effect
+    assert "verdict" in report["rows"][1] and report["report"]
+    capsys.readouterr()
+    # the second call finds everything trained: it reports again without training
+    again = ablate.run_study(file, state_dir=tmp_path / "state", tracking_uri=mlflow_uri, set={"seeds": 3},
+                             experiment="t-api")
+    assert again["rows"] == report["rows"]
+    with pytest.raises(AblateError, match="unrecognized arguments: --colour"):
+        ablate.run_study(file, colour="red")
+    with pytest.raises(AblateError, match="no such study file|not found|does not exist"):
+        ablate.run_study(tmp_path / "missing.toml")
