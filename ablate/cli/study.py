@@ -449,7 +449,8 @@ def cmd_report(args) -> int:
         sys.stdout.write(found.main.to_csv())
         return 0
     console.print(f"report: {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
-    console.print(f"curves and runs in the MLflow UI: ablate ui --tracking-uri {ctx.tracking_uri} "
-                  f"(then open http://127.0.0.1:5000, experiment {ctx.experiment or 'ablate'}, run 'study {spec.name}')",
+    experiment = f" --experiment {ctx.experiment}" if ctx.experiment and ctx.experiment != "ablate" else ""
+    console.print(f"curves and runs in the MLflow UI: ablate ui --tracking-uri {ctx.tracking_uri}{experiment} "
+                  f"(then open the runs' chart address it prints; the study's parent run is 'study {spec.name}')",
                   highlight=False, markup=False)
     return 0
