@@ -24,6 +24,29 @@ def pick_device(name: str) -> str:
     return name
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks instead of handing them back to the system.
+
+    A CPU training step frees and reallocates the same few megabytes of activations every step; by
+    default glibc returns them to the system (blocks above its mmap/trim thresholds), so every step
+    page-faults them in again: 700-1400 minor faults per step at nanoGPT's CPU size, 2-3% of the step
+    (62.9 vs 64.6 ms median, one thread, 4 alternated processes), the same peak memory. Process-wide
+    and harmless elsewhere; a no-op (False) without glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_trim_threshold, 1 << 30) and libc.mallopt(m_mmap_threshold, 1 << 30))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+
+
 def autocast_dtype(device: str, dtype: str) -> torch.dtype | None:
     if dtype == "float32":
         return None

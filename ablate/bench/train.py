@@ -43,10 +43,12 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
     from ablate.accounting import cost
     from ablate.config import RunConfig
     from ablate.model import build_model, make_dims
-    from ablate.optim import autocast_dtype, make_optimizer
+    from ablate.optim import autocast_dtype, keep_freed_memory, make_optimizer
     from ablate.presets import get_size
     from ablate.variant import parse_variant
 
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does
     variant = parse_variant(variant_text)
     dims = make_dims(get_size(size), variant, vocab, **({"context": context} if context else {}))
     torch.manual_seed(seed)
@@ -69,7 +71,8 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss.item()  # the trainer reads the loss every step too
+        if device.type == "cuda":  # wait for the device, so each step's time is its own (the trainer
+            torch.cuda.synchronize(device)  # itself reads losses only at log points)
 
     model.train()
     start = time.perf_counter()
