@@ -1,9 +1,14 @@
-"""How a run is paced: when it evaluates (``EvalPlan``) and how fast its training steps go (``Meter``)."""
+"""How a run is paced: when it evaluates (``EvalPlan``), how fast its training steps go (``Meter``), and when
+it reads its losses off the device (``read_losses``: at log points, never every step)."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import torch
 
 
 @dataclass
@@ -54,3 +59,40 @@ class EvalPlan:
     def mark(self, step: int) -> None:
         self.done.add(step)
         self.next_k += 1
+
+
+def divergence(run, loss: float, step: int) -> str:
+    """Why the run has diverged at this loss, or "" (not finite, or above the factor x the first loss)."""
+    if not math.isfinite(loss):
+        return f"loss {loss:.4g} at step {step} (not finite)"
+    if loss > run.config.divergence_factor * run.initial_loss:
+        return f"loss {loss:.4g} at step {step} (> {run.config.divergence_factor}x the initial {run.initial_loss:.4g})"
+    return ""
+
+
+def read_losses(run) -> str:
+    """Read a run's (``ablate.train.Run``) unread steps' losses and grad norms off the device in one transfer (the only host sync
+    of the training loop: at log points, evaluations, checkpoints and the end), fill in their history
+    rows and check them for divergence; returns why the first diverged step diverged, or "".
+
+    The wait for the device to finish those steps counts as training time.
+    """
+    if not run.unread:
+        return ""
+    t0 = time.perf_counter()
+    values = torch.stack([v.float() for pair in run.unread for v in pair]).tolist()
+    waited = time.perf_counter() - t0
+    run.state.train_seconds += waited
+    run.meter.add(0, waited)
+    rows = run.history[len(run.history) - len(run.unread):]
+    run.unread = []
+    message, bad_step = "", 0
+    for row, loss, grad_norm in zip(rows, values[0::2], values[1::2]):
+        row["train_loss"], row["grad_norm"] = loss, grad_norm
+        if run.initial_loss is None:
+            run.initial_loss = loss
+        if not message:
+            message, bad_step = divergence(run, loss, int(row["step"])), int(row["step"])
+    if message and bad_step != run.state.step:  # found at the next log point, up to log_every steps later
+        message += f"; stopped at step {run.state.step}"
+    return message

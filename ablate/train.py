@@ -31,7 +31,7 @@ from ablate.model import GPT, build_model, make_dims
 from ablate.checkpoint import digest_path, load_weights, read_checkpoint
 from ablate.peak import run_peak
 from ablate.optim import autocast_dtype, keep_freed_memory, lr_at, make_optimizer, pick_device
-from ablate.pacing import EvalPlan, Meter
+from ablate.pacing import EvalPlan, Meter, read_losses
 from ablate.presets import get_size
 from ablate.tasks import TaskData, is_task_spec, prepare_task
 from ablate.variant import parse_variant
@@ -296,43 +296,6 @@ def optimizer_step(run: Run, train_model, batches, lr: float) -> tuple[torch.Ten
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     return distributed.mean(loss_sum / config.grad_accum, run.world), grad_norm
-
-
-def divergence(run: Run, loss: float, step: int) -> str:
-    """Why the run has diverged at this loss, or "" (not finite, or above the factor x the first loss)."""
-    if not math.isfinite(loss):
-        return f"loss {loss:.4g} at step {step} (not finite)"
-    if loss > run.config.divergence_factor * run.initial_loss:
-        return f"loss {loss:.4g} at step {step} (> {run.config.divergence_factor}x the initial {run.initial_loss:.4g})"
-    return ""
-
-
-def read_losses(run: Run) -> str:
-    """Read the unread steps' losses and grad norms off the device in one transfer (the only host sync
-    of the training loop: at log points, evaluations, checkpoints and the end), fill in their history
-    rows and check them for divergence; returns why the first diverged step diverged, or "".
-
-    The wait for the device to finish those steps counts as training time.
-    """
-    if not run.unread:
-        return ""
-    t0 = time.perf_counter()
-    values = torch.stack([v.float() for pair in run.unread for v in pair]).tolist()
-    waited = time.perf_counter() - t0
-    run.state.train_seconds += waited
-    run.meter.add(0, waited)
-    rows = run.history[len(run.history) - len(run.unread):]
-    run.unread = []
-    message, bad_step = "", 0
-    for row, loss, grad_norm in zip(rows, values[0::2], values[1::2]):
-        row["train_loss"], row["grad_norm"] = loss, grad_norm
-        if run.initial_loss is None:
-            run.initial_loss = loss
-        if not message:
-            message, bad_step = divergence(run, loss, int(row["step"])), int(row["step"])
-    if message and bad_step != run.state.step:  # found at the next log point, up to log_every steps later
-        message += f"; stopped at step {run.state.step}"
-    return message
 
 
 def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) -> tuple[Run, Any]:

@@ -45,7 +45,7 @@ def record() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jolly bumpkins"
         corpus = write_generated_corpus(Path(tmp) / "gen.txt", words, 3000, seed=0)
-        for variant, entry in old.items():
+        for entry in old.values():
             settings = dict(entry["config"], data=str(corpus), out_dir=f"{tmp}/runs", cache_dir=f"{tmp}/cache")
             result = train(RunConfig(**settings))
             entry.update({key: [float(h[key]).hex() for h in result.history] for key in ("train_loss", "grad_norm", "lr")})
