@@ -75,3 +75,20 @@ def test_bf16_autocast_trains_on_cpu(cfg):
     result = train(cfg.replace(dtype="bfloat16", budget="60steps", eval_points=2, variant="rope+swiglu"))
     assert result.status == "finished"
     assert result.evals[-1]["val_loss"] < result.evals[0]["val_loss"] - 0.5
+
+
+def test_cpu_bf16_autocast_runs_attention_in_float32(monkeypatch):
+    import ablate.components.attention.gqa as gqa
+
+    seen, real = [], gqa.causal_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
+        return real(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(gqa, "causal_attention", spy)
+    model = tiny_model("baseline")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(torch.randint(0, 50, (2, 8)))
+    assert seen and set(seen) == {(torch.float32, torch.float32, torch.float32, False)}  # bf16 SDPA is slower here
+    assert logits.dtype == torch.bfloat16  # the matmuls stay in bf16
