@@ -71,9 +71,9 @@ def divergence(run, loss: float, step: int) -> str:
 
 
 def read_losses(run) -> str:
-    """Read a run's (``ablate.train.Run``) unread steps' losses and grad norms off the device in one transfer (the only host sync
-    of the training loop: at log points, evaluations, checkpoints and the end), fill in their history
-    rows and check them for divergence; returns why the first diverged step diverged, or "".
+    """Read a run's (``ablate.train.Run``) unread losses and grad norms off the device in one transfer
+    (the only host sync of the training loop: at log points, evaluations, checkpoints and the end), fill
+    in their history rows and check them for divergence; returns why the first bad step diverged, or "".
 
     The wait for the device to finish those steps counts as training time.
     """
