@@ -78,7 +78,7 @@ def test_bf16_autocast_trains_on_cpu(cfg):
 
 
 def test_cpu_bf16_autocast_runs_attention_in_float32(monkeypatch):
-    import ablate.components.attention.gqa as gqa
+    from ablate.components.attention import gqa
 
     seen, real = [], gqa.causal_attention
 
