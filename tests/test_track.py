@@ -141,11 +141,13 @@ def test_ui_serves_the_runs_over_rest(mlflow_uri, small_corpus, tmp_path):
     tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-ui", log_checkpoint=False)
     train(_config(small_corpus, tmp_path), [tracker])
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ablate", "ui", "--tracking-uri", mlflow_uri,
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "ui", "--tracking-uri", mlflow_uri, "--experiment", "t-ui",
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:
         assert f"http://127.0.0.1:{port}" in proc.stdout.readline()
+        runs_page = proc.stdout.readline()  # the experiment's runs as charts, in the model-training view
+        assert f"http://127.0.0.1:{port}/#/experiments/" in runs_page and "workflowType=machine_learning" in runs_page
         deadline = time.time() + 60
         while True:
             try:
