@@ -118,8 +118,10 @@ def cmd_run(args) -> int:
 
 def _report(args, result) -> None:
     if args.json:
+        from ablate.report.tables import json_safe
+
         summary = {k: v for k, v in result.to_dict().items() if k != "history"}
-        print(json.dumps(_finite(summary), default=str))  # strict JSON: a missing number is null, never NaN
+        print(json.dumps(json_safe(summary), default=str))  # strict JSON: a missing number is null, never NaN
     else:
         print_summary(result)
 
@@ -141,17 +143,6 @@ def finished_result(config):
         return RunResult(**{k: v for k, v in summary.items() if k in known}, history=[])
     except TypeError:
         return None
-
-
-def _finite(value):
-    """``value`` with every NaN or infinity replaced by None (JSON has no such numbers)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def make_tracker(args):

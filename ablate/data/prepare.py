@@ -137,6 +137,17 @@ def _write_array(path: Path, arr: np.ndarray) -> None:
     atomic_write(path, lambda f: f.write(memoryview(arr).cast("B")))
 
 
+def _finish_meta(meta: dict, folder: Path, origin: str) -> dict:
+    """Complete a built folder's metadata (bytes per val token, fingerprint, origin, the token files'
+    digests) and write it last: its presence is what marks the folder ready."""
+    meta["val_bytes_per_token"] = meta["val_bytes"] / meta["val_tokens"]
+    meta["fingerprint"] = meta_fingerprint(meta)
+    meta["origin"] = origin  # informative only, not part of the fingerprint
+    meta["digests"] = {split: file_digest(folder / f"{split}.bin") for split in ("train", "val")}
+    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
 def _build(folder: Path, corpus: Corpus, tok: Tokenizer, expected: dict,
            train_text: str, val_text: str) -> dict:
     (folder / META_FILE).unlink(missing_ok=True)  # from here on the folder is "not ready"
@@ -165,12 +176,7 @@ def _build(folder: Path, corpus: Corpus, tok: Tokenizer, expected: dict,
         train_tokens=int(arrays["train"].size),
         val_tokens=int(arrays["val"].size),
     )
-    meta["val_bytes_per_token"] = meta["val_bytes"] / meta["val_tokens"]
-    meta["fingerprint"] = meta_fingerprint(meta)
-    meta["origin"] = corpus.origin  # informative only, not part of the fingerprint
-    meta["digests"] = {split: file_digest(folder / f"{split}.bin") for split in ("train", "val")}
-    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return meta
+    return _finish_meta(meta, folder, corpus.origin)
 
 
 def prepare(data: str, tokenizer: str, *, cache_dir: Path, data_file: Path | None = None, split: str = "auto",
@@ -343,12 +349,7 @@ def _build_streaming(folder: Path, source: stream.Source, tok: Tokenizer, expect
         meta.update(split={"train": TRAIN_FRACTION, "val": round(1 - TRAIN_FRACTION, 10)}, split_unit="characters")
     for split, sink in (("train", p.train), ("val", p.val)):
         meta.update({f"{split}_chars": sink.chars, f"{split}_bytes": sink.bytes, f"{split}_tokens": sink.tokens})
-    meta["val_bytes_per_token"] = meta["val_bytes"] / meta["val_tokens"]
-    meta["fingerprint"] = meta_fingerprint(meta)
-    meta["origin"] = source.origin  # informative only, not part of the fingerprint
-    meta["digests"] = {split: file_digest(folder / f"{split}.bin") for split in ("train", "val")}
-    atomic_write_text(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return meta
+    return _finish_meta(meta, folder, source.origin)
 
 
 __all__ = ["Prepared", "prepare", "prepare_streaming", "token_dtype", "split_text", "TRAIN_FRACTION", "SPLITS"]

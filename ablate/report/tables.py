@@ -18,19 +18,21 @@ def md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None (JSON has no such numbers), in nested
+    dicts, lists and tuples too."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def strict_json(value: Any) -> str:
     """JSON any parser reads: NaN and infinities (a diverged run's loss) become null."""
-    return json.dumps(_finite(value), indent=2, ensure_ascii=False, allow_nan=False, default=str)
+    return json.dumps(json_safe(value), indent=2, ensure_ascii=False, allow_nan=False, default=str)
 
 
 @dataclass
