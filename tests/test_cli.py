@@ -99,3 +99,17 @@ def test_every_flag_of_every_command_says_what_it_does():
     bare = [(cmd, opt, text) for cmd, opt, text in options
             if len(re.sub(r"\(default[^)]*\)", "", text).strip()) < 8]
     assert not bare, f"flags whose help is only a default: {bare}"
+
+
+def test_the_parser_imports_no_heavy_library():
+    """`ablate --help`, `ablate list` and the start of every command pay for torch, scipy and MLflow
+    only where the command uses them (building the parser took ~2 s when it imported them)."""
+    import subprocess
+    import sys
+
+    heavy = "print(sorted(m for m in ('torch', 'scipy', 'mlflow', 'matplotlib', 'optuna') if m in sys.modules))"
+    code = f"import sys, ablate.cli; ablate.cli.build_parser(); {heavy}"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+    # a finished run checks its curve for a stall (report.stability): that must not load scipy's statistics
+    code = "import sys, ablate.report.stability; print('scipy.stats' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

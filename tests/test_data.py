@@ -175,6 +175,24 @@ def test_play_conversion_rules():
     )
 
 
+def test_plays_are_converted_once_per_state_of_the_files(tmp_path, monkeypatch):
+    """A study worker trains many runs: the plays are converted once, again only when a file changes."""
+    for name in ("a.md", "b.md"):
+        (tmp_path / name).write_text("**KING**  \nWhat news?\n")
+    monkeypatch.setattr(sh, "plays_dir", lambda: tmp_path)
+    monkeypatch.setattr(sh, "play_files", lambda folder: sorted(folder.glob("*.md")))
+    calls = []
+    real = sh.play_to_text
+    monkeypatch.setattr(sh, "play_to_text", lambda text: calls.append(text) or real(text))
+    sh._converted.cache_clear()
+    first = sh.build_text()
+    assert first == ("KING:\nWhat news?\n\n" * 2, 2) and len(calls) == 2
+    assert sh.build_text() == first and len(calls) == 2  # the same files: not converted again
+    (tmp_path / "b.md").write_text("**QUEEN**  \nNone.\n")
+    assert sh.build_text() == ("KING:\nWhat news?\n\nQUEEN:\nNone.\n\n", 2) and len(calls) == 4
+    sh._converted.cache_clear()
+
+
 # ------------------------------------------------------------------------------------ paths
 
 

@@ -5,7 +5,15 @@
     print(run_mixers(contexts=(64, 256)).markdown())
 """
 
-from ablate.bench.attention import AttentionBench, run_attention
-from ablate.bench.mixers import MixerBench, run_mixers
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["AttentionBench", "MixerBench", "run_attention", "run_mixers"]
+_LAZY = {"AttentionBench": "attention", "run_attention": "attention", "MixerBench": "mixers", "run_mixers": "mixers"}
+
+
+def __getattr__(name: str):  # torch is imported when a benchmark is used, not when the CLI builds its parser
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"ablate.bench.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'ablate.bench' has no attribute {name!r}")

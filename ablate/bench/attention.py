@@ -25,10 +25,10 @@ from ablate.bench._timing import (
     pick_device,
     torch_threads,
 )
+from ablate.bench.defaults import DEFAULT_SIZES
 from ablate.errors import AblateError
 from ablate.slots import Dims
 
-DEFAULT_SIZES = ((64, 4, 128), (128, 4, 256), (256, 8, 256), (256, 8, 512))  # (width, heads, context)
 ATOL, RTOL = 1e-5, 1e-4  # float32
 COLUMNS = ("d", "H", "T", "B", "max|Δ|y", "max|Δ|dx", "agree", "heads ms", "mha ms", "speedup")
 

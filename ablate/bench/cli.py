@@ -148,8 +148,7 @@ def cmd_bench_decode(args) -> int:
 
 def add_bench_commands(subparsers) -> None:
     """Register ``bench mixers`` and ``bench attention`` on an argparse subparsers object."""
-    from ablate.bench.attention import DEFAULT_SIZES
-    from ablate.bench.mixers import DEFAULT_CONTEXTS, DEFAULT_MIXERS
+    from ablate.bench.defaults import DEFAULT_CONTEXTS, DEFAULT_MIXERS, DEFAULT_SIZES
 
     bench = subparsers.add_parser("bench", help="speed benchmarks: token mixers vs context, EX1 heads vs batched")
     sub = bench.add_subparsers(dest="bench_command", required=True)

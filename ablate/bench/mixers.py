@@ -28,11 +28,10 @@ from ablate.bench._timing import (
     pick_device,
     torch_threads,
 )
+from ablate.bench.defaults import DEFAULT_CONTEXTS, DEFAULT_MIXERS
 from ablate.errors import AblateError
 from ablate.slots import Dims
 
-DEFAULT_MIXERS = ("mha", "heads", "lstm", "gru")
-DEFAULT_CONTEXTS = (64, 128, 256, 512, 1024)
 COLUMNS = ("T", "batch", "mixer", "params", "ms/step", "µs/tok", "tok/s", "×")
 
 

@@ -22,6 +22,7 @@ from ablate.bench._timing import describe_device, markdown_table
 from ablate.format import si
 from ablate.peak import known_peak, measured_peak
 
+
 @dataclass
 class TrainBench:
     variant: str

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from ablate.cli.console import console
-from ablate.errors import AblateError
-
 from ablate.cli.run import add_tracking_flags
-from ablate.report.render import print_comparison
+from ablate.errors import AblateError
 
 
 def _where(args) -> dict[str, str]:
@@ -38,10 +35,16 @@ def _metric(text: str) -> str:
 
 
 def cmd_compare(args) -> int:
-    from ablate.compare import compare, default_report_dir, load_records, log_report, select_records
-    from ablate.report.render import comparison_header
-
     import math
+
+    from ablate.compare import (
+        compare,
+        default_report_dir,
+        load_records,
+        log_report,
+        select_records,
+    )
+    from ablate.report.render import comparison_header
 
     if not (math.isfinite(args.alpha) and 0 < args.alpha < 1):
         raise AblateError(f"--alpha must be between 0 and 1, got {args.alpha}; e.g. --alpha 0.05")
@@ -64,6 +67,10 @@ def cmd_compare(args) -> int:
             print(strict_json({"runs_used": comparison_header(comparison, records), "rows": table.to_records(),
                                "warnings": comparison.warnings}))
     else:
+        from ablate.report.render import (
+            print_comparison,  # scipy: only when a table is printed
+        )
+
         print_comparison(comparison, console, wide=args.wide)
     label = args.group or (f"runs-{len(args.run_ids)}" if args.run_ids else (args.experiment or "ablate"))
     out = Path(args.out) if args.out else default_report_dir(label)

