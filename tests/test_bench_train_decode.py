@@ -2,6 +2,7 @@
 accounting (timings themselves are benchmarks, not tests)."""
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -50,3 +51,33 @@ def test_every_run_reports_mfu_against_a_peak_measured_in_the_process(small_corp
     result = train(cfg)
     peak = run_peak("cpu", cfg.dtype)
     assert peak > 1e8 and result.extra["mfu"] == result.cost["flops_per_token"] * result.tokens_per_s / peak
+
+
+def test_every_finished_run_measures_its_decode_speed(small_corpus, tmp_path, monkeypatch):
+    """The report's cost columns include decode throughput: each finished run times KV-cached decoding of
+    its own model (half the context as the prompt), recurrent mixers included; an unfinished run does not."""
+    from ablate.bench import decode
+    from ablate.config import RunConfig
+    from ablate.train import Callback, StopRun, train
+
+    calls = []
+    real = decode.time_decode
+    monkeypatch.setattr(decode, "time_decode", lambda model, **kw: calls.append(kw) or real(model, **kw))
+    for variant in ("baseline", "lstm"):
+        cfg = RunConfig(variant=variant, size="tiny", context=16, data=str(small_corpus), budget="2steps",
+                        batch_size=2, eval_points=1, eval_batches=1, out_dir=str(tmp_path / "runs"),
+                        cache_dir=str(tmp_path / "cache"))
+        result = train(cfg)
+        assert result.status == "finished" and result.extra["decode_tokens_per_s"] > 0
+        saved = json.loads((Path(result.run_dir) / "result.json").read_text())
+        assert saved["extra"]["decode_tokens_per_s"] == result.extra["decode_tokens_per_s"]
+    assert [(c["prompt"], c["new_tokens"]) for c in calls] == [(8, 8), (8, 8)]
+
+    class Stop(Callback):
+        def on_eval(self, run, row):
+            raise StopRun("pruned", "stopped by a test")
+
+    stopped = train(RunConfig(size="tiny", context=16, data=str(small_corpus), budget="2steps", batch_size=2,
+                              eval_points=1, eval_batches=1, seed=1, out_dir=str(tmp_path / "runs"),
+                              cache_dir=str(tmp_path / "cache")), [Stop()])
+    assert stopped.status == "pruned" and "decode_tokens_per_s" not in stopped.extra and len(calls) == 2

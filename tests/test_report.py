@@ -46,7 +46,8 @@ def make_records(effects=None, seeds=(0, 1, 2), rng_seed=0, curve_points=11):
             curve = [(k * 100, m + 2.0 * math.exp(-k / 3)) for k in range(curve_points)]
             out.append(RunRecord(run_id=f"{v}-{s}", variant=v, seed=s, metric=m, curve=curve,
                                  params=params, flops_per_token=flops, kv_bytes_per_token=kv,
-                                 tokens_per_s=tps + 100 * s, status="finished",
+                                 tokens_per_s=tps + 100 * s, decode_tokens_per_s=tps / 50 + s,
+                                 status="finished",
                                  fairness=dict(FAIR)))
     return out
 
@@ -71,6 +72,12 @@ def test_rows_baseline_first_with_verdicts_and_costs():
     assert rope.params == 10_640_000 and rope.flops_per_token == 6.5e7
     assert rope.kv_bytes_per_token == 12288.0
     assert rope.tokens_per_s == pytest.approx(50100.0)  # median of 50000, 50100, 50200
+    assert rope.decode_tokens_per_s == pytest.approx(1001.0)  # median of 1000, 1001, 1002
+    table = verdict_table(c)
+    assert table.headers[-2:] == ["tokens/s", "decode tok/s"] and table.rows[1][-1] == "1.0k"
+    old = build_comparison([dataclasses.replace(r, decode_tokens_per_s=None) for r in make_records()],
+                           "baseline", "val_bpb")  # runs logged before decode was measured
+    assert old.rows[1].decode_tokens_per_s is None and verdict_table(old).rows[1][-1] == "—"
     # Holm across the two non-baseline variants: adjusted >= raw, and matches stats.holm.
     adj = stats.holm({"rope": rope.paired.p_value, "swiglu": swiglu.paired.p_value})
     assert rope.p_adjusted == pytest.approx(adj["rope"]) and rope.p_adjusted >= rope.paired.p_value

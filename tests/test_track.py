@@ -47,7 +47,8 @@ def test_a_tracked_run_has_everything_to_reproduce_it(mlflow_uri, small_corpus, 
     assert t["ablate.seed"] == "3" and t["ablate.dataset_hash"] and t["ablate.device"] == "cpu"
     assert t["ablate.code_version"] and json.loads(t["ablate.plugins"]) == []
     assert t["ablate.status"] == "finished"
-    for key in ("final_val_loss", "final_val_bpb", "params", "flops_per_token", "kv_cache_bytes_per_token"):
+    for key in ("final_val_loss", "final_val_bpb", "params", "flops_per_token", "kv_cache_bytes_per_token",
+                "mfu", "decode_tokens_per_s"):
         assert f"summary/{key}" in m  # once-per-run figures in their own chart section
     history = {k: client.get_metric_history(run.info.run_id, k) for k in
                ("eval/val_loss", "eval/val_bpb", "train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s",

@@ -43,6 +43,46 @@ def _cache_bytes(caches) -> int:
 
 
 @torch.no_grad()
+def time_decode(model, *, batch: int = 1, prompt: int = 32, new_tokens: int = 32, repeats: int = 3,
+                amp: torch.dtype | None = None) -> tuple[float, float, int, int]:
+    """Prefill tokens/s, decode tokens/s (medians over ``repeats`` rounds after one warm-up round), the
+    bytes the caches hold after decoding and the positions they hold, for ``model`` as it is (weights do
+    not change the speed). The prompt and the new tokens fit the model's context together."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    length = min(model.dims.context, prompt + new_tokens)
+    prompt = max(1, min(prompt, length - 1))
+    idx = torch.randint(0, model.dims.vocab_size, (batch, prompt), device=device,
+                        generator=torch.Generator(device=device).manual_seed(0))
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    prefill, decode = [], []
+    held = 0
+    with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+        for _ in range(repeats + 1):  # the first round warms up
+            caches = model.new_caches(batch, length)
+            sync()
+            t0 = time.perf_counter()
+            logits, _ = model(idx, caches=caches)
+            sync()
+            t1 = time.perf_counter()
+            nxt = logits[:, -1:].argmax(-1)
+            for _ in range(length - prompt):
+                logits, _ = model(nxt, caches=caches)
+                nxt = logits[:, -1:].argmax(-1)
+            sync()
+            prefill.append(t1 - t0)
+            decode.append(time.perf_counter() - t1)
+            held = _cache_bytes(caches)
+    model.train(was_training)
+    return (batch * prompt / statistics.median(prefill[1:]), batch * (length - prompt) / statistics.median(decode[1:]),
+            held, batch * length)
+
+
 def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batch: int = 1, prompt: int = 32,
                   new_tokens: int = 32, repeats: int = 3, device: torch.device) -> DecodeBench:
     from ablate.accounting import cost
@@ -54,32 +94,14 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
     dims = make_dims(get_size(size), variant, vocab)
     torch.manual_seed(0)
     model = build_model(variant, dims, device=str(device)).eval()
-    length = min(dims.context, prompt + new_tokens)
-    prompt = min(prompt, length - 1)
-    idx = torch.randint(0, vocab, (batch, prompt), device=device)
-    prefill, decode = [], []
-    held = 0
-    for _ in range(repeats + 1):  # the first round warms up
-        caches = model.new_caches(batch, length)
-        t0 = time.perf_counter()
-        logits, _ = model(idx, caches=caches)
-        t1 = time.perf_counter()
-        nxt = logits[:, -1:].argmax(-1)
-        for _ in range(length - prompt):
-            logits, _ = model(nxt, caches=caches)
-            nxt = logits[:, -1:].argmax(-1)
-        t2 = time.perf_counter()
-        prefill.append(t1 - t0)
-        decode.append(t2 - t1)
-        held = _cache_bytes(caches)
+    prefill, decode, held, positions = time_decode(model, batch=batch, prompt=prompt, new_tokens=new_tokens,
+                                                   repeats=repeats)
     c = cost(model, kv_dtype="float32")
     per_token = c.kv_cache_bytes_per_token
     if per_token and held:
-        per_token = held / (batch * length)
+        per_token = held / positions
     return DecodeBench(variant.name, sum(p.numel() for p in model.parameters()), model.blocks[0].attn.kv_heads,
-                       batch * prompt / statistics.median(prefill[1:]),
-                       batch * (length - prompt) / statistics.median(decode[1:]), per_token,
-                       c.state_bytes_per_sequence)
+                       prefill, decode, per_token, c.state_bytes_per_sequence)
 
 
 COLUMNS = ("variant", "params", "KV heads", "prefill tok/s", "decode tok/s", "KV bytes/token", "state bytes/seq")

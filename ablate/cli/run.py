@@ -56,6 +56,8 @@ def print_summary(result) -> None:
     rows[2:2] = [(f"final {k}", f"{v:.1%}") for k, v in result.final.items() if k.startswith("acc")]
     if "mfu" in result.extra:
         rows.append(("MFU", f"{result.extra['mfu']:.1%}"))
+    if result.extra.get("decode_tokens_per_s"):
+        rows.append(("decode tokens/s (batch 1, KV cache)", f"{result.extra['decode_tokens_per_s']:,.0f}"))
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

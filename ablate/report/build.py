@@ -67,6 +67,7 @@ class RunRecord:
     final_loss: float | None = None
     dataset: str = ""
     loss_curve: list[tuple[int, float]] | None = None
+    decode_tokens_per_s: float | None = None  # KV-cached, batch 1 (each run times its own model)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class VariantRow:
     stalled: tuple[int, ...] = ()
     holm_level: float = _NAN
     holm_ci: tuple[float, float] = (_NAN, _NAN)
+    decode_tokens_per_s: float | None = None
 
     @property
     def unstable(self) -> bool:
@@ -374,6 +376,7 @@ def build_comparison(
                 flops_per_token=_first_cost(cost_runs, "flops_per_token"),
                 kv_bytes_per_token=_first_cost(cost_runs, "kv_bytes_per_token"),
                 tokens_per_s=_median_or_none(r.tokens_per_s for r in runs),
+                decode_tokens_per_s=_median_or_none(r.decode_tokens_per_s for r in runs),
                 diverged=tuple(sorted(diverged.get(v, ()))),
                 stalled=tuple(sorted(stalled.get(v, ()))),
                 holm_level=_NAN if pr is None else levels[v],

@@ -47,6 +47,7 @@ def _headers(c: Comparison, unadjusted: bool = False) -> list[str]:
         "FLOPs/token",
         "KV bytes/token",
         "tokens/s",
+        "decode tok/s",
     ]
 
 
@@ -101,6 +102,7 @@ def _cells(c: Comparison, unadjusted: bool = False) -> list[list[str]]:
             _si(r.flops_per_token),
             _si(r.kv_bytes_per_token, binary=True, unit="B"),
             _si(r.tokens_per_s),
+            _si(r.decode_tokens_per_s),
         ])
     return out
 
@@ -147,8 +149,10 @@ def narrow_tables(comparison: Comparison) -> tuple[Table, Table]:
                                  f"Holm-corrected at alpha={comparison.alpha:g} "
                                  f"({'lower' if comparison.lower_is_better else 'higher'} is better)")
     costs = full.select([0, 2, h.index("params"), h.index("FLOPs/token"), h.index("KV bytes/token"),
-                         h.index("tokens/s")], title="what each variant costs")
+                         h.index("tokens/s"), h.index("decode tok/s")], title="what each variant costs")
     costs.styles.clear()
+    short = {"FLOPs/token": "FLOPs per token", "KV bytes/token": "KV bytes per token", "tokens/s": "train tok/s"}
+    costs.headers = [short.get(name, name) for name in costs.headers]  # headers that wrap at 80 columns
     return verdicts.to_rich(), costs.to_rich()
 
 
