@@ -54,7 +54,7 @@ class RunConfig:
     divergence_factor: float = 3.0  # stop when the loss exceeds this multiple of its start
     # where
     device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "auto"  # auto (bf16 autocast on capable GPUs) | float32 | bfloat16
+    dtype: str = "auto"  # auto (bf16 autocast on capable GPUs) | float32 | bfloat16 | tf32 (CUDA)
     compile: bool = False
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0: at every eval point
@@ -112,7 +112,8 @@ FIELD_HELP = {
     "grad_clip": "clip the global gradient norm to this (0: no clipping)",
     "divergence_factor": "stop as diverged when the loss exceeds this multiple of its first value (or is not finite)",
     "device": "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps",
-    "dtype": "auto (bf16 autocast on capable GPUs, fp32 on CPU) | float32 | bfloat16 (autocast)",
+    "dtype": "auto (bf16 autocast on capable GPUs, fp32 on CPU) | float32 | bfloat16 (autocast) | "
+             "tf32 (float32 with TF32 tensor-core matmuls; CUDA only)",
     "compile": "torch.compile the model (costs 15-50 s once on CPU; see docs/bench/)",
     "log_every": "steps between training-loss lines (and host reads of the loss)",
     "out_dir": "folder of run directories (one per configuration and seed)",
@@ -120,6 +121,7 @@ FIELD_HELP = {
 }
 
 SCHEDULES = ("cosine", "linear", "constant", "inverse-sqrt")
+DTYPES = ("auto", "float32", "bfloat16", "tf32")
 
 
 def coerce(key: str, value: Any, where: str = "") -> Any:
@@ -223,7 +225,7 @@ def validate(config: RunConfig) -> None:
         raise AblateError(f"need 0 <= min_lr <= lr and lr > 0; got lr={config.lr}, min_lr={config.min_lr}")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise AblateError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}; e.g. 0.1")
-    if config.dtype not in ("auto", "float32", "bfloat16"):
-        raise AblateError(f"unknown dtype {config.dtype!r}; choose auto, float32 or bfloat16")
+    if config.dtype not in DTYPES:
+        raise AblateError(f"unknown dtype {config.dtype!r}; choose {', '.join(DTYPES)}")
     if config.device not in ("auto", "cpu", "cuda", "mps") and not config.device.startswith("cuda:"):
         raise AblateError(f"unknown device {config.device!r}; choose auto, cpu, cuda, cuda:N or mps")

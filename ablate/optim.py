@@ -48,13 +48,26 @@ def keep_freed_memory() -> bool:
 
 
 def autocast_dtype(device: str, dtype: str) -> torch.dtype | None:
-    if dtype == "float32":
+    if dtype in ("float32", "tf32"):
         return None
     if dtype == "bfloat16":
         return torch.bfloat16
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None  # CPU and MPS train in float32 by default
+
+
+def set_matmul_precision(device: str, dtype: str) -> None:
+    """On CUDA, float32 matrix multiplies use TF32 tensor cores (10-bit mantissa inputs, float32
+    accumulation) unless the run asked for exact float32: with ``tf32``, and with ``auto``/``bfloat16``,
+    whose autocast leaves some matmuls in float32. ``float32`` keeps IEEE float32. Other devices keep
+    torch's default; ``tf32`` there is a user error (NVIDIA tensor cores only)."""
+    if not device.startswith("cuda"):
+        if dtype == "tf32":
+            raise AblateError(f"dtype tf32 needs a CUDA device (NVIDIA tensor cores), not {device}; "
+                              "use float32 or bfloat16 here")
+        return
+    torch.set_float32_matmul_precision("highest" if dtype == "float32" else "high")
 
 
 def lr_at(config: RunConfig, progress: float, total_steps: int | None) -> float:

@@ -30,7 +30,7 @@ from ablate.init_from import init_model
 from ablate.model import GPT, build_model, make_dims
 from ablate.checkpoint import digest_path, load_weights, read_checkpoint
 from ablate.peak import run_peak
-from ablate.optim import autocast_dtype, keep_freed_memory, lr_at, make_optimizer, pick_device
+from ablate.optim import autocast_dtype, keep_freed_memory, lr_at, make_optimizer, pick_device, set_matmul_precision
 from ablate.pacing import EvalPlan, Meter, read_losses
 from ablate.presets import get_size
 from ablate.tasks import TaskData, is_task_spec, prepare_task
@@ -302,6 +302,7 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
     """Build the run: data, model, optimizer, run directory, fairness keys; resume if asked."""
     variant, dims, budget, data, train_batches, evals = prepare_run(config)
     device = pick_device(config.device)
+    set_matmul_precision(device, config.dtype)
     if device == "cpu":
         keep_freed_memory()  # no page faults on every step's activations
     world = distributed.world(device)

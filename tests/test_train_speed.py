@@ -92,3 +92,32 @@ def test_cpu_bf16_autocast_runs_attention_in_float32(monkeypatch):
         logits, _ = model(torch.randint(0, 50, (2, 8)))
     assert seen and set(seen) == {(torch.float32, torch.float32, torch.float32, False)}  # bf16 SDPA is slower here
     assert logits.dtype == torch.bfloat16  # the matmuls stay in bf16
+
+
+def test_tf32_matmuls_on_cuda_unless_float32_is_asked_for(monkeypatch):
+    """The GPU path: float32 matmuls run on TF32 tensor cores for auto, bfloat16 and tf32, never for an
+    explicit float32; the CPU keeps torch's default, and tf32 there is a user error."""
+    from ablate.errors import AblateError
+    from ablate.optim import autocast_dtype, set_matmul_precision
+
+    set_matmul_precision("cpu", "auto")
+    assert torch.get_float32_matmul_precision() == "highest"
+    with pytest.raises(AblateError, match="tf32 needs a CUDA device"):
+        set_matmul_precision("cpu", "tf32")
+    calls = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", calls.append)
+    for dtype in ("auto", "bfloat16", "tf32", "float32"):
+        set_matmul_precision("cuda:0", dtype)
+    assert calls == ["high", "high", "high", "highest"]
+    assert autocast_dtype("cuda", "tf32") is None and autocast_dtype("cpu", "float32") is None
+
+
+def test_dtype_mistakes_are_one_line_user_errors(small_corpus, tmp_path, capsys):
+    from ablate.cli import main
+    from conftest import tiny_run_args
+
+    assert main(["run", "--dtype", "tf32", *tiny_run_args(small_corpus, tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tf32 needs a CUDA device" in err and "float32 or bfloat16" in err
+    assert main(["run", "--dtype", "fp64", *tiny_run_args(small_corpus, tmp_path)]) == 2
+    assert "choose auto, float32, bfloat16, tf32" in capsys.readouterr().err

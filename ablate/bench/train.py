@@ -44,7 +44,7 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
     from ablate.accounting import cost
     from ablate.config import RunConfig
     from ablate.model import build_model, make_dims
-    from ablate.optim import autocast_dtype, keep_freed_memory, make_optimizer
+    from ablate.optim import autocast_dtype, keep_freed_memory, make_optimizer, set_matmul_precision
     from ablate.presets import get_size
     from ablate.variant import parse_variant
 
@@ -56,6 +56,7 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
     model = build_model(variant, dims, device=str(device))
     config = RunConfig(lr=1e-3)
     optimizer = make_optimizer(model, config, str(device))
+    set_matmul_precision(str(device), dtype)  # as the trainer: TF32 matmuls on CUDA unless float32
     amp = autocast_dtype(str(device), dtype)
     stepper = torch.compile(model) if compile else model
     gen = torch.Generator().manual_seed(seed)
@@ -98,8 +99,12 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
 def run_train(variants: list[str], *, dtype: str = "float32", device: torch.device, probe: bool = True,
               **kwargs) -> tuple[list[TrainBench], float, str]:
     """Every variant's figures, the peak used for MFU and where that peak came from."""
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    known = known_peak(device)
+    from ablate.optim import set_matmul_precision
+
+    torch_dtype = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16,
+                   "float16": torch.float16}[dtype]
+    set_matmul_precision(str(device), dtype)  # the probe measures the matmuls the steps will run
+    known = known_peak(device) if dtype in ("bfloat16", "float16") else None  # the table holds 16-bit peaks
     if probe or known is None:
         peak, source = measured_peak(device, torch_dtype), f"measured: best {dtype} matmul in this process"
     else:
