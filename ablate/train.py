@@ -431,7 +431,10 @@ def finish(run: Run, status: str, message: str) -> RunResult:
     if peak:
         extra["mfu"] = state.cost["flops_per_token"] * tokens_per_s / peak
     if status == "finished" and run.world.is_main:  # what generating costs, for the report's cost columns
-        extra["decode_tokens_per_s"] = decode_rate(run)
+        from ablate.bench.decode import decode_rate
+
+        if rate := decode_rate(run.model, run.amp):
+            extra["decode_tokens_per_s"] = rate
     result = RunResult(status, state.variant_name, state.variant_hash, state.config.seed, state.step, state.tokens,
                        final, run.eval_rows, run.history, state.cost, state.fairness, tokens_per_s,
                        state.train_seconds, time.perf_counter() - run.wall_start, str(state.run_dir), message, extra)
@@ -443,17 +446,6 @@ def finish(run: Run, status: str, message: str) -> RunResult:
         cb.on_end(state, result)
     distributed.leave(run.world)
     return result
-
-
-def decode_rate(run: Run) -> float:
-    """KV-cached decode tokens/s of the trained model: batch 1, greedy, a prompt of half the context (at
-    most 64 tokens), then up to 32 new tokens; the median of 3 rounds, at the run's dtype. A fraction of
-    a second at the CPU size; ``ablate bench decode`` measures other batches and lengths."""
-    from ablate.bench.decode import time_decode
-
-    context = run.state.dims["context"]
-    prompt = max(1, min(64, context // 2))
-    return time_decode(run.model, prompt=prompt, new_tokens=min(32, context - prompt), amp=run.amp)[1]
 
 
 def load_checkpoint_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPT, RunConfig, Any]:

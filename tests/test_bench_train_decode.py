@@ -4,6 +4,7 @@ accounting (timings themselves are benchmarks, not tests)."""
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from ablate.bench import decode as bench_decode
@@ -81,3 +82,13 @@ def test_every_finished_run_measures_its_decode_speed(small_corpus, tmp_path, mo
                               eval_points=1, eval_batches=1, seed=1, out_dir=str(tmp_path / "runs"),
                               cache_dir=str(tmp_path / "cache")), [Stop()])
     assert stopped.status == "pruned" and "decode_tokens_per_s" not in stopped.extra and len(calls) == 2
+
+    def cannot_decode(model, **kw):
+        raise NotImplementedError("this mixer keeps no cache")
+
+    monkeypatch.setattr(decode, "time_decode", cannot_decode)  # e.g. a plugin's mixer
+    with pytest.warns(UserWarning, match="decode speed not measured.*keeps no cache"):
+        plugin_like = train(RunConfig(size="tiny", context=16, data=str(small_corpus), budget="2steps",
+                                      batch_size=2, eval_points=1, eval_batches=1, seed=2,
+                                      out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache")))
+    assert plugin_like.status == "finished" and "decode_tokens_per_s" not in plugin_like.extra

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -81,6 +82,22 @@ def time_decode(model, *, batch: int = 1, prompt: int = 32, new_tokens: int = 32
     model.train(was_training)
     return (batch * prompt / statistics.median(prefill[1:]), batch * (length - prompt) / statistics.median(decode[1:]),
             held, batch * length)
+
+
+def decode_rate(model, amp: torch.dtype | None = None) -> float | None:
+    """What every finished run logs as ``decode_tokens_per_s``: KV-cached decode tokens/s of its model at
+    batch 1, greedy, a prompt of half the context (at most 64 tokens), then up to 32 new tokens; the
+    median of 3 rounds, at the run's autocast dtype. A fraction of a second at the CPU size. A model that
+    cannot decode with its caches (a plugin's mixer) gets a warning, and its finished run stays finished."""
+    context = model.dims.context
+    if context < 2:
+        return None
+    prompt = min(64, context // 2)
+    try:
+        return time_decode(model, prompt=prompt, new_tokens=min(32, context - prompt), amp=amp)[1]
+    except Exception as err:  # a speed figure is not worth a finished run
+        warnings.warn(f"decode speed not measured ({type(err).__name__}: {err})", stacklevel=1)
+        return None
 
 
 def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batch: int = 1, prompt: int = 32,
