@@ -54,7 +54,7 @@ def run_arm(tree: Path, dtype: str, compile_: bool, args, work: Path, tag: str) 
           "dtype": dtype, "compile": compile_, "out": str(work / tag), "cache": str(work / "cache")}
     env = dict(os.environ, PYTHONPATH=str(tree), MLFLOW_DISABLE_TELEMETRY="true")
     done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(kw)], cwd=work, env=env, capture_output=True,
-                          text=True)
+                          text=True, check=False)
     if done.returncode:
         raise SystemExit(f"ab_trees: {tag} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -113,8 +113,9 @@ def test_tf32_matmuls_on_cuda_unless_float32_is_asked_for(monkeypatch):
 
 
 def test_dtype_mistakes_are_one_line_user_errors(small_corpus, tmp_path, capsys):
-    from ablate.cli import main
     from conftest import tiny_run_args
+
+    from ablate.cli import main
 
     assert main(["run", "--dtype", "tf32", *tiny_run_args(small_corpus, tmp_path)]) == 2
     err = capsys.readouterr().err
