@@ -245,13 +245,16 @@ def causal_attention(q, k, v, bias: torch.Tensor | None, dropout: float = 0.0) -
     """Causal SDPA for the last T of S positions, with an optional additive bias (H, T, S).
 
     q: (B, H, T, D); k, v: (B, K, S, D) with K dividing H (grouped-query when K < H).
-    The common case (no cache, no bias) takes SDPA's ``is_causal`` fast path; otherwise the causal
-    mask (offset by the S - T cached positions) and the bias go in as one float mask.
+    The common case (no cache, no bias) takes SDPA's ``is_causal`` fast path, and so does decoding one
+    token without a bias (it sees every position, so it needs no mask); otherwise the causal mask
+    (offset by the S - T cached positions) and the bias go in as one float mask.
     """
     t, s = q.shape[2], k.shape[2]
     gqa = k.shape[1] != q.shape[1]
     if bias is None and t == s:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, enable_gqa=gqa)
+    if bias is None and t == 1:  # one new token (KV-cached decoding) sees every cached position: no mask
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, enable_gqa=gqa)
     mask = causal_mask(t, s, q.device, q.dtype)  # (T, S)
     if bias is not None:
         mask = mask + bias.to(q.dtype)  # (H, T, S)
