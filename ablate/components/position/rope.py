@@ -25,16 +25,20 @@ class RotaryPosition(Position):
         if d % 2:
             raise ValueError(f"rope needs an even head dim, got {d}")
         inv_freq = options.base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # each frequency for both halves of the head, and the sign of the sine on each half: the
+        # rotation is x·cos + swap_halves(x)·(∓sin), with no negation of x and no repeat per call
+        self.register_buffer("inv_freq", inv_freq.repeat(2), persistent=False)  # (D,)
+        self.register_buffer("sin_sign", torch.cat([-torch.ones(d // 2), torch.ones(d // 2)]), persistent=False)
 
     def rotate(self, q, k, pos):
-        angles = pos.float()[:, None] * self.inv_freq[None, :]  # (T, D/2)
-        cos = angles.cos().repeat(1, 2)  # (T, D)
-        sin = angles.sin().repeat(1, 2)
+        angles = pos.float()[:, None] * self.inv_freq[None, :]  # (T, D)
+        cos, sin = angles.cos(), angles.sin() * self.sin_sign
         return _apply(q, cos, sin), _apply(k, cos, sin)
 
 
-def _apply(x, cos, sin):
-    x1, x2 = x.float().chunk(2, dim=-1)  # (B, H, T, D/2) each
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return (x.float() * cos + rotated * sin).to(x.dtype)
+def _apply(x, cos, signed_sin):
+    """x·cos + [x2, x1]·[-sin, sin], which is x·cos + [-x2, x1]·sin to the bit (a sign moves exactly;
+    ``addcmul`` would fuse the multiply-add and round differently)."""
+    wide = x.float()
+    x1, x2 = wide.chunk(2, dim=-1)  # (B, H, T, D/2) each
+    return (wide * cos + torch.cat([x2, x1], dim=-1) * signed_sin).to(x.dtype)
