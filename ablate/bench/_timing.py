@@ -75,23 +75,24 @@ def no_position(dims: Dims) -> Position:
     return Position(None, dims)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timing covers it (the CPU runs synchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def median_step_seconds(step: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
     """Median wall time of ``step`` over ``repeats`` calls after ``warmup`` untimed ones (synchronised on GPU)."""
     if repeats < 1 or warmup < 0:
         raise AblateError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for _ in range(warmup):
         step()
-    sync()
+    synchronize(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
-        sync()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

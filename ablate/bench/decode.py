@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ablate.bench._timing import describe_device, markdown_table
+from ablate.bench._timing import describe_device, markdown_table, synchronize
 from ablate.format import si
 
 
@@ -57,25 +57,21 @@ def time_decode(model, *, batch: int = 1, prompt: int = 32, new_tokens: int = 32
     idx = torch.randint(0, model.dims.vocab_size, (batch, prompt), device=device,
                         generator=torch.Generator(device=device).manual_seed(0))
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     prefill, decode = [], []
     held = 0
     with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
         for _ in range(repeats + 1):  # the first round warms up
             caches = model.new_caches(batch, length)
-            sync()
+            synchronize(device)
             t0 = time.perf_counter()
             logits, _ = model(idx, caches=caches)
-            sync()
+            synchronize(device)
             t1 = time.perf_counter()
             nxt = logits[:, -1:].argmax(-1)
             for _ in range(length - prompt):
                 logits, _ = model(nxt, caches=caches)
                 nxt = logits[:, -1:].argmax(-1)
-            sync()
+            synchronize(device)
             prefill.append(t1 - t0)
             decode.append(time.perf_counter() - t1)
             held = _cache_bytes(caches)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ablate.bench._timing import describe_device, markdown_table
+from ablate.bench._timing import describe_device, markdown_table, synchronize
 from ablate.format import si
 from ablate.peak import known_peak, measured_peak
 
@@ -44,7 +44,7 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
     from ablate.accounting import cost
     from ablate.config import RunConfig
     from ablate.model import build_model, make_dims
-    from ablate.optim import autocast_dtype, keep_freed_memory, make_optimizer, set_matmul_precision
+    from ablate.optim import autocast_dtype, keep_freed_memory, make_optimizer
     from ablate.presets import get_size
     from ablate.variant import parse_variant
 
@@ -56,7 +56,6 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
     model = build_model(variant, dims, device=str(device))
     config = RunConfig(lr=1e-3)
     optimizer = make_optimizer(model, config, str(device))
-    set_matmul_precision(str(device), dtype)  # as the trainer: TF32 matmuls on CUDA unless float32
     amp = autocast_dtype(str(device), dtype)
     stepper = torch.compile(model) if compile else model
     gen = torch.Generator().manual_seed(seed)
@@ -73,8 +72,7 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":  # wait for the device, so each step's time is its own (the trainer
-            torch.cuda.synchronize(device)  # itself reads losses only at log points)
+        synchronize(device)  # each step's time is its own (the trainer itself reads losses only at log points)
 
     model.train()
     start = time.perf_counter()
@@ -103,7 +101,8 @@ def run_train(variants: list[str], *, dtype: str = "float32", device: torch.devi
 
     torch_dtype = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16,
                    "float16": torch.float16}[dtype]
-    set_matmul_precision(str(device), dtype)  # the probe measures the matmuls the steps will run
+    set_matmul_precision(str(device), dtype)  # as the trainer; set before the probe, which then measures
+    # the matmuls the steps will run
     known = known_peak(device) if dtype in ("bfloat16", "float16") else None  # the table holds 16-bit peaks
     if probe or known is None:
         peak, source = measured_peak(device, torch_dtype), f"measured: best {dtype} matmul in this process"

@@ -37,13 +37,7 @@ def _metric(text: str) -> str:
 def cmd_compare(args) -> int:
     import math
 
-    from ablate.compare import (
-        compare,
-        default_report_dir,
-        load_records,
-        log_report,
-        select_records,
-    )
+    from ablate.compare import compare, default_report_dir, load_records, log_report, select_records
     from ablate.report.render import comparison_header
 
     if not (math.isfinite(args.alpha) and 0 < args.alpha < 1):
@@ -67,9 +61,8 @@ def cmd_compare(args) -> int:
             print(strict_json({"runs_used": comparison_header(comparison, records), "rows": table.to_records(),
                                "warnings": comparison.warnings}))
     else:
-        from ablate.report.render import (
-            print_comparison,  # scipy: only when a table is printed
-        )
+        # scipy loads only when a table is printed
+        from ablate.report.render import print_comparison
 
         print_comparison(comparison, console, wide=args.wide)
     label = args.group or (f"runs-{len(args.run_ids)}" if args.run_ids else (args.experiment or "ablate"))

