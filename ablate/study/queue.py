@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ablate.study.keys import K_POINT, K_SKIP
+from ablate.study.pretrain import ARMS
 from ablate.study.spec import StudySpec
 
 def key_of(params: dict[str, Any], names: Sequence[str]) -> str:
@@ -50,13 +51,17 @@ def tune_points(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def grid_space(spec: StudySpec, role: str) -> dict[str, list]:
-    """The GridSampler's space: the searched params of the stage (see SEARCHED)."""
-    if role == "tune":
-        space = {"variant": list(spec.variants), "lr": list(spec.tune["lr"])}
-        if spec.tune.get("warmup"):
-            space["warmup"] = list(spec.tune["warmup"])
-        return space
-    return {"variant": list(spec.variants)}
+    """The GridSampler's space: each parameter the stage searches (SEARCHED) with its values; a tuning
+    grid's warmup only when the study tunes it."""
+
+    def values(name: str) -> list:
+        if name == "variant":
+            return list(spec.variants)
+        if name == "arm":
+            return list(ARMS)
+        return list(spec.tune.get(name) or [])  # lr, warmup: the [tune] grid
+
+    return {name: found for name in SEARCHED[role] if (found := values(name))}
 
 
 def trial_point(trial) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from ablate.study.context import Context, pretrain_study_name
 from ablate.study.execute import claim, queued_point, run_trial
 from ablate.study.keys import K_RUN
 from ablate.study.pretrain import ARMS, pretrain_config, stage_tokens, total_budget
-from ablate.study.queue import COMPARE_KEY, active_trials, ensure_grid, key_of, trial_point
+from ablate.study.queue import COMPARE_KEY, active_trials, ensure_grid, grid_space, key_of, trial_point
 from ablate.study.spec import StudySpec
 
 FINETUNE_KEY = ("variant", "seed", "arm")
@@ -39,13 +39,6 @@ def finetune_points(spec: StudySpec) -> list[dict[str, Any]]:
 
 def stage_points(spec: StudySpec, role: str) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
     return (pretrain_points(spec), COMPARE_KEY) if role == "pretrain" else (finetune_points(spec), FINETUNE_KEY)
-
-
-def grid_space(spec: StudySpec, role: str) -> dict[str, list]:
-    """What a stage searches (its trials' params); the seed is a user attribute (queue.SEARCHED)."""
-    if role == "pretrain":
-        return {"variant": list(spec.variants)}
-    return {"variant": list(spec.variants), "arm": list(ARMS)}
 
 
 def describe_point(point: dict[str, Any]) -> str:

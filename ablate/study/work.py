@@ -113,7 +113,7 @@ def work(ctx: Context) -> WorkSummary:
         parents = stages.pretrain_runs(ctx)
         if parents is None:
             raise AblateError("pretraining is incomplete (trials failed); re-run `ablate study run` to finish it")
-        study = ctx.main(sampler=make_sampler("grid", 0, 0, stages.grid_space(spec, "finetune")))
+        study = ctx.main(sampler=make_sampler("grid", 0, 0, grid_space(spec, "finetune")))
         ensure_grid(study, spec, "finetune", stages.finetune_points(spec), names=stages.FINETUNE_KEY)
         work_grid(ctx, study, stages.finetune_objective(ctx, spec.name, parent, parents))
     else:
