@@ -18,6 +18,7 @@ the training diagnostics under ``train/``. Stores written before this layout are
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import tempfile
 import time
@@ -266,11 +267,10 @@ class MLflowTracker(Callback):
 
         now = int(time.time() * 1000)
         step = int(row["step"])
-        values = {name: row.get(key) for key, name in keys.items()}
-        for key, value in values.items():
-            if value is not None and value == value and abs(value) != float("inf") \
-                    and step > self.logged_through.get(key, -1):
-                self.buffer.append(Metric(key, float(value), now, step))
+        for key, name in keys.items():
+            value = row.get(key)
+            if value is not None and math.isfinite(value) and step > self.logged_through.get(name, -1):
+                self.buffer.append(Metric(name, float(value), now, step))
 
     def flush(self) -> None:
         t0 = time.perf_counter()
