@@ -273,6 +273,14 @@ def evaluate_now(run: Run, plan: EvalPlan) -> None:
         cb.on_eval(state, row)
 
 
+def to_device(batch: torch.Tensor, device: str) -> torch.Tensor:
+    """A host batch on ``device``: on CUDA through page-locked memory and a non-blocking copy, so the copy
+    overlaps the previous step's kernels; on the CPU the batch itself (no copy)."""
+    if device.startswith("cuda"):
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
+
+
 def optimizer_step(run: Run, train_model, batches, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over ``grad_accum`` micro-batches at ``lr``; returns (mean loss, grad norm)
     as tensors, so nothing here waits for the device."""
@@ -284,10 +292,7 @@ def optimizer_step(run: Run, train_model, batches, lr: float) -> tuple[torch.Ten
         index = step * config.grad_accum + micro
         w = run.world
         x, y = batches.get(index, rank=w.rank, world_size=w.size) if w.parallel else batches.get(index)
-        if device.startswith("cuda"):  # page-locked, so the copy overlaps the previous step's kernels
-            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        else:  # a no-op on the CPU
-            x, y = x.to(device), y.to(device)
+        x, y = to_device(x, device), to_device(y, device)
         with torch.autocast(device_type=device.split(":")[0], dtype=run.amp, enabled=run.amp is not None):
             _, loss = train_model(x, y, label_smoothing=config.label_smoothing)  # evaluation never smooths
         (loss / config.grad_accum).backward()

@@ -122,3 +122,48 @@ def test_dtype_mistakes_are_one_line_user_errors(small_corpus, tmp_path, capsys)
     assert err.count("\n") == 1 and "tf32 needs a CUDA device" in err and "float32 or bfloat16" in err
     assert main(["run", "--dtype", "fp64", *tiny_run_args(small_corpus, tmp_path)]) == 2
     assert "choose auto, float32, bfloat16, tf32" in capsys.readouterr().err
+
+
+class _HostBatch:
+    """Stands in for a host tensor: records whether it was page-locked and how it was copied."""
+
+    def __init__(self):
+        self.calls = []
+
+    def pin_memory(self):
+        self.calls.append("pin_memory")
+        return self
+
+    def to(self, device, non_blocking=False):
+        self.calls.append(("to", device, non_blocking))
+        return self
+
+
+@pytest.mark.parametrize("device, calls", [
+    ("cuda", ["pin_memory", ("to", "cuda", True)]),
+    ("cuda:1", ["pin_memory", ("to", "cuda:1", True)]),
+    ("cpu", [("to", "cpu", False)]),
+    ("mps", [("to", "mps", False)]),
+])
+def test_batches_reach_cuda_through_pinned_memory_and_a_non_blocking_copy(device, calls):
+    from ablate.train import to_device
+
+    batch = _HostBatch()
+    assert to_device(batch, device) is batch
+    assert batch.calls == calls
+
+
+def test_every_micro_batch_goes_through_to_device(cfg, monkeypatch):
+    import ablate.train as trainer
+
+    seen = []
+    original = trainer.to_device
+
+    def watched(batch, device):
+        seen.append((tuple(batch.shape), device))
+        return original(batch, device)
+
+    monkeypatch.setattr(trainer, "to_device", watched)
+    result = train(cfg.replace(budget="5steps", grad_accum=2))
+    assert result.status == "finished"
+    assert seen == [((4, 32), "cpu")] * (5 * 2 * 2)  # inputs and targets of 2 micro-batches per step

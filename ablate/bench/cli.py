@@ -1,4 +1,4 @@
-"""`ablate bench mixers|attention`: the speed benchmarks as commands (registered by ``add_bench_commands``).
+"""`ablate bench mixers|attention|train|decode`: the speed benchmarks as commands (see ``add_bench_commands``).
 
     ablate bench mixers [--contexts 64,128,256,512,1024] [--mixers mha,heads,lstm,gru] [--width 128]
                         [--heads 4] [--batch-tokens 8192] [--threads N] [--out bench/mixers.png]
@@ -147,10 +147,11 @@ def cmd_bench_decode(args) -> int:
 
 
 def add_bench_commands(subparsers) -> None:
-    """Register ``bench mixers`` and ``bench attention`` on an argparse subparsers object."""
+    """Register ``bench mixers``, ``attention``, ``train`` and ``decode`` on an argparse subparsers object."""
     from ablate.bench.defaults import DEFAULT_CONTEXTS, DEFAULT_MIXERS, DEFAULT_SIZES
 
-    bench = subparsers.add_parser("bench", help="speed benchmarks: token mixers vs context, EX1 heads vs batched")
+    bench = subparsers.add_parser(
+        "bench", help="speed benchmarks: training step and MFU, decoding, token mixers vs context, EX1 heads")
     sub = bench.add_subparsers(dest="bench_command", required=True)
 
     p = sub.add_parser("mixers", help="forward+backward time per token vs context for attention, heads, LSTM, GRU",

@@ -1,4 +1,4 @@
-"""`ablate bench mixers|attention`: speed benchmarks; the measuring and its flags live in ``ablate.bench``."""
+"""`ablate bench mixers|attention|train|decode`: speed benchmarks; the measuring and flags live in ``ablate.bench``."""
 
 from __future__ import annotations
 
