@@ -23,6 +23,16 @@ def test_train_bench_reports_step_time_throughput_and_mfu():
     assert [r.variant for r in results] == ["baseline", "rope"]
 
 
+def test_train_bench_divides_by_the_better_of_two_probes(monkeypatch):
+    """The peak is probed before and after the steps; a probe slowed by a busy minute does not inflate MFU."""
+    probes = iter([50e9, 100e9])
+    monkeypatch.setattr(bench_train, "measured_peak", lambda device, dtype: next(probes))
+    results, peak, source = bench_train.run_train(["baseline"], size="tiny", batch_size=2, steps=1, warmup=0,
+                                                  device=torch.device("cpu"))
+    assert peak == 100e9 and "before and after" in source
+    assert results[0].peak_flops == peak and results[0].mfu == results[0].achieved_flops / 100e9
+
+
 def test_decode_bench_measures_the_cache_each_token_keeps():
     cpu = torch.device("cpu")
     mha, gqa, mqa = (bench_decode.bench_variant(v, size="tiny", prompt=4, new_tokens=4, repeats=1, device=cpu)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -104,11 +104,16 @@ def run_train(variants: list[str], *, dtype: str = "float32", device: torch.devi
     set_matmul_precision(str(device), dtype)  # as the trainer; set before the probe, which then measures
     # the matmuls the steps will run
     known = known_peak(device) if dtype in ("bfloat16", "float16") else None  # the table holds 16-bit peaks
-    if probe or known is None:
-        peak, source = measured_peak(device, torch_dtype), f"measured: best {dtype} matmul in this process"
-    else:
-        peak, source = known, "data-sheet dense bf16 peak"
-    return [bench_variant(v, dtype=dtype, device=device, peak=peak, **kwargs) for v in variants], peak, source
+    if not probe and known is not None:
+        peak = known
+        return [bench_variant(v, dtype=dtype, device=device, peak=peak, **kwargs) for v in variants], peak, \
+            "data-sheet dense bf16 peak"
+    before = measured_peak(device, torch_dtype)
+    results = [bench_variant(v, dtype=dtype, device=device, peak=before, **kwargs) for v in variants]
+    peak = max(before, measured_peak(device, torch_dtype))  # probed before and after the steps: a busy
+    # minute during one probe lowers the peak, and MFU would overstate
+    results = [replace(r, peak_flops=peak, mfu=r.achieved_flops / peak) for r in results]
+    return results, peak, f"measured: best {dtype} matmul in this process, before and after the steps"
 
 
 COLUMNS = ("variant", "params", "ms/step", "tokens/s", "FLOP/s", "MFU", "warm-up s", "peak MB")
