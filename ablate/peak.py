@@ -38,11 +38,12 @@ def measured_peak(device: torch.device, dtype: torch.dtype, size: int | None = N
 
 @lru_cache(maxsize=8)
 def run_peak(device: str, dtype: str) -> float:
-    """The peak every run of this process divides by: one quick probe per (device, dtype), cached, so a
-    run's MFU costs a fraction of a second once (a GPU's data-sheet peak needs no probe)."""
+    """The peak every run of this process divides by (its MFU on every run): one quick probe per (device,
+    ``dtype``: the type the matmuls run in, ``bfloat16`` or ``float32``), cached, so a run's MFU costs a
+    fraction of a second once (a GPU's data-sheet peak needs no probe)."""
     dev = torch.device(device)
     known = known_peak(dev)
     if known:
         return known
-    torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float16 if dtype == "float16" else torch.float32
+    torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     return measured_peak(dev, torch_dtype, size=1024 if dev.type == "cpu" else 4096, repeats=3)

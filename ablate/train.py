@@ -429,7 +429,7 @@ def finish(run: Run, status: str, message: str) -> RunResult:
     if status == "diverged" and last.get("step") != state.step:  # no evaluation of the diverged model:
         final = {"train_loss": run.history[-1]["train_loss"] if run.history else float("nan")}  # not step 0's
     tokens_per_s = run.meter.session_rate
-    peak = run_peak(state.device, state.config.dtype) if tokens_per_s else None  # MFU on every run
+    peak = run_peak(state.device, "bfloat16" if run.amp is torch.bfloat16 else "float32") if tokens_per_s else None
     extra: dict[str, Any] = {"unigram_entropy": state.data_meta.get("unigram_entropy")}
     if state.init:
         extra["init_from"] = state.init

@@ -169,7 +169,10 @@ CASES += [(f"bench-{i}", ["bench", *argv]) for i, argv in enumerate([
     ["mixers", "--batch-tokens", "0"], ["mixers", "--dtype", "foo"], ["mixers", "--warmup", "-1"],
     ["mixers", "--repeats", "0"], ["mixers", "--threads", "0"], ["attention", "--sizes", "abc"],
     ["attention", "--sizes", "0x0x0"], ["attention", "--batch", "0"], ["attention", "--repeats", "-1"], [],
-    ["nope"],
+    ["nope"], ["train", "--steps", "0"], ["train", "--warmup", "-1"], ["train", "--batch-size", "0"],
+    ["train", "--context", "-1"], ["train", "--dtype", "float16"], ["train", "--variants", "nope"],
+    ["train", "--size", "huge"], ["decode", "--prompt", "0"], ["decode", "--new-tokens", "0"],
+    ["decode", "--batch", "0"], ["decode", "--repeats", "0"], ["decode", "--variants", "nope"],
 ])]
 
 STUDIES = {

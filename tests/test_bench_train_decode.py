@@ -52,16 +52,27 @@ def test_bench_commands_write_their_numbers(tmp_path, capsys):
     assert "MFU" in capsys.readouterr().out
 
 
-def test_every_run_reports_mfu_against_a_peak_measured_in_the_process(small_corpus, tmp_path):
+@pytest.mark.parametrize("dtype, matmuls", [("auto", "float32"), ("float32", "float32"), ("bfloat16", "bfloat16")])
+def test_every_run_reports_mfu_against_a_peak_measured_in_the_process(dtype, matmuls, small_corpus, tmp_path,
+                                                                     monkeypatch):
+    """MFU divides by the peak of the type the run's matmuls run in (auto is float32 on the CPU)."""
+    import ablate.train as trainer
     from ablate.config import RunConfig
-    from ablate.peak import run_peak
-    from ablate.train import train
 
+    asked = []
+    monkeypatch.setattr(trainer, "run_peak", lambda device, kind: asked.append((device, kind)) or 1e11)
     cfg = RunConfig(size="tiny", context=16, data=str(small_corpus), budget="3steps", batch_size=2, eval_points=1,
-                    eval_batches=1, out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
-    result = train(cfg)
-    peak = run_peak("cpu", cfg.dtype)
-    assert peak > 1e8 and result.extra["mfu"] == result.cost["flops_per_token"] * result.tokens_per_s / peak
+                    eval_batches=1, out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), dtype=dtype)
+    result = trainer.train(cfg)
+    assert asked == [("cpu", matmuls)]
+    assert result.extra["mfu"] == result.cost["flops_per_token"] * result.tokens_per_s / 1e11
+
+
+def test_the_run_peak_is_probed_once_per_device_and_type():
+    from ablate.peak import run_peak
+
+    assert run_peak("cpu", "float32") > 1e8 and run_peak("cpu", "float32") == run_peak("cpu", "float32")
+    assert run_peak("cpu", "bfloat16") > 1e8
 
 
 def test_every_finished_run_measures_its_decode_speed(small_corpus, tmp_path, monkeypatch):

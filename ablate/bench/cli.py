@@ -187,12 +187,12 @@ def add_bench_commands(subparsers) -> None:
     p.add_argument("--variants", default="baseline,rope,rmsnorm,swiglu,gqa(kv_heads=2),alibi,post",
                    help="variants, comma-separated (options allowed)")
     p.add_argument("--size", default="cpu", help="size preset (default cpu: nanoGPT's CPU configuration)")
-    p.add_argument("--context", type=int, default=None, help="context length (default: the size's)")
+    p.add_argument("--context", type=_at_least(0), default=None, help="context length (default or 0: the size's)")
     p.add_argument("--batch-size", type=int, default=12, help="sequences per step (default 12)")
     p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "tf32"),
-                   help="float32, bf16/fp16 autocast as `ablate run --dtype`, or tf32 (CUDA) (default float32)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "tf32"),
+                   help="float32, bfloat16 (autocast) or tf32 (CUDA), as `ablate run --dtype` (default float32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (its cold cost is in warm-up)")
     p.add_argument("--no-probe", action="store_true", help="on a known GPU, use its data-sheet peak instead")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when there is one)")

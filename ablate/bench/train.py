@@ -99,11 +99,10 @@ def run_train(variants: list[str], *, dtype: str = "float32", device: torch.devi
     """Every variant's figures, the peak used for MFU and where that peak came from."""
     from ablate.optim import set_matmul_precision
 
-    torch_dtype = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16,
-                   "float16": torch.float16}[dtype]
+    torch_dtype = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     set_matmul_precision(str(device), dtype)  # as the trainer; set before the probe, which then measures
     # the matmuls the steps will run
-    known = known_peak(device) if dtype in ("bfloat16", "float16") else None  # the table holds 16-bit peaks
+    known = known_peak(device) if dtype == "bfloat16" else None  # the table holds bf16 peaks
     if not probe and known is not None:
         peak = known
         return [bench_variant(v, dtype=dtype, device=device, peak=peak, **kwargs) for v in variants], peak, \
