@@ -59,10 +59,16 @@ def device_for(device: str, w: World) -> str:
     return f"cuda:{w.local_rank}" if w.parallel and device.startswith("cuda") else device
 
 
-def check_budget(kind: str, w: World) -> None:
-    if w.parallel and kind == "seconds":
+def check_run(budget_kind: str, batch_size: int, w: World) -> None:
+    """What a run on several processes needs, checked before anything is built or written."""
+    if not w.parallel:
+        return
+    if budget_kind == "seconds":
         raise AblateError("a time budget cannot be split over processes (each measures its own seconds); "
                           "give the budget in steps, tokens or FLOPs")
+    if batch_size % w.size:
+        raise AblateError(f"batch_size {batch_size} does not split evenly over {w.size} processes; pick a batch "
+                          f"size divisible by {w.size} (--batch-size is the global batch)")
 
 
 def wrap(model: torch.nn.Module, w: World, device: str) -> torch.nn.Module:

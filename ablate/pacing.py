@@ -14,16 +14,23 @@ import torch
 @dataclass
 class Meter:
     """Training throughput over optimizer steps only (no evaluation, checkpoint or tracking time):
-    per session (since this process started or resumed) and per logging window."""
+    per session (since this process started or resumed, after its first step, which pays for
+    ``torch.compile`` and the allocator's first requests; that step alone where it is the only one)
+    and per logging window."""
 
     session_tokens: int = 0
     session_seconds: float = 0.0
     window_tokens: int = 0
     window_seconds: float = 0.0
+    first_tokens: int = 0
+    first_seconds: float = 0.0
 
     def add(self, tokens: int, seconds: float) -> None:
-        self.session_tokens += tokens
-        self.session_seconds += seconds
+        if self.first_tokens:
+            self.session_tokens += tokens
+            self.session_seconds += seconds
+        else:
+            self.first_tokens, self.first_seconds = tokens, seconds
         self.window_tokens += tokens
         self.window_seconds += seconds
 
@@ -35,7 +42,9 @@ class Meter:
 
     @property
     def session_rate(self) -> float:
-        return self.session_tokens / self.session_seconds if self.session_seconds else 0.0
+        if self.session_seconds:
+            return self.session_tokens / self.session_seconds
+        return self.first_tokens / self.first_seconds if self.first_seconds else 0.0
 
 
 class EvalPlan:

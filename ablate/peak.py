@@ -1,11 +1,9 @@
 """A device's peak FLOP/s, the denominator of MFU: measured in this process (the best of a few square
-matmuls at the run's dtype), or a GPU's data-sheet dense bf16 peak when asked for."""
+matmuls at the run's dtype), or a known GPU's data-sheet dense bf16 peak for bf16 work."""
 
 from __future__ import annotations
 
 import time
-from functools import lru_cache
-
 import torch
 
 # dense bf16 data-sheet peaks (FLOP/s) by device-name fragment
@@ -36,14 +34,20 @@ def measured_peak(device: torch.device, dtype: torch.dtype, size: int | None = N
     return 2 * n**3 / best
 
 
-@lru_cache(maxsize=8)
+_BEST: dict[tuple[str, str], float] = {}
+
+
 def run_peak(device: str, dtype: str) -> float:
-    """The peak every run of this process divides by (its MFU on every run): one quick probe per (device,
-    ``dtype``: the type the matmuls run in, ``bfloat16`` or ``float32``), cached, so a run's MFU costs a
-    fraction of a second once (a GPU's data-sheet peak needs no probe)."""
+    """The peak a run's MFU divides by, per device. ``dtype`` is the type its matmuls run in (``bfloat16``
+    or ``float32``). A known GPU training in bf16 uses its data-sheet peak; otherwise a quick probe
+    (a few 1024² matmuls on the CPU, 4096² on a GPU), and the best of every probe this process made for
+    (device, dtype): the trainer probes when a run starts and when it ends, so one probe slowed by a busy
+    minute does not inflate MFU."""
     dev = torch.device(device)
-    known = known_peak(dev)
+    known = known_peak(dev) if dtype == "bfloat16" else None  # the table holds bf16 peaks
     if known:
         return known
     torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-    return measured_peak(dev, torch_dtype, size=1024 if dev.type == "cpu" else 4096, repeats=3)
+    probe = measured_peak(dev, torch_dtype, size=1024 if dev.type == "cpu" else 4096, repeats=3)
+    _BEST[device, dtype] = max(_BEST.get((device, dtype), 0.0), probe)
+    return _BEST[device, dtype]

@@ -308,7 +308,7 @@ class MLflowTracker(Callback):
         final.update({"tokens_per_s_overall": result.tokens_per_s, "train_seconds": result.train_seconds,
                       "params": result.cost["params"], "flops_per_token": result.cost["flops_per_token"],
                       "kv_cache_bytes_per_token": result.cost["kv_cache_bytes_per_token"]})
-        for key in ("mfu", "decode_tokens_per_s"):
+        for key in ("mfu", "peak_flops", "decode_tokens_per_s"):
             if key in result.extra:
                 final[key] = result.extra[key]
         unigram = _unigram_entropy(run, result)

@@ -217,6 +217,11 @@ class Run:
         s = self.state
         return s.step >= s.total_steps if s.total_steps else s.train_seconds >= s.budget.amount
 
+    @property
+    def matmul_dtype(self) -> str:
+        """The type the training matmuls run in, whose peak MFU divides by."""
+        return "bfloat16" if self.amp is torch.bfloat16 else "float32"
+
 
 def resume(run: Run) -> None:
     """Continue from the run directory's checkpoint: weights, optimizer, RNG, counters and records."""
@@ -312,7 +317,7 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
         keep_freed_memory()  # no page faults on every step's activations
     world = distributed.world(device)
     device = distributed.device_for(device, world)
-    distributed.check_budget(budget.kind, world)
+    distributed.check_run(budget.kind, config.batch_size, world)
     torch.manual_seed(init_seed(config.seed, variant.model.init_seed))
     model = build_model(variant, dims, device=device)
     parent = init_model(config.init_from, config.cache_dir, variant=variant, dims=dims.__dict__, data_meta=data.meta,
@@ -338,6 +343,7 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
                      init=parent.summary() if parent else {})
     run = Run(state, config, model, optimizer, data, evals, autocast_dtype(device, config.dtype),
               callbacks if world.is_main else (), world=world)  # rank 0 alone tracks and prints
+    run_peak(device, run.matmul_dtype)  # a first probe of the peak; the run's MFU divides by the best one
     if resume_run and run.checkpoint_path.exists():
         resume(run)
     if world.is_main:
@@ -429,12 +435,13 @@ def finish(run: Run, status: str, message: str) -> RunResult:
     if status == "diverged" and last.get("step") != state.step:  # no evaluation of the diverged model:
         final = {"train_loss": run.history[-1]["train_loss"] if run.history else float("nan")}  # not step 0's
     tokens_per_s = run.meter.session_rate
-    peak = run_peak(state.device, "bfloat16" if run.amp is torch.bfloat16 else "float32") if tokens_per_s else None
+    peak = run_peak(state.device, run.matmul_dtype) if tokens_per_s else None  # the best of this and earlier probes
     extra: dict[str, Any] = {"unigram_entropy": state.data_meta.get("unigram_entropy")}
     if state.init:
         extra["init_from"] = state.init
-    if peak:
-        extra["mfu"] = state.cost["flops_per_token"] * tokens_per_s / peak
+    if peak:  # per device: the global tokens/s came from world.size devices
+        extra["peak_flops"] = peak
+        extra["mfu"] = state.cost["flops_per_token"] * tokens_per_s / (peak * run.world.size)
     if status == "finished" and run.world.is_main:  # what generating costs, for the report's cost columns
         from ablate.bench.decode import decode_rate
 

@@ -33,13 +33,29 @@ def test_two_processes_match_the_single_process_loss_history(small_corpus, tmp_p
         assert x["tokens"] == y["tokens"]  # --batch-size is the global batch
         assert y["train_loss"] == pytest.approx(x["train_loss"], rel=1e-4)
         assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-3)
-    assert json.loads(two.stdout.strip().splitlines()[-1])["status"] == "finished"  # rank 0 alone prints
+    result = json.loads(two.stdout.strip().splitlines()[-1])  # rank 0 alone prints
+    assert result["status"] == "finished"
+    flops = result["cost"]["flops_per_token"] * result["tokens_per_s"]  # global: both processes' tokens
+    assert result["extra"]["mfu"] == pytest.approx(flops / (2 * result["extra"]["peak_flops"]))  # per device
 
 
-def test_a_time_budget_is_refused_on_several_processes():
-    from ablate.distributed import World, check_budget
+def test_a_time_budget_or_an_uneven_batch_is_refused_on_several_processes():
+    from ablate.distributed import World, check_run
     from ablate.errors import AblateError
 
-    check_budget("seconds", World())  # one process: fine
+    check_run("seconds", 13, World())  # one process: fine
+    check_run("steps", 12, World(rank=1, size=2))
     with pytest.raises(AblateError, match="time budget cannot be split"):
-        check_budget("seconds", World(rank=0, size=2))
+        check_run("seconds", 12, World(rank=0, size=2))
+    with pytest.raises(AblateError, match="batch_size 13 does not split evenly over 2 processes"):
+        check_run("steps", 13, World(rank=0, size=2))
+
+
+def test_an_uneven_batch_stops_before_anything_is_written(small_corpus, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "ablate", "run", "--no-track", *tiny_run_args(small_corpus, tmp_path, "4steps"),
+                          "--batch-size", "3"], capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode != 0
+    assert two.stderr.count("ablate: error: batch_size 3 does not split evenly over 2 processes") == 1
+    assert not list((tmp_path / "runs").glob("*"))

@@ -10,6 +10,7 @@ exit 2; bugs keep their traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ablate.cli import bench, compare, export, registry, run, study, ui
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         from ablate.urls import redact_text
 
         message = " ".join(redact_text(str(err)).split())  # one line, never a password
-        print(f"ablate: error: {message}", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # under torchrun, once per machine, not once per process
+            print(f"ablate: error: {message}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("ablate: interrupted", file=sys.stderr)

@@ -50,12 +50,12 @@ def print_summary(result) -> None:
         ("FLOPs/token", f"{result.cost['flops_per_token']:,}"),
         ("KV-cache bytes/token", f"{result.cost['kv_cache_bytes_per_token']:,}"),
         ("steps / tokens", f"{result.steps:,} / {result.tokens:,}"),
-        ("tokens/s (optimizer steps only)", f"{result.tokens_per_s:,.0f}"),
-        ("train time / wall time", f"{result.train_seconds:.1f}s / {result.wall_seconds:.1f}s"),
+        ("tokens/s (optimizer steps after the first)", f"{result.tokens_per_s:,.0f}"),
+        ("train time (all sessions) / wall time (this one)", f"{result.train_seconds:.1f}s / {result.wall_seconds:.1f}s"),
     ]
     rows[2:2] = [(f"final {k}", f"{v:.1%}") for k, v in result.final.items() if k.startswith("acc")]
     if "mfu" in result.extra:
-        rows.append(("MFU", f"{result.extra['mfu']:.1%}"))
+        rows.append(("MFU (per device, against its measured peak)", f"{result.extra['mfu']:.1%}"))
     if result.extra.get("decode_tokens_per_s"):
         rows.append(("decode tokens/s (batch 1, KV cache)", f"{result.extra['decode_tokens_per_s']:,.0f}"))
     for name, value in rows:
