@@ -173,6 +173,11 @@ CASES += [(f"bench-{i}", ["bench", *argv]) for i, argv in enumerate([
     ["train", "--context", "-1"], ["train", "--dtype", "float16"], ["train", "--variants", "nope"],
     ["train", "--size", "huge"], ["decode", "--prompt", "0"], ["decode", "--new-tokens", "0"],
     ["decode", "--batch", "0"], ["decode", "--repeats", "0"], ["decode", "--variants", "nope"],
+    ["train", "--variants", ","], ["decode", "--variants", ""], ["decode", "--size", "tiny", "--prompt", "60"],
+    ["decode", "--out", "{root}"], ["train", "--out", "{root}"], ["attention", "--out", "{root}"],
+    ["train", "--out", "{root}/a-file/x.json"], ["mixers", "--out", "{root}/plot.txt"],
+    ["mixers", "--out", "/proc/no/plot.png"], ["train", "--device", "mps"], ["decode", "--device", "meta"],
+    ["attention", "--sizes", "64x4x0"], ["attention", "--sizes", "64x4x-3"],
 ])]
 
 STUDIES = {

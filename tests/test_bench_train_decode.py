@@ -42,14 +42,27 @@ def test_decode_bench_measures_the_cache_each_token_keeps():
     assert mha.prefill_tokens_per_s > 0 and mha.decode_tokens_per_s > 0
 
 
+def test_a_size_with_its_own_vocabulary_is_benched_at_that_vocabulary():
+    """gpt2-small is GPT-2's 124,439,808 parameters (50,257 tokens), not a 65-character model."""
+    r = bench_decode.bench_variant("gpt2", size="gpt2-small", prompt=1, new_tokens=1, repeats=1,
+                                   device=torch.device("cpu"))
+    assert r.params == 124_439_808
+
+
 def test_bench_commands_write_their_numbers(tmp_path, capsys):
     out = tmp_path / "decode.json"
     assert main(["bench", "decode", "--size", "tiny", "--variants", "baseline,mqa", "--prompt", "4",
                  "--new-tokens", "4", "--repeats", "1", "--out", str(out)]) == 0
-    assert [r["kv_heads"] for r in json.loads(out.read_text())["results"]] == [4, 1]
+    numbers = json.loads(out.read_text())
+    assert [r["kv_heads"] for r in numbers["results"]] == [4, 1]
+    assert numbers["setup"] | {"threads": 0} == {"size": "tiny", "batch": 1, "prompt": 4, "new_tokens": 4, "repeats": 1,
+                                                 "dtype": "float32", "device": "cpu", "threads": 0}
     assert main(["bench", "train", "--size", "tiny", "--variants", "baseline", "--steps", "1", "--warmup", "0",
                  "--batch-size", "2", "--out", str(tmp_path / "train.json")]) == 0
     assert "MFU" in capsys.readouterr().out
+    setup = json.loads((tmp_path / "train.json").read_text())["setup"]
+    assert {k: setup[k] for k in ("size", "context", "batch_size", "steps", "warmup", "dtype", "compile")} == {
+        "size": "tiny", "context": 64, "batch_size": 2, "steps": 1, "warmup": 0, "dtype": "float32", "compile": False}
 
 
 @pytest.mark.parametrize("dtype, matmuls", [("auto", "float32"), ("float32", "float32"), ("bfloat16", "bfloat16")])

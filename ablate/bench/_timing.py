@@ -22,6 +22,8 @@ def pick_device(device: str | None) -> torch.device:
         dev = torch.device(device)
     except RuntimeError as err:
         raise AblateError(f"unknown device {device!r} ({err}); use cpu, cuda or auto") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise AblateError(f"the benchmarks run on cpu or cuda, not {device!r}; use --device cpu, cuda or auto")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise AblateError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
     return dev

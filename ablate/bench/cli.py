@@ -2,7 +2,7 @@
 
     ablate bench mixers [--contexts 64,128,256,512,1024] [--mixers mha,heads,lstm,gru] [--width 128]
                         [--heads 4] [--batch-tokens 8192] [--threads N] [--out bench/mixers.png]
-    ablate bench attention [--sizes 64x4x128,128x4x256,...] [--batch 8] [--threads N] [--out DIR]
+    ablate bench attention [--sizes 64x4x128,128x4x256,...] [--batch 8] [--threads N] [--out FILE.json]
     ablate bench train [--variants baseline,rope,...] [--size cpu] [--steps 30] [--dtype bfloat16] [--threads N]
     ablate bench decode [--variants baseline,gqa(kv_heads=2),mqa] [--size cpu] [--prompt 32] [--new-tokens 32]
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 from ablate.cli.console import console
@@ -37,6 +38,8 @@ def _sizes(text: str) -> list[tuple[int, int, int]]:
             width, heads, context = (int(p) for p in parts)
         except ValueError:
             raise AblateError(f"a size is WIDTHxHEADSxCONTEXT, e.g. 128x4x256; got {item.strip()!r}") from None
+        if min(width, heads, context) < 1:
+            raise AblateError(f"a size's width, heads and context must be at least 1; got {item.strip()!r}")
         sizes.append((width, heads, context))
     return sizes
 
@@ -53,6 +56,40 @@ def _mixers(text: str) -> list[str]:
             current += ch
     names.append(current.strip())
     return [n for n in names if n]
+
+
+def _variants(text: str) -> list[str]:
+    names = _mixers(text)
+    if not names:
+        raise AblateError(f"no variants in --variants {text!r}; give them comma-separated, e.g. baseline,rope")
+    return names
+
+
+def _out(path: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """``--out``, checked before anything is measured: a file path (not a folder) whose folder can be made,
+    with one of ``suffixes`` when given."""
+    out = Path(path)
+    if out.is_dir():
+        raise AblateError(f"--out {path} is a folder; give a file path, e.g. {out / 'bench.json'}")
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise AblateError(f"--out {path}: the plot is written as {', '.join(suffixes)}; give a file name ending so")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AblateError(f"cannot create the folder of --out {path} ({err.strerror}); pick a writable path") from None
+    try:
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as err:
+        raise AblateError(f"cannot write in the folder of --out {path} ({err.strerror}); pick a writable path") from None
+    return out
+
+
+def _write_json(out: Path, numbers: dict) -> None:
+    from ablate.fileio import atomic_write_text
+
+    atomic_write_text(out, json.dumps(numbers, indent=2))
+    console.print(f"numbers: {out}", highlight=False)
 
 
 def _at_least(low: int):
@@ -79,28 +116,26 @@ def _common(p: argparse.ArgumentParser) -> None:
 def cmd_bench_mixers(args) -> int:
     from ablate.bench.mixers import run_mixers
 
+    out = _out(args.out, (".png", ".svg", ".pdf"))
     bench = run_mixers(mixers=_mixers(args.mixers), contexts=_ints(args.contexts), d_model=args.width,
                        n_heads=args.heads, batch_tokens=args.batch_tokens, warmup=args.warmup,
                        repeats=args.repeats, device=args.device, threads=args.threads, dtype=args.dtype,
                        seed=args.seed)
     console.print(bench.table())
-    out = Path(args.out)
+    _write_json(out.with_suffix(".json"), bench.to_dict())  # the numbers first: they matter more than the plot
     bench.plot(out)
-    out.with_suffix(".json").write_text(json.dumps(bench.to_dict(), indent=2))
-    console.print(f"plot: {out}   numbers: {out.with_suffix('.json')}")
+    console.print(f"plot: {out}", highlight=False)
     return 0
 
 
 def cmd_bench_attention(args) -> int:
     from ablate.bench.attention import run_attention
 
+    out = _out(args.out)
     bench = run_attention(sizes=_sizes(args.sizes), batch=args.batch, warmup=args.warmup, repeats=args.repeats,
                           device=args.device, threads=args.threads, seed=args.seed)
     console.print(bench.table())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(bench.to_dict(), indent=2))
-    console.print(f"numbers: {out}")
+    _write_json(out, bench.to_dict())
     if not bench.agree:
         console.print("[red]the separate-heads and batched forms disagree beyond the tolerance[/red]")
         return 1
@@ -110,20 +145,20 @@ def cmd_bench_attention(args) -> int:
 def cmd_bench_train(args) -> int:
     from ablate.bench import train as bench_train
     from ablate.bench._timing import pick_device, torch_threads
+    from ablate.presets import get_size
 
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise AblateError("need --steps >= 1, --warmup >= 0 and --batch-size >= 1")
-    device = pick_device(args.device)
-    with torch_threads(args.threads):
+    variants, out, device = _variants(args.variants), _out(args.out), pick_device(args.device)
+    with torch_threads(args.threads) as threads:
+        setup = {"size": args.size, "context": args.context or get_size(args.size).context,
+                 "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "dtype": args.dtype,
+                 "compile": args.compile, "device": str(device), "threads": threads}
         results, peak, source = bench_train.run_train(
-            _mixers(args.variants), size=args.size, batch_size=args.batch_size, context=args.context,
-            steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=device, compile=args.compile,
-            probe=not args.no_probe)
-        console.print(bench_train.table(results, peak, source, device, args.dtype, args.steps).to_rich())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(bench_train.to_dict(results, peak, source), indent=2))
-    console.print(f"numbers: {out}", highlight=False)
+            variants, size=args.size, batch_size=args.batch_size, context=args.context, steps=args.steps,
+            warmup=args.warmup, dtype=args.dtype, device=device, compile=args.compile, probe=not args.no_probe)
+        console.print(bench_train.table(results, peak, source, device, setup).to_rich())
+    _write_json(out, bench_train.to_dict(results, peak, source, setup))
     return 0
 
 
@@ -133,16 +168,15 @@ def cmd_bench_decode(args) -> int:
 
     if args.prompt < 1 or args.new_tokens < 1 or args.batch < 1 or args.repeats < 1:
         raise AblateError("need --prompt, --new-tokens, --batch and --repeats of at least 1")
-    device = pick_device(args.device)
-    with torch_threads(args.threads):
+    variants, out, device = _variants(args.variants), _out(args.out), pick_device(args.device)
+    with torch_threads(args.threads) as threads:
         results = [bench_decode.bench_variant(v, size=args.size, batch=args.batch, prompt=args.prompt,
                                               new_tokens=args.new_tokens, repeats=args.repeats, device=device)
-                   for v in _mixers(args.variants)]
+                   for v in variants]
         console.print(bench_decode.table(results, device, args.batch, args.prompt, args.new_tokens).to_rich())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(bench_decode.to_dict(results), indent=2))
-    console.print(f"numbers: {out}", highlight=False)
+    setup = {"size": args.size, "batch": args.batch, "prompt": args.prompt, "new_tokens": args.new_tokens,
+             "repeats": args.repeats, "dtype": "float32", "device": str(device), "threads": threads}
+    _write_json(out, bench_decode.to_dict(results, setup))
     return 0
 
 
@@ -152,7 +186,7 @@ def add_bench_commands(subparsers) -> None:
 
     bench = subparsers.add_parser(
         "bench", help="speed benchmarks: training step and MFU, decoding, token mixers vs context, EX1 heads")
-    sub = bench.add_subparsers(dest="bench_command", required=True)
+    sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{mixers,attention,train,decode}")
 
     p = sub.add_parser("mixers", help="forward+backward time per token vs context for attention, heads, LSTM, GRU",
                        description="Time each token mixer alone (one attention-slot module at equal width) at "

@@ -96,15 +96,21 @@ def decode_rate(model, amp: torch.dtype | None = None) -> float | None:
         return None
 
 
-def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batch: int = 1, prompt: int = 32,
+def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int | None = None, batch: int = 1, prompt: int = 32,
                   new_tokens: int = 32, repeats: int = 3, device: torch.device) -> DecodeBench:
+    """One variant at ``size`` (its vocabulary where the preset has one, else ``vocab`` or 65 characters)."""
     from ablate.accounting import cost
+    from ablate.errors import AblateError
     from ablate.model import build_model, make_dims
     from ablate.presets import get_size
     from ablate.variant import parse_variant
 
     variant = parse_variant(variant_text)
-    dims = make_dims(get_size(size), variant, vocab)
+    preset = get_size(size)
+    dims = make_dims(preset, variant, vocab or preset.vocab_size or 65)
+    if prompt + new_tokens > dims.context:
+        raise AblateError(f"prompt {prompt} + {new_tokens} new tokens exceed the {dims.context}-token context of "
+                          f"size {size!r}; lower --prompt or --new-tokens, or pick a size with a longer context")
     torch.manual_seed(0)
     model = build_model(variant, dims, device=str(device)).eval()
     prefill, decode, held, positions = time_decode(model, batch=batch, prompt=prompt, new_tokens=new_tokens,
@@ -141,5 +147,5 @@ def markdown(results: list[DecodeBench]) -> str:
     return markdown_table(COLUMNS, rows(results))
 
 
-def to_dict(results: list[DecodeBench]) -> dict:
-    return {"results": [asdict(r) for r in results]}
+def to_dict(results: list[DecodeBench], setup: dict) -> dict:
+    return {"setup": setup, "results": [asdict(r) for r in results]}

@@ -73,7 +73,8 @@ class MixerBench:
     @property
     def setup(self) -> str:
         return (f"{self.device}, {self.dtype}, width {self.d_model}, {self.n_heads} heads, "
-                f"{self.batch_tokens} tokens/step (batch × T), forward+backward, median of {self.repeats} "
+                f"{self.batch_tokens} tokens/step (batch = that // T, at least 1 sequence), forward+backward, "
+                f"median of {self.repeats} "
                 f"after {self.warmup} warm-up; × = step time over the first mixer's")
 
     def cells(self) -> list[list[str]]:

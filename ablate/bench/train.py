@@ -38,9 +38,10 @@ class TrainBench:
     peak_memory_mb: float
 
 
-def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batch_size: int = 12, context: int | None = None,
-                  steps: int = 30, warmup: int = 5, dtype: str = "float32", device: torch.device, peak: float,
-                  compile: bool = False, seed: int = 0) -> TrainBench:
+def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int | None = None, batch_size: int = 12,
+                  context: int | None = None, steps: int = 30, warmup: int = 5, dtype: str = "float32",
+                  device: torch.device, peak: float, compile: bool = False, seed: int = 0) -> TrainBench:
+    """One variant at ``size`` (its vocabulary where the preset has one, else ``vocab`` or 65 characters)."""
     from ablate.accounting import cost
     from ablate.config import RunConfig
     from ablate.model import build_model, make_dims
@@ -51,7 +52,8 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
     if device.type == "cpu":
         keep_freed_memory()  # as the trainer does
     variant = parse_variant(variant_text)
-    dims = make_dims(get_size(size), variant, vocab, **({"context": context} if context else {}))
+    preset = get_size(size)
+    dims = make_dims(preset, variant, vocab or preset.vocab_size or 65, **({"context": context} if context else {}))
     torch.manual_seed(seed)
     model = build_model(variant, dims, device=str(device))
     config = RunConfig(lr=1e-3)
@@ -59,7 +61,7 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int = 65, batc
     amp = autocast_dtype(str(device), dtype)
     stepper = torch.compile(model) if compile else model
     gen = torch.Generator().manual_seed(seed)
-    batches = [torch.randint(0, vocab, (batch_size, dims.context + 1), generator=gen) for _ in range(4)]
+    batches = [torch.randint(0, dims.vocab_size, (batch_size, dims.context + 1), generator=gen) for _ in range(4)]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -123,11 +125,15 @@ def rows(results: list[TrainBench]) -> list[list[str]]:
              f"{r.mfu:.1%}", f"{r.warmup_seconds:.2f}", f"{r.peak_memory_mb:,.0f}"] for r in results]
 
 
-def table(results: list[TrainBench], peak: float, source: str, device: torch.device, dtype: str, steps: int):
+def table(results: list[TrainBench], peak: float, source: str, device: torch.device, setup: dict):
     from ablate.report.tables import CellTable
 
-    cells = CellTable(f"training step on {describe_device(device)}, {dtype}: median of {steps} steps after "
-                      f"warm-up; MFU against {si(peak)}FLOP/s ({source})", list(COLUMNS), right=range(1, 8))
+    shape = f"batch {setup['batch_size']} x context {setup['context']}"
+    mode = setup["dtype"] + (", compiled" if setup["compile"] else "")
+    memory = "peak MB: allocated on the GPU" if device.type == "cuda" else "peak MB: the process's RSS high-water mark so far"
+    cells = CellTable(f"training step on {describe_device(device)}, {mode}, size {setup['size']}, {shape}: median "
+                      f"of {setup['steps']} steps after warm-up; MFU against {si(peak)}FLOP/s ({source}); {memory}",
+                      list(COLUMNS), right=range(1, 8))
     for row in rows(results):
         cells.add(*row)
     if any(r.mfu > 1 for r in results):
@@ -139,5 +145,5 @@ def markdown(results: list[TrainBench]) -> str:
     return markdown_table(COLUMNS, rows(results))
 
 
-def to_dict(results: list[TrainBench], peak: float, source: str) -> dict:
-    return {"peak_flops": peak, "peak_source": source, "results": [asdict(r) for r in results]}
+def to_dict(results: list[TrainBench], peak: float, source: str, setup: dict) -> dict:
+    return {"setup": setup, "peak_flops": peak, "peak_source": source, "results": [asdict(r) for r in results]}
