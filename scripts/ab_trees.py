@@ -65,9 +65,11 @@ def main() -> None:
     parser.add_argument("arms", nargs="+", help="NAME=TREE[:DTYPE[:compile]]; the first is the reference")
     parser.add_argument("--data-file", required=True, help="Tiny Shakespeare's input.txt")
     parser.add_argument("--pairs", type=int, default=4, help="counted rounds (default 4)")
-    parser.add_argument("--steps", type=int, default=300, help="steps per run (default 300)")
+    parser.add_argument("--steps", type=int, default=300, help="steps per run, at least 50 (default 300)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args()
+    if args.pairs < 1 or args.steps < 50 or args.threads < 1:  # the windows read start after step 30
+        parser.error("need --pairs >= 1, --steps >= 50 (windows after step 30 are read) and --threads >= 1")
     arms = [parse_arm(a) for a in args.arms]
     results: dict[str, list[dict]] = {name: [] for name, *_ in arms}
     with tempfile.TemporaryDirectory() as tmp:

@@ -113,3 +113,10 @@ def test_the_parser_imports_no_heavy_library():
     # a finished run checks its curve for a stall (report.stability): that must not load scipy's statistics
     code = "import sys, ablate.report.stability; print('scipy.stats' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_a_value_that_looks_like_a_flag_gets_a_hint(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--budget", "-5steps"])
+    assert exit_.value.code == 2
+    assert "written --flag=VALUE" in capsys.readouterr().err

@@ -38,6 +38,8 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         message = " ".join(str(message).split())
+        if message.endswith("expected one argument"):  # argparse reads a value like -5steps as a flag
+            message += "; a value that starts with '-' is written --flag=VALUE"
         self.exit(2, f"ablate: error: {message} (see {self.prog} --help)\n")
 
 

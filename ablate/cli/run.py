@@ -48,7 +48,7 @@ def print_summary(result) -> None:
         ("final val bits/byte", num(result.final.get("val_bpb"))),
         ("parameters", f"{result.cost['params']:,}"),
         ("FLOPs/token", f"{result.cost['flops_per_token']:,}"),
-        ("KV-cache bytes/token", f"{result.cost['kv_cache_bytes_per_token']:,}"),
+        ("KV-cache bytes/token (bf16 cache)", f"{result.cost['kv_cache_bytes_per_token']:,}"),
         ("steps / tokens", f"{result.steps:,} / {result.tokens:,}"),
         ("tokens/s (optimizer steps after the first)", f"{result.tokens_per_s:,.0f}"),
         ("train time (all sessions) / wall time (this one)", f"{result.train_seconds:.1f}s / {result.wall_seconds:.1f}s"),

@@ -149,7 +149,8 @@ def narrow_tables(comparison: Comparison) -> tuple[Table, Table]:
                                  f"Holm-corrected at alpha={comparison.alpha:g} "
                                  f"({'lower' if comparison.lower_is_better else 'higher'} is better)")
     costs = full.select([0, 2, h.index("params"), h.index("FLOPs/token"), h.index("KV bytes/token"),
-                         h.index("tokens/s"), h.index("decode tok/s")], title="what each variant costs")
+                         h.index("tokens/s"), h.index("decode tok/s")],
+                        title="what each variant costs (KV cache counted in bf16)")
     costs.styles.clear()
     short = {"FLOPs/token": "FLOPs per token", "KV bytes/token": "KV bytes per token", "tokens/s": "train tok/s"}
     costs.headers = [short.get(name, name) for name in costs.headers]  # headers that wrap at 80 columns
