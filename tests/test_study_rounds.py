@@ -48,18 +48,72 @@ def test_seeds_go_only_to_undecided_variants(study):
     create(ctx)
     ctx.spec = spec
     answered, said = [], []
-    result, diverged, code = rounds.run_until_decided(ctx, design, lambda: fake_round(ctx, answered), said.append)
-    assert code == 0 and result.done and not any(diverged.values())
+    result, counts, code = rounds.run_until_decided(ctx, design, lambda: fake_round(ctx, answered), said.append)
+    assert code == 0 and result.done and not any(counts["diverged"].values()) and not any(counts["stalled"].values())
     assert result.decisions["rope"].decision == "helps" and result.decisions["rope"].n == 3
     assert result.decisions["init_seed=1"].decision == "no detectable effect" and result.decisions["init_seed=1"].n == 5
     assert sorted(s for v, s in answered if v == "rope") == [0, 1, 2]  # decided: no more seeds
     assert sorted(s for v, s in answered if v == "baseline") == [0, 1, 2, 3, 4]
     assert len(answered) == 13 < len(spec.variants) * len(spec.seeds)
     assert len(said) == 2 and "rope: helps" in said[0]
-    record = rounds.save(ctx, result, diverged, design)
+    record = rounds.save(ctx, result, counts, design)
     assert ctx.main().user_attrs[rounds.K_SEQUENTIAL]["runs_used"] == record["runs_used"] == 13
     cells = rounds.table(record, spec.baseline, spec.metric)
     assert [row[0] for row in cells.rows] == ["rope", "init_seed=1"] and cells.rows[0][-1] == "helps"
+
+
+def stalling_round(ctx, answered, stalls):
+    """fake_round, with the trials of the variants in ``stalls`` marked stalled as run_trial marks them."""
+    from ablate.study.keys import K_STALLED
+
+    study = ctx.main()
+    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial = study.ask()
+        variant = trial.suggest_categorical("variant", list(ctx.spec.variants))
+        seed = trial.user_attrs["seed"]
+        if variant in stalls:
+            trial.set_user_attr(K_STALLED, "final val loss 3.624 is above the unigram entropy 3.310")
+        study.tell(trial, 3.0 + EFFECT[variant] + random.Random(seed).gauss(0, 0.01))
+        answered.append((variant, seed))
+    return 0
+
+
+def test_a_variant_with_stalled_seeds_is_unstable_never_helps_or_hurts(study):
+    spec, ctx = study
+    design = rounds.design_for(spec)
+    ctx.spec = rounds.first_round(spec, design)
+    create(ctx)
+    ctx.spec = spec
+    answered, said = [], []
+    result, counts, code = rounds.run_until_decided(ctx, design, lambda: stalling_round(ctx, answered, {"rope"}),
+                                                    said.append)
+    assert "rope" not in result.decisions and counts["stalled"]["rope"] == 3  # its clear "helps" is not a verdict
+    assert "rope: unstable (stalled on 3 seed(s))" in said[0] and not said[0].startswith("  round at 3 seeds: ;")
+    record = rounds.save(ctx, result, counts, design)
+    rows = {row[0]: row[-1] for row in rounds.table(record, spec.baseline, spec.metric).rows}
+    assert rows["rope"] == "unstable: stalled on 3 seed(s)"
+    assert record["runs_used"] == len(answered)
+
+
+def test_a_stalled_baseline_stops_the_sequential_test(study):
+    spec, ctx = study
+    design = rounds.design_for(spec)
+    ctx.spec = rounds.first_round(spec, design)
+    create(ctx)
+    ctx.spec = spec
+    with pytest.raises(AblateError, match="the baseline stalled on 3 seed"):
+        rounds.run_until_decided(ctx, design, lambda: stalling_round(ctx, [], {"baseline"}), lambda _: None)
+
+
+def test_a_run_stalls_by_its_own_records_as_the_report_judges_it():
+    from ablate.report.stability import result_stall_reason
+
+    evals = [{"step": 0, "val_loss": 4.2}, {"step": 10, "val_loss": 3.0}, {"step": 20, "val_loss": 2.5}]
+    assert result_stall_reason(evals, {"val_loss": 2.5}, 3.3, "val_loss", True) is None
+    assert "above the unigram entropy" in result_stall_reason(evals[:2], {"val_loss": 3.6}, 3.3, "val_loss", True)
+    flat = [*evals[:2], {"step": 20, "val_loss": 3.1, "acc": 0.9}]
+    assert "no better than the first eval" in result_stall_reason(flat, {"val_loss": 3.1, "acc": 0.9}, None,
+                                                                  "acc", False)
 
 
 def test_until_decided_needs_a_compare_study_with_enough_seeds(small_corpus, tmp_path):

@@ -227,8 +227,8 @@ def cmd_run(args) -> int:
     console.print(f"  {args.workers} worker(s) x {threads} torch thread(s) on {os.cpu_count()} cores"
                   + ("" if args.threads else " (--threads to choose)"), highlight=False, markup=False)
     if design is not None:
-        result, diverged, code = rounds.run_until_decided(ctx, design, lambda: _run_round(args, ctx, threads), echo)
-        record = rounds.save(ctx, result, diverged, design)
+        result, counts, code = rounds.run_until_decided(ctx, design, lambda: _run_round(args, ctx, threads), echo)
+        record = rounds.save(ctx, result, counts, design)
         console.print(rounds.table(record, spec.baseline, spec.metric).to_rich())
         console.print(f"  took {time.perf_counter() - started:.0f}s; {record['runs_used']} runs where a fixed design "
                       f"would use {len(spec.variants) * len(spec.seeds)}", highlight=False, markup=False)

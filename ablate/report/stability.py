@@ -62,8 +62,9 @@ def stall_reason(
     if _finite(final_loss) and _finite(unigram_entropy):
         h, loss = float(unigram_entropy), float(final_loss)
         if loss >= h - stall_margin(h):
-            return (f"final val loss {loss:.3f} is within {stall_margin(h):.3g} of the unigram entropy "
-                    f"{h:.3f} of the training data")
+            where = (f"within {stall_margin(h):.3g} of" if loss < h else
+                     "above" if loss > h else "at")
+            return f"final val loss {loss:.3f} is {where} the unigram entropy {h:.3f} of the training data"
     points = sorted((float(s), float(v)) for s, v in curve if _finite(v))
     after_start = [(s, v) for s, v in points if s > 0]
     if len(after_start) >= 2:
@@ -73,3 +74,13 @@ def stall_reason(
             return (f"final eval {last:.4g} (step {s1:g}) is no better than the first eval after step 0, "
                     f"{first:.4g} (step {s0:g})")
     return None
+
+
+def result_stall_reason(evals: Sequence[dict], final: dict, unigram_entropy: float | None, metric: str,
+                        lower_is_better: bool) -> str | None:
+    """:func:`stall_reason` for one run's own records (its evaluation rows and final figures), as the
+    report applies it: the compared metric's curve, or, for a task accuracy, the validation loss's."""
+    name = metric if lower_is_better else "val_loss"
+    curve = [(r["step"], r[name]) for r in evals if r.get(name) is not None]
+    loss = final.get("val_loss", final.get(metric) if metric == "val_loss" else None)
+    return stall_reason(curve, loss, unigram_entropy)

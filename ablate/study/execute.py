@@ -10,9 +10,10 @@ from typing import Any
 from ablate.config import RunConfig
 from ablate.train import Callback, RunResult, RunState, StopRun
 from ablate.format import short
-from ablate.metrics import worst
+from ablate.metrics import lower_is_better, worst
+from ablate.report.stability import result_stall_reason
 from ablate.study.context import Context
-from ablate.study.keys import K_POINT, K_RUN, K_SKIP, K_WORKER
+from ablate.study.keys import K_POINT, K_RUN, K_SKIP, K_STALLED, K_WORKER
 from ablate.study.queue import COMPARE_KEY, TUNE_KEY, _claim, split_point
 from ablate.study.spec import Range, compose_variant
 from ablate.study.storage import native_heartbeat
@@ -87,6 +88,11 @@ def run_trial(ctx: Context, trial, stage: str, role: str, config: RunConfig, par
         if beat:
             beat.__exit__(None, None, None)
     value = result.final.get(spec.metric, float("nan"))
+    if result.status == "finished":  # a stalled run is a result that makes its variant unstable (--until-decided)
+        stalled = result_stall_reason(result.evals, result.final, result.extra.get("unigram_entropy"), spec.metric,
+                                      lower_is_better(spec.metric))
+        if stalled:
+            trial.set_user_attr(K_STALLED, stalled)
     for key, v in (("ablate.status", result.status), ("ablate.steps", result.steps),
                    ("ablate.params", result.cost.get("params")), ("ablate.train_seconds", result.train_seconds),
                    ("ablate.final", {k: v for k, v in result.final.items()})):

@@ -9,6 +9,7 @@ K_BEAT = "ablate.heartbeat"
 K_RUN = "ablate.mlflow_run_id"
 K_SKIP = "ablate.skipped"
 K_STATUS = "ablate.status"
+K_STALLED = "ablate.stalled"  # on a finished trial whose run stalled: why (ablate.report.stability)
 K_FAILURE = "ablate.failure"  # a study attribute per failed trial: see failure_key
 K_POINT = "ablate.point"  # the (variant, seed[, lr]) a queued trial stands for
 

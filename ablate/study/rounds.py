@@ -19,7 +19,7 @@ from ablate.errors import AblateError
 from ablate.metrics import lower_is_better
 from ablate.sequential import UNDECIDED, Design, Plan, plan
 from ablate.study.context import Context
-from ablate.study.keys import K_SKIP
+from ablate.study.keys import K_SKIP, K_STALLED
 from ablate.study.queue import COMPARE_KEY, ensure_grid, key_of, trial_point
 from ablate.study.spec import StudySpec
 
@@ -42,19 +42,24 @@ def first_round(spec: StudySpec, design: Design) -> StudySpec:
     return dataclasses.replace(spec, seeds=spec.seeds[: design.looks[0]])
 
 
-def observed(ctx: Context) -> tuple[dict[str, list[float]], dict[str, int]]:
+def observed(ctx: Context) -> tuple[dict[str, list[float]], dict[str, dict[str, int]]]:
     """Per variant, the paired differences variant − baseline over the study's seeds in order, as far as
-    both have finished; and how many seeds of each variant (baseline included) diverged."""
+    both have finished; and how many seeds of each variant (baseline included) diverged and stalled
+    (``{"diverged": {variant: n}, "stalled": {variant: n}}``; the rule is :mod:`ablate.report.stability`)."""
     from optuna.trial import TrialState
 
     spec = ctx.spec
     values: dict[tuple[str, int], float] = {}
+    stalled_points: set[tuple[str, int]] = set()
     for t in ctx.main().get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get(K_SKIP):
             continue
         point = trial_point(t)
         values.setdefault((point["variant"], int(point["seed"])), float(t.value))
+        if t.user_attrs.get(K_STALLED):
+            stalled_points.add((point["variant"], int(point["seed"])))
     diverged = {v: sum(1 for s in spec.seeds if math.isinf(values.get((v, s), 0.0))) for v in spec.variants}
+    stalled = {v: sum(1 for s in spec.seeds if (v, s) in stalled_points) for v in spec.variants}
     diffs: dict[str, list[float]] = {}
     for variant in spec.variants:
         if variant == spec.baseline:
@@ -66,7 +71,13 @@ def observed(ctx: Context) -> tuple[dict[str, list[float]], dict[str, int]]:
                 break
             row.append(a - b)
         diffs[variant] = row
-    return diffs, diverged
+    return diffs, {"diverged": diverged, "stalled": stalled}
+
+
+def _unstable_text(unstable: dict[str, dict[str, int]], variant: str) -> str:
+    """``diverged on 2 seed(s), stalled on 1 seed(s)``, or "" for a stable variant."""
+    return ", ".join(f"{kind} on {counts[variant]} seed(s)" for kind, counts in unstable.items()
+                     if counts.get(variant))
 
 
 def next_points(spec: StudySpec, decided: Plan) -> list[dict[str, Any]]:
@@ -78,34 +89,44 @@ def next_points(spec: StudySpec, decided: Plan) -> list[dict[str, Any]]:
 
 
 def run_until_decided(ctx: Context, design: Design, run_round: Callable[[], int],
-                      say: Callable[[str], None]) -> tuple[Plan, dict[str, int], int]:
+                      say: Callable[[str], None]) -> tuple[Plan, dict[str, dict[str, int]], int]:
     """Run rounds until every variant is decided (or unstable, or at the most seeds); returns the last
-    plan, the diverged counts and the last round's exit code."""
+    plan, the diverged and stalled counts (see :func:`observed`) and the last round's exit code. A variant
+    with a diverged or stalled seed is unstable and leaves the sequential test; so is the baseline, and
+    then no verdict is possible."""
     spec = ctx.spec
     while True:
         code = run_round()
-        diffs, diverged = observed(ctx)
-        unstable = {v for v, n in diverged.items() if n}
+        diffs, counts = observed(ctx)
+        unstable = {v for v in spec.variants if _unstable_text(counts, v)}
         if spec.baseline in unstable:
-            raise AblateError(f"the baseline diverged on {diverged[spec.baseline]} seed(s); no sequential verdict "
-                              "is possible: lower the learning rate (or tune it) and run the study again")
+            raise AblateError(f"the baseline {_unstable_text(counts, spec.baseline)}; no sequential verdict is "
+                              "possible: give it a budget and learning rate it trains well with (tune the "
+                              "learning rate, or train longer) and run the study again")
         result = plan({v: d for v, d in diffs.items() if v not in unstable}, design)
-        say(f"  round at {max((len(d) for d in diffs.values()), default=0)} seeds: "
-            + "; ".join(f"{v}: {look.decision}" for v, look in result.decisions.items())
-            + "".join(f"; {v}: unstable (diverged on {diverged[v]} seed(s))" for v in sorted(unstable)))
+        parts = [f"{v}: {look.decision}" for v, look in result.decisions.items()]
+        parts += [f"{v}: unstable ({_unstable_text(counts, v)})" for v in sorted(unstable)]
+        say(f"  round at {max((len(d) for d in diffs.values()), default=0)} seeds: " + "; ".join(parts))
         if result.done or code not in (0, 1):
-            return result, diverged, code
+            return result, counts, code
         points = next_points(spec, result)
         queued = ensure_grid(ctx.main(), spec, "compare", points, only_keys={key_of(p, COMPARE_KEY) for p in points})
         if not queued and all(len(diffs[v]) >= design.looks[-1] for v in result.seeds):
-            return result, diverged, code  # nothing left to run (seeds exhausted)
+            return result, counts, code  # nothing left to run (seeds exhausted)
         if not queued:
-            return result, diverged, 1  # the needed seeds exist but did not finish: failed trials
+            return result, counts, 1  # the needed seeds exist but did not finish: failed trials
 
 
-def save(ctx: Context, result: Plan, diverged: dict[str, int], design: Design) -> dict[str, Any]:
-    """The sequential verdicts as a study attribute (read by `study report`)."""
-    record = {"design": dataclasses.asdict(design), "runs_used": result.runs_used, "diverged": diverged,
+def save(ctx: Context, result: Plan, counts: dict[str, dict[str, int]], design: Design) -> dict[str, Any]:
+    """The sequential verdicts as a study attribute (read by `study report`); ``runs_used`` counts the runs
+    the study holds (unstable variants' included), not only those the test read."""
+    from optuna.trial import TrialState
+
+    ran = sum(1 for t in ctx.main().get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if not t.user_attrs.get(K_SKIP))
+    record = {"design": dataclasses.asdict(design), "runs_used": max(ran, result.runs_used),
+              "diverged": counts["diverged"],
+              "stalled": counts["stalled"],
               "decisions": {v: dataclasses.asdict(look) for v, look in result.decisions.items()}}
     ctx.main().set_user_attr(K_SEQUENTIAL, record)
     return record
@@ -124,7 +145,9 @@ def table(record: dict[str, Any], baseline: str, metric: str):
         cells.add(variant, look["n"], num(look["mean"], 4, sign=True),
                   f"[{num(look['ci_low'], 4, sign=True)}, {num(look['ci_high'], 4, sign=True)}]",
                   f"{look['level']:.3g}", verdict)
-    for variant, n in record["diverged"].items():
-        if n and variant not in record["decisions"] and variant != baseline:
-            cells.add(variant, "—", "—", "—", "—", f"unstable: diverged on {n} seed(s)")
+    counts = {"diverged": record["diverged"], "stalled": record.get("stalled", {})}  # older records: diverged only
+    for variant in dict.fromkeys([*counts["diverged"], *counts["stalled"]]):
+        why = _unstable_text(counts, variant)
+        if why and variant not in record["decisions"] and variant != baseline:
+            cells.add(variant, "—", "—", "—", "—", f"unstable: {why}")
     return cells
