@@ -200,14 +200,20 @@ def _check_range(config: RunConfig, key: str) -> None:
 def check_folder(path: str | Path, flag: str) -> None:
     """A folder ablate will write into: absent (it is made), or a writable directory; never a file."""
     import os
+    import tempfile
 
     path = Path(path)
     for part in (path, *path.parents):
         if part.exists():
             if not part.is_dir():
-                raise AblateError(f"{flag} {path}: {part} is a file, not a folder; pass a folder, e.g. {flag} runs")
+                raise AblateError(f"{flag} {path}: {part} is a file, not a folder; pass the path of a folder")
             if not os.access(part, os.W_OK | os.X_OK):
                 raise AblateError(f"{flag} {path}: {part} is not writable; pass a folder you can write to")
+            try:  # what access() cannot tell: /proc, read-only mounts, a full disk's inodes
+                tempfile.TemporaryDirectory(dir=part).cleanup()
+            except OSError as err:
+                raise AblateError(f"{flag} {path}: cannot create folders in {part} ({err.strerror}); pass a folder "
+                                  "you can write to") from None
             return
 
 

@@ -122,7 +122,7 @@ BAD_FLAGS = [
     ["--config", "{root}/a-file"], ["--out-dir", "{root}/a-file"], ["--cache-dir", "{root}/a-file"],
     ["--data", "{root}/no-such-file.txt"], ["--data", "{root}/empty.txt"], ["--data", "{root}/empty-dir"],
     ["--data-file", "{root}/no-such-file.txt", "--data", "tinyshakespeare"],
-    ["--resume", "--force", "--resume-typo"],
+    ["--resume", "--force", "--resume-typo"], ["--out-dir", "/proc/no-such/runs"],
 ]
 for i, extra in enumerate(BAD_FLAGS):
     base = ["run", *TINY, "--data", "{corpus}", "--out-dir", "{out}", "--cache-dir", "{cache}"]

@@ -162,6 +162,10 @@ def test_user_mistakes_are_one_line_with_exit_2(runs, tmp_path, capsys, monkeypa
     _one_line_error(capsys, "exists and is not empty")
     assert main(["export", str(run_dir), "--to", "hf", str(out / "notes.txt")]) == 2
     _one_line_error(capsys, "is a file")
+    assert main(["export", str(run_dir), "--to", "hf", str(out / "notes.txt" / "sub")]) == 2  # a file on the way
+    _one_line_error(capsys, "is a file, not a folder")
+    assert main(["export", str(run_dir), "--to", "hf", "/proc/no-such/out"]) == 2  # folders cannot be made there
+    _one_line_error(capsys, "cannot create folders in /proc")
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if the extra were not installed
     assert main(["export", str(run_dir), "--to", "hf", str(tmp_path / "new")]) == 2
     _one_line_error(capsys, "install the extra: pip install 'ablate[hf]'")

@@ -47,6 +47,9 @@ def test_sample_answers_a_typed_problem(task_run, capsys):
     out = capsys.readouterr().out.strip()
     assert out.startswith("12+34=")
     assert "answer" in out  # "(answer: N)" or "(no answer: malformed)" for an undertrained model
+    assert main(["sample", "--run", task_run["run_dir"], "--prompt", "9" * 40 + "+1="]) == 2  # past learned positions
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ask a shorter problem" in err
 
 
 def _config(tmp_path, **kw) -> RunConfig:

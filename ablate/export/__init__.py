@@ -39,9 +39,12 @@ class Export:
 
 def check_folder(out_dir: str | Path, force: bool) -> Path:
     """``out_dir`` is missing, empty, or (``force``) a folder whose same-named files are overwritten."""
+    from ablate.config import check_folder as writable_folder
+
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise AblateError(f"{out} is a file, not a folder; give a folder to export into")
+    writable_folder(out, "export folder")  # a file on the way, or a place folders cannot be made
     if out.is_dir() and any(out.iterdir()) and not force:
         raise AblateError(f"{out} exists and is not empty; give a new folder, or pass --force to overwrite the "
                           f"files an export writes there")

@@ -155,7 +155,14 @@ def answer_prompt(model, task: Task, prompt: str, device="cpu", max_new: int | N
     prompt = prompt.strip()
     if not prompt.endswith("="):
         prompt += "="
-    task.tokenizer.encode(prompt)  # an unknown character is a user error with a clear message
+    length = len(task.tokenizer.encode(prompt))  # an unknown character is a user error with a clear message
+    reach = getattr(getattr(model, "position", None), "max_positions", None)
+    if reach is not None and length >= reach:  # a learned table has no row for the answer's positions
+        from ablate.errors import AblateError
+
+        raise AblateError(f"the prompt {prompt!r} is {length} tokens, and this run's positions cover {reach} "
+                          f"(prompt and answer together); ask a shorter problem, or train with positions "
+                          f"that extrapolate (rope, alibi, none)")
     if max_new is None:
         max_new = max(1, model.dims.context - len(prompt) + 1) if hasattr(model, "dims") else 64
     was_training = model.training
