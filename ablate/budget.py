@@ -16,6 +16,10 @@ from ablate.errors import AblateError
 
 _UNITS = {"steps": "steps", "step": "steps", "tokens": "tokens", "tok": "tokens", "flops": "flops",
           "s": "seconds", "sec": "seconds", "min": "seconds", "h": "seconds"}
+# the spelling a budget is kept under (its fairness key and part of a run's fingerprint): "30 step" and
+# "30steps" are one budget
+_CANONICAL = {"steps": "steps", "step": "steps", "tokens": "tokens", "tok": "tokens", "flops": "flops", "s": "s",
+              "sec": "s", "min": "min", "h": "h"}
 _SCALE = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
 # the largest budget that is a real plan (a year of seconds, 1e12 steps), not an overflow or a typo
 _LARGEST = {"steps": 1e12, "tokens": 1e18, "flops": 1e30, "seconds": 3.2e7}
@@ -55,4 +59,13 @@ def parse_budget(text: str) -> Budget:
         raise AblateError(f"budget {text!r} is empty; give a positive amount, e.g. 500steps")
     if kind == "steps" and amount != int(amount):
         raise AblateError(f"budget {text!r}: steps must be a whole number")
-    return Budget(kind, amount, str(text).strip())
+    return Budget(kind, amount, f"{match.group(1)}{scale}{_CANONICAL[unit]}")
+
+
+def canonical_budget(text: str) -> str:
+    """``text`` in the spelling runs are keyed by (no spaces, one name per unit), or as given when it is
+    not a budget (the error comes where the budget is used)."""
+    try:
+        return parse_budget(text).text
+    except AblateError:
+        return text

@@ -61,6 +61,11 @@ class RunConfig:
     out_dir: str = "runs"
     cache_dir: str = "data/cache"
 
+    def __post_init__(self) -> None:
+        from ablate.budget import canonical_budget
+
+        object.__setattr__(self, "budget", canonical_budget(self.budget))  # "30 steps" is 30steps
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -36,6 +36,14 @@ def test_budget_parsing(text, kind, amount):
     assert (b.kind, b.amount) == (kind, amount)
 
 
+@pytest.mark.parametrize("typed, kept", [("30 steps", "30steps"), ("30step", "30steps"), ("30steps", "30steps"),
+                                         ("2M tok", "2Mtokens"), ("90 sec", "90s"), (" 5 min ", "5min")])
+def test_one_budget_written_differently_is_one_run(typed, kept, cfg):
+    """The budget is a fairness key and part of the run's fingerprint: kept in one spelling per unit."""
+    assert parse_budget(typed).text == kept and cfg.replace(budget=typed).budget == kept
+    assert cfg.replace(budget=typed).fingerprint() == cfg.replace(budget=kept).fingerprint()
+
+
 @pytest.mark.parametrize("text", ["500", "steps", "-3steps", "0s", "1.5steps", "3 parsecs"])
 def test_bad_budgets(text):
     with pytest.raises(AblateError, match="budget"):
