@@ -14,7 +14,7 @@ from ablate.track import (DEFAULT_EXPERIMENT, client_for, find_or_create_parent,
                           eval_history, get_experiment_id, summary_metric)
 
 METRICS = {"val_loss": "final_val_loss", "val_bpb": "final_val_bpb"}  # and every task accuracy: final_<acc…>
-_STATUS = {"finished": "finished", "diverged": "diverged"}
+_STATUS = {"finished": "finished", "diverged": "diverged", "interrupted": "interrupted", "pruned": "pruned"}
 FAIRNESS_PREFIX = "ablate.fair."
 # bits per byte compare across tokenizers (and so across the token positions of the eval batches)
 TOKENIZER_FREE = {"val_bpb": ("tokenizer", "eval_batches")}

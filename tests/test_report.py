@@ -230,6 +230,13 @@ def test_failed_run_and_nonfinite_finished_run_are_excluded():
     assert c.row("swiglu").summary.n == 2 and c.row("rope").summary.n == 2
 
 
+def test_an_interrupted_run_is_excluded_as_interrupted_with_how_to_continue_it():
+    c = build_comparison(replace(make_records(), "rope-1", status="interrupted"), "baseline", "val_bpb")
+    text = " ".join(c.warnings)
+    assert "rope seed 1 (run rope-1): interrupted (continue it" in text and "--resume" in text
+    assert c.row("rope").summary.n == 2
+
+
 def test_missing_baseline_raises_with_variants_listed():
     recs = [r for r in make_records() if r.variant != "baseline"]
     with pytest.raises(AblateError) as e:

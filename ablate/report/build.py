@@ -31,7 +31,7 @@ from ablate.errors import AblateError
 from ablate.report.stability import stall_reason
 
 FINISHED = "finished"
-_STATUSES = ("finished", "diverged", "failed")
+_STATUSES = ("finished", "diverged", "failed", "interrupted", "pruned")
 _NAN = float("nan")
 
 
@@ -249,7 +249,8 @@ def build_comparison(
             diverged[r.variant].add(r.seed)
             unstable.append(f"{_run_label(r)}: diverged")
         elif r.status != FINISHED:
-            excluded.append(f"{_run_label(r)}: {r.status}")
+            excluded.append(f"{_run_label(r)}: {r.status}" + (" (continue it: the same `ablate run` with --resume)"
+                                                               if r.status == "interrupted" else ""))
         elif r.metric is None or not math.isfinite(float(r.metric)):
             excluded.append(f"{_run_label(r)}: final {metric_name} is {r.metric!r}")
         else:
