@@ -185,6 +185,7 @@ def test_resume_after_sigkill_matches_uninterrupted(cfg, tmp_path):
 
     resumed = json.loads(done.stdout.strip().splitlines()[-1])
     assert resumed["steps"] == 60 and resumed["status"] == "finished"
+    assert "nothing to resume" not in done.stderr
     assert resumed["final"]["val_loss"] == pytest.approx(reference.final["val_loss"], abs=1e-6)
 
 
@@ -237,3 +238,14 @@ def test_run_json_and_sample(cfg, capsys):
     out = capsys.readouterr().out
     assert out.startswith("ROMEO:") and len(out) > 30
     assert main(["sample", "--run", str(Path(cfg.out_dir) / "nothing")]) == 2
+
+
+def test_resume_with_no_checkpoint_says_the_run_starts_at_step_0(cfg, capsys):
+    from ablate.cli import main
+
+    argv = ["run", "--no-track", "--json", "--size", "tiny", "--context", "32", "--data", cfg.data, "--budget",
+            "3steps", "--batch-size", "4", "--eval-points", "1", "--eval-batches", "1", "--out-dir", cfg.out_dir,
+            "--cache-dir", cfg.cache_dir, "--resume", "--seed", "5"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "nothing to resume in" in err and "starts at step 0" in err

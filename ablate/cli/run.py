@@ -86,6 +86,8 @@ def cmd_run(args) -> int:
         print(f"ablate: this run has finished already ({done.run_dir}); its result is above. "
               "Pass --force to train it again", file=sys.stderr)
         return 0
+    if args.resume and not args.force and os.environ.get("RANK", "0") == "0":
+        _say_if_nothing_to_resume(config)
     callbacks = [LiveView(quiet=args.json)]
     tracker = make_tracker(args)
     if tracker is not None:
@@ -126,6 +128,18 @@ def _report(args, result) -> None:
         print(json.dumps(json_safe(summary), default=str))  # strict JSON: a missing number is null, never NaN
     else:
         print_summary(result)
+
+
+def _say_if_nothing_to_resume(config) -> None:
+    """--resume where this (config, seed) has no checkpoint trains from step 0: say so, since a typo in the
+    seed or the budget names another run directory."""
+    from ablate.train import CHECKPOINT, run_dir_for
+    from ablate.variant import parse_variant
+
+    run_dir = run_dir_for(config, parse_variant(config.variant).name)
+    if not (run_dir / CHECKPOINT).exists():
+        print(f"ablate: nothing to resume in {run_dir} (no checkpoint), so this run starts at step 0; a run "
+              "with other settings (seed, budget, ...) has its own directory", file=sys.stderr)
 
 
 def finished_result(config):
