@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import fnmatch
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -169,6 +170,15 @@ def register(
         raise ValueError(f"unknown slot {slot!r}; slots are: {', '.join(SLOTS)}")
     if not dataclasses.is_dataclass(options) or not options.__dataclass_params__.frozen:
         raise TypeError(f"options of {name!r} must be a frozen dataclass")
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w.\-]*", name) or name.endswith(".toml"):
+        raise ValueError(f"component name {name!r} cannot be written in a variant; use letters, digits, '_', "
+                         "'-' and '.', starting with a letter or '_'")
+    from ablate.presets import ARCHITECTURES
+
+    if name in ARCHITECTURES:
+        raise ValueError(f"component name {name!r} is an architecture preset's (a variant would mean the preset); "
+                         "pick another name")
 
     def decorate(cls: type) -> type:
         existing = find(name)

@@ -136,7 +136,7 @@ def parse_value(text: str) -> Any:
     return text.strip("'\"")
 
 
-_TERM = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(?:\((.*)\))?\s*$")
+_TERM = re.compile(r"^\s*([A-Za-z_][\w.\-]*|[^\s+()]+\.toml)\s*(?:\((.*)\))?\s*$")  # a name, or a variant file's path
 _MODEL_OPTION = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*([^()]+?)\s*$")
 
 

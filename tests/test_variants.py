@@ -5,7 +5,7 @@ from ablate.errors import AblateError
 from ablate.model import build_model, make_dims
 from ablate.presets import SIZES
 from ablate.registry import REGISTRIES, NoOptions, register
-from ablate.slots import MLP
+from ablate.slots import MLP, Norm
 from ablate.variant import parse_variant
 
 
@@ -116,6 +116,17 @@ def test_duplicate_names_and_wrong_bases_are_errors():
     assert "not-a-norm" not in REGISTRIES["norm"]
 
 
+@pytest.mark.parametrize("name, why", [("gpt2", "architecture preset"), ("Bad Name!", "cannot be written"),
+                                       ("a/b", "cannot be written"), ("x.toml", "cannot be written"),
+                                       ("", "cannot be written")])
+def test_a_component_name_a_variant_cannot_reach_is_refused(name, why):
+    with pytest.raises(ValueError, match=why):
+        @register("norm", name, paper="x")
+        class Unreachable(Norm):
+            """cannot be named in a variant"""
+    assert name not in REGISTRIES["norm"]
+
+
 def test_variant_file(tmp_path, monkeypatch):
     (tmp_path / "mine.toml").write_text('description = "test"\nvariant = "rope+swiglu"\n')
     (tmp_path / "bad.toml").write_text('variant = 3\n')
@@ -124,6 +135,17 @@ def test_variant_file(tmp_path, monkeypatch):
     assert parse_variant("mine+rmsnorm").name == "rope+rmsnorm+swiglu"
     with pytest.raises(AblateError, match="must hold"):
         parse_variant("bad")
+
+
+def test_a_variant_file_is_found_by_its_path(tmp_path, monkeypatch):
+    (tmp_path / "variants").mkdir()
+    (tmp_path / "variants" / "mine.toml").write_text('variant = "rope+swiglu"\n')
+    monkeypatch.chdir(tmp_path)
+    for path in ("variants/mine.toml", "./variants/mine.toml", str(tmp_path / "variants" / "mine.toml")):
+        assert parse_variant(path) == parse_variant("rope+swiglu")
+    assert parse_variant("variants/mine.toml+rmsnorm").name == "rope+rmsnorm+swiglu"
+    with pytest.raises(AblateError, match="variant file variants/nosuch.toml not found"):
+        parse_variant("variants/nosuch.toml")
 
 
 @pytest.mark.parametrize(
