@@ -154,7 +154,8 @@ CASES += [(f"compare-{i}", ["compare", "--no-log", *extra]) for i, extra in enum
 ])]
 CASES += [(f"ui-{i}", ["ui", *extra]) for i, extra in enumerate([
     ["--port", "70000"], ["--port", "-1"], ["--port", "0"], ["--port", "abc"], ["--tracking-uri", "foo://bar"],
-    ["--host", ""], ["--bogus"],
+    ["--host", ""], ["--bogus"], ["--host", "192.0.2.1"], ["--host", "no-such-host.invalid"],
+    ["--tracking-uri", "sqlite:////no/such/folder/mlflow.db"],
 ])]
 CASES += [(f"registry-{i}", argv) for i, argv in enumerate([
     ["describe", "nope"], ["describe", ""], ["describe"], ["list", "nope*"], ["list", "a", "b"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -21,9 +22,28 @@ def _check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
             probe.bind((host, port))
+        except socket.gaierror:
+            raise AblateError(f"--host {host}: no such address or host name; serve on 127.0.0.1 (this machine "
+                              "only) or 0.0.0.0 (every interface)") from None
         except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:
+                raise AblateError(f"--host {host} is not an address of this machine; serve on 127.0.0.1 (this "
+                                  "machine only) or 0.0.0.0 (every interface)") from None
+            if err.errno == errno.EACCES:
+                raise AblateError(f"cannot serve on {host}:{port}: ports below 1024 need privileges; pick another "
+                                  "with --port (e.g. --port 5000)") from None
             raise AblateError(f"cannot serve on {host}:{port}: {err.strerror or err}; another program uses "
                               f"the port: pick another with --port (e.g. --port {port + 1})") from None
+
+
+def _check_store(uri: str) -> None:
+    """A SQLite store in a folder that does not exist is a typo in --tracking-uri, not a new store: MLflow
+    would make the folders and show an empty UI."""
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise AblateError(f"no folder {folder} for the tracking store {uri}; check --tracking-uri (runs log "
+                              "to sqlite:///<working folder>/mlflow.db unless told otherwise)")
 
 
 def runs_url(base: str, experiment_id: str) -> str:
@@ -57,6 +77,7 @@ def cmd_ui(args) -> int:
     from ablate.track import tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
+    _check_store(uri)
     _check_port(args.host, args.port)
     # -P: never import a module from the working directory (an mlflow.py there would shadow MLflow);
     # uvicorn's access log off: one line per HTTP request drowns the address the user needs
