@@ -91,3 +91,23 @@ def test_an_eval_text_shorter_than_n_is_a_one_line_error(corpus, tmp_path):
     short.write_text("too few words here\n")
     with pytest.raises(AblateError, match="fewer than n=13"):
         prepare(str(path), "byte", cache_dir=tmp_path / "c", decontaminate=str(short))
+
+
+def test_an_unavailable_dataset_to_decontaminate_against_names_the_variable_that_provides_it(corpus, tmp_path,
+                                                                                              monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    from ablate.data import datasets
+
+    def no_network(*a, **k):
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.delenv(datasets.TINYSHAKESPEARE_ENV, raising=False)
+    path, _, _ = corpus
+    with pytest.raises(AblateError) as err:
+        prepare(str(path), "byte", cache_dir=tmp_path / "empty-cache", decontaminate="tinyshakespeare:val")
+    message = str(err.value)
+    assert message.startswith("--decontaminate tinyshakespeare:val: ")
+    assert f"set {datasets.TINYSHAKESPEARE_ENV}=PATH" in message and "--data-file" not in message

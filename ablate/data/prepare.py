@@ -247,7 +247,11 @@ def decontamination_filter(spec: str, n: int, cache_dir: Path):
 
     spec = str(spec).strip()
     name, part = (spec[:-4], spec[-3:]) if spec.endswith((":val", ":all")) else (spec, "all")
-    text = load_text(name, cache_dir=cache_dir).text
+    try:
+        text = load_text(name, cache_dir=cache_dir).text
+    except AblateError as err:  # --data-file gives the training text only; the dataset's variable serves here
+        raise AblateError(f"--decontaminate {spec}: " + str(err).replace("pass it with --data-file PATH or ", "set ")
+                          ) from None
     return NgramFilter.from_text(split_text(text)[1] if part == "val" else text, n, against=spec)
 
 
