@@ -159,6 +159,10 @@ def test_two_workers_on_a_journal_run_every_trial_once_then_resume_and_report(sm
     out = capsys.readouterr().out
     assert "rope" in out and "baseline" in out and "verdict" in out and "ablate ui" in out
     assert (tmp_path / "rep" / "report.md").is_file()
+    # a report with other settings than the study's names them instead of calling its seeds unfinished
+    assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--set", "budget=12steps"]) == 2
+    err = capsys.readouterr().err
+    assert "was made with other settings" in err and "not finished yet" not in err
 
 
 def _postgres_bin() -> Path | None:

@@ -18,6 +18,7 @@ same file, flags and tracking URI.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -406,6 +407,12 @@ def cmd_report(args) -> int:
 
     spec, ctx = _spec_and_ctx(args)
     attrs = ctx.main().user_attrs
+    if "ablate.identity" in attrs and attrs["ablate.identity"] != json.loads(json.dumps(spec.identity())):
+        from ablate.study.create import _diff
+
+        raise AblateError(f"study {spec.name!r} was made with other settings "
+                          f"({_diff(attrs['ablate.identity'], spec.identity())}); report it with the same study "
+                          "file, --gpu and --set as `ablate study run` had")
     ctx.adopt_tracking(attrs)
     out = Path(args.out) if args.out else default_report_dir(spec.name)
     machine = getattr(args, "json", False) or getattr(args, "csv", False)

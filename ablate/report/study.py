@@ -68,9 +68,12 @@ def compare_report(ctx, out: Path, console: Console, wide: bool = False, found: 
     found.main, found.runs_used = verdict_table(comparison, unadjusted=True), comparison_header(comparison, records)
     found.warnings += comparison.warnings
     found.extra["missing"] = missing
-    if missing:
-        _warn(console, f"{len(missing)} (variant, seed) not finished yet: {', '.join(missing[:10])}"
-                       f"{' …' if len(missing) > 10 else ''}; re-run `ablate study run` to finish them", found)
+    listed = f"{', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}"
+    if missing and "ablate.sequential" in ctx.main().user_attrs:  # --until-decided: seeds it did not need
+        found.extra["missing"] = []
+    elif missing:
+        _warn(console, f"{len(missing)} (variant, seed) not finished yet: {listed}; re-run `ablate study run` "
+                       "to finish them", found)
     paths = write_report(comparison, records, out)
     sections: list[str] = [f"\n## Study\n\n`{spec.path.name}` ({spec.protocol}); {spec.description}\n"]
     if spec.protocol == "tune-then-compare":
