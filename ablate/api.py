@@ -42,7 +42,8 @@ def _command(argv: list[str]):
         try:
             args = parser.parse_args(argv)
         except SystemExit:  # argparse's own message: an unknown option or a bad value
-            raise AblateError(err.getvalue().strip().splitlines()[-1].removeprefix("ablate ")) from None
+            message = err.getvalue().strip().splitlines()[-1].removeprefix("ablate: error: ")
+            raise AblateError(message.split(" (see ablate")[0]) from None  # the CLI's prefix and --help hint
     return args
 
 

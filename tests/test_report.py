@@ -465,3 +465,14 @@ def test_a_cell_table_as_csv_and_strict_json():
     text = strict_json({"loss": float("inf"), "rows": [float("nan"), 1.5], "ok": True})
     assert json.loads(text) == {"loss": None, "rows": [None, 1.5], "ok": True}
     assert "NaN" not in text and "Infinity" not in text
+
+
+def test_one_seed_prints_no_noise_floor_and_no_count_of_zero_comparisons():
+    from ablate.report.render import print_comparison
+
+    c = build_comparison(make_records(seeds=(0,)), "baseline", "val_bpb")
+    console = Console(record=True, width=200, file=io.StringIO())
+    print_comparison(c, console)
+    text = console.export_text()
+    assert "noise floor: not available (1 finished baseline seed(s)" in text and "nan" not in text
+    assert "across the 0 variant" not in render_markdown(c)

@@ -164,8 +164,12 @@ def print_comparison(comparison: Comparison, console: Console, wide: bool = Fals
     else:
         for table in narrow_tables(comparison):
             console.print(table)
-    console.print(f"noise floor (baseline seed-to-seed sd): {comparison.noise_floor:.4g} "
-                  f"over {comparison.noise_floor_n} seeds", highlight=False)
+    if comparison.noise_floor_n < 2:
+        console.print(f"noise floor: not available ({comparison.noise_floor_n} finished baseline seed(s); it needs "
+                      "2 or more)", highlight=False)
+    else:
+        console.print(f"noise floor (baseline seed-to-seed sd): {comparison.noise_floor:.4g} "
+                      f"over {comparison.noise_floor_n} seeds", highlight=False)
     for warning in comparison.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
@@ -202,7 +206,9 @@ def _method_sentence(c: Comparison) -> str:
         "means the same data order and the same eval batches): Δ is the mean over seeds of "
         f"variant − baseline in {c.metric_name}, with a {pct} t confidence interval, and p comes "
         "from a two-sided paired t-test over seeds. p (Holm) is the Holm–Bonferroni adjusted "
-        f"p-value across the {m} variant comparison{'s' if m != 1 else ''}. A variant *helps* when "
+        + (f"p-value across the {m} variant comparison{'s' if m != 1 else ''}. " if m else
+           "p-value across the variant comparisons (none had two or more paired seeds here). ")
+        + f"A variant *helps* when "
         f"p (Holm) < {c.alpha:g} and Δ is {good}, *hurts* when p (Holm) < {c.alpha:g} and Δ is "
         f"{bad}, and otherwise shows *no detectable effect*, which is not evidence of no effect. "
         "The interval in the Δ column (and the thick bar in differences.png) is Holm-adjusted: each "
