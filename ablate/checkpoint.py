@@ -35,7 +35,7 @@ def read_checkpoint(path: Path, device: str, fix: str) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        why = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        why = _clip(str(err).strip().splitlines()[0]) if str(err).strip() else type(err).__name__
         raise AblateError(f"checkpoint {path} cannot be read ({why}); {fix}") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
@@ -48,5 +48,12 @@ def load_weights(module, state: Any, path: Path, fix: str) -> None:
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
-        why = " ".join(str(err).split())[:160]
+        why = _clip(" ".join(str(err).split()), 160)
         raise AblateError(f"checkpoint {path} does not fit this model ({why}); {fix}") from None
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """``text`` cut at a word boundary within ``limit`` characters, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,.;:") + " …"

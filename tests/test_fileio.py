@@ -114,3 +114,11 @@ def test_a_digested_file_stays_valid_when_killed_between_its_writes(tmp_path, mo
     assert path.read_bytes() == b"new" and fio.digest_matches(path, digests) is True
     path.write_bytes(b"tampered")
     assert fio.digest_matches(path, digests) is False
+
+
+def test_a_long_checkpoint_error_is_cut_at_a_word():
+    from ablate.checkpoint import _clip
+
+    text = "Weights only load failed. This file can still be loaded, to do so you have two options, do those"
+    assert _clip(text, 60) == "Weights only load failed. This file can still be loaded, to …"
+    assert _clip("short", 60) == "short"
