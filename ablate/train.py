@@ -451,7 +451,9 @@ def finish(run: Run, status: str, message: str) -> RunResult:
                        final, run.eval_rows, run.history, state.cost, state.fairness, tokens_per_s,
                        state.train_seconds, time.perf_counter() - run.wall_start, str(state.run_dir), message, extra)
     if run.world.is_main:
-        summary = {k: v for k, v in result.to_dict().items() if k != "history"}
+        from ablate.report.tables import json_safe  # standard JSON: a missing number is null, never NaN
+
+        summary = json_safe({k: v for k, v in result.to_dict().items() if k != "history"})
         _write_json(state.run_dir / "result.json", summary)
         atomic_write_text(state.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
     for cb in run.callbacks:

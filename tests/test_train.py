@@ -249,3 +249,16 @@ def test_resume_with_no_checkpoint_says_the_run_starts_at_step_0(cfg, capsys):
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "nothing to resume in" in err and "starts at step 0" in err
+
+
+def test_result_json_is_standard_json(cfg):
+    """No NaN (the step-0 row has no train loss yet): a missing number is null, so jq and browsers read it."""
+    import json
+
+    result = train(cfg.replace(budget="4steps", eval_points=1))
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in result.json")
+
+    saved = json.loads((Path(result.run_dir) / "result.json").read_text(), parse_constant=refuse)
+    assert saved["evals"][0]["step"] == 0 and saved["evals"][0]["train_loss"] is None
