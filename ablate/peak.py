@@ -4,6 +4,7 @@ matmuls at the run's dtype), or a known GPU's data-sheet dense bf16 peak for bf1
 from __future__ import annotations
 
 import time
+
 import torch
 
 # dense bf16 data-sheet peaks (FLOP/s) by device-name fragment
