@@ -40,6 +40,12 @@ def check_tracking_uri(uri: str) -> str:
         if scheme not in TRACKING_SCHEMES:
             raise AblateError(f"tracking URI {redact(uri)} has an unknown scheme {scheme!r}; use sqlite:///path.db, "
                               "file:///path, postgresql://user@host/db or http(s)://server")
+        file_store = scheme == "file"
+    else:
+        file_store = True  # a plain path: MLflow's file store
+    if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+        raise AblateError(f"tracking URI {redact(uri)} is MLflow's file store, which this MLflow refuses (maintenance "
+                          "mode); use a database such as sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
     return uri
 
 

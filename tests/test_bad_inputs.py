@@ -149,7 +149,7 @@ CASES += [(f"sample-{i}", ["sample", *extra]) for i, extra in enumerate([
 ])]
 CASES += [(f"compare-{i}", ["compare", "--no-log", *extra]) for i, extra in enumerate([
     ["--tracking-uri", "foo://bar"], ["--alpha", "0", "--tracking-uri", "foo://bar"], ["--alpha", "1.5"],
-    ["--alpha", "nan"], ["--alpha", "-1"], ["--where", "budget"], ["--where", "=x"], ["--metric", "foo"],
+    ["--alpha", "nan"], ["--alpha", "-1"], ["--tracking-uri", "nonsense"], ["--tracking-uri", "file:///tmp/mlruns"], ["--where", "budget"], ["--where", "=x"], ["--metric", "foo"],
     ["--bogus"], ["--out", "{root}/a-file", "--tracking-uri", "foo://bar"],
 ])]
 CASES += [(f"ui-{i}", ["ui", *extra]) for i, extra in enumerate([
