@@ -47,7 +47,7 @@ def _record(client, run, metric: str, by_data: bool = False) -> RunRecord | None
         kv_bytes_per_token=float(summary_metric(metrics, "kv_cache_bytes_per_token", 0.0)),
         tokens_per_s=summary_metric(metrics, "tokens_per_s_overall"),
         decode_tokens_per_s=summary_metric(metrics, "decode_tokens_per_s"),
-        status=status if value == value or status != "finished" else "failed",
+        status=status,  # a finished run without the metric is excluded as such (build_comparison)
         unigram_entropy=summary_metric(metrics, "unigram_entropy"),
         final_loss=summary_metric(metrics, "final_val_loss"),
         dataset=tags.get("ablate.dataset", ""),

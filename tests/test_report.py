@@ -476,3 +476,9 @@ def test_one_seed_prints_no_noise_floor_and_no_count_of_zero_comparisons():
     text = console.export_text()
     assert "noise floor: not available (1 finished baseline seed(s)" in text and "nan" not in text
     assert "across the 0 variant" not in render_markdown(c)
+
+
+def test_a_metric_no_run_recorded_is_named_as_such_not_as_failed_runs():
+    recs = [dataclasses.replace(r, metric=float("nan")) for r in make_records()]
+    with pytest.raises(AblateError, match="none of the 9 finished runs recorded 'acc'; pick a metric"):
+        build_comparison(recs, "baseline", "acc")

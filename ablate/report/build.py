@@ -234,6 +234,12 @@ def build_comparison(
             "with the same seeds first."
         )
 
+    finished = [r for r in records if r.status == FINISHED]
+    if finished and not any(r.metric is not None and math.isfinite(float(r.metric)) for r in finished):
+        raise AblateError(f"none of the {len(finished)} finished runs recorded {metric_name!r}; pick a metric they "
+                          "have with --metric (val_loss and val_bpb always; acc, acc_len<N>, acc_longer for "
+                          "the synthetic tasks)")
+
     warnings: list[str] = []
     excluded: list[str] = []
     unstable: list[str] = []
