@@ -140,8 +140,10 @@ def paired_difference(
 
     Seeds only one side has are ignored here (the report warns about them). The p-value equals
     ``scipy.stats.ttest_rel(variant, baseline)``; when every difference is identical (zero spread)
-    the test degenerates and the result is reported exactly: ``p = 1`` if the differences are all
-    zero, else ``p = 0`` with a zero-width interval.
+    the t-test is undefined; then ``p = 1`` if the differences are all zero, else the exact p-value of
+    the sign-flip permutation test, ``2 / 2**n`` (all n differences share one sign: the least extreme
+    result that test can give), with a zero-width interval. Two seeds that happen to differ by the same
+    amount (a discrete metric such as an accuracy) are then p = 0.5, not a certainty.
     """
     _check_level(level)
     seeds = tuple(sorted(set(baseline) & set(variant)))
@@ -159,7 +161,7 @@ def paired_difference(
     # scipy then warns about catastrophic cancellation. Decide that case exactly instead.
     scale = max(float(np.max(np.abs(d))), float(np.max(np.abs(b))), 1.0)
     if sd <= 1e-13 * scale:
-        p = 1.0 if np.all(d == 0) else 0.0
+        p = 1.0 if np.all(d == 0) else min(1.0, 2.0 ** (1 - n))
         return Paired(n, mean, 0.0, mean, mean, p, seeds, level)
     p = float(_st.ttest_rel(v, b).pvalue)
     lo, hi = _t_interval(mean, sd, n, level)

@@ -103,9 +103,14 @@ def test_paired_difference_too_few_pairs_is_nan(common):
 def test_paired_difference_constant_differences_are_exact():
     base = {0: 1.0, 1: 2.0, 2: 3.0}
     shifted = paired_difference(base, {s: v - 0.25 for s, v in base.items()})
-    assert shifted.sd_diff == 0.0 and shifted.p_value == 0.0
+    assert shifted.sd_diff == 0.0 and shifted.p_value == 0.25  # the sign-flip test's exact p: 2 / 2**3
     assert shifted.ci_low == shifted.ci_high == pytest.approx(-0.25)
-    assert verdict(shifted, shifted.p_value) == HELPS
+    assert verdict(shifted, shifted.p_value) == NO_EFFECT  # three seeds that agree by chance prove little
+    two = paired_difference({0: 0.5, 1: 0.6}, {0: 0.5 - 0.004044, 1: 0.6 - 0.004044})
+    assert two.p_value == 0.5 and verdict(two, two.p_value) == NO_EFFECT
+    seven = {s: float(s) for s in range(7)}
+    many = paired_difference(seven, {s: v - 0.25 for s, v in seven.items()})
+    assert many.p_value == pytest.approx(2 / 2**7) and verdict(many, many.p_value) == HELPS
     same = paired_difference(base, dict(base))
     assert same.p_value == 1.0 and verdict(same, same.p_value) == NO_EFFECT
 
