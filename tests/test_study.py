@@ -444,3 +444,28 @@ def test_reaper_fails_trials_of_dead_or_silent_workers_and_queues_them_again(sma
     waiting = {key_of(trial_point(t), COMPARE_KEY) for t in states.values() if t.state == TrialState.WAITING}
     assert key_of(trial_point(dead), COMPARE_KEY) in waiting and key_of(trial_point(silent), COMPARE_KEY) in waiting
     assert reap(ctx) == {}  # nothing twice
+
+
+def test_the_factorial_table_calls_effects_unstable_when_a_cell_stalled(tmp_path):
+    """The verdict table's rule holds in the factorial table: no helps/hurts reading over stalled cells."""
+    import io
+    from types import SimpleNamespace
+
+    import numpy as np
+    from rich.console import Console
+
+    from ablate.report.build import RunRecord
+    from ablate.report.study import factorial_section
+
+    variants = ["baseline", "rope", "swiglu", "rope+swiglu"]
+    factors = factorial_design(variants, "baseline")
+    rng = np.random.default_rng(0)
+    records = [RunRecord(f"{v}-{s}", v, s, 3.0 - 0.2 * ("rope" in v) + rng.normal(0, 0.001))
+               for s in range(4) for v in variants]
+    console = Console(file=io.StringIO(), width=200)
+    for shaky, expect in ((False, "helps"), (True, "unstable (rope: diverged or stalled seeds)")):
+        rows = [SimpleNamespace(variant=v, unstable=shaky and v == "rope") for v in variants[1:]]
+        md, _ = factorial_section(SimpleNamespace(level=0.95, rows=rows), records, factors, "val_loss", console,
+                                  tmp_path)
+        assert expect in md
+    assert "helps" not in md and "hurts" not in md

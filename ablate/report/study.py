@@ -143,9 +143,11 @@ def factorial_section(comparison, records, factors, metric: str, console: Consol
     table = CellTable(f"factorial {names}: effects on {metric} (linear model on ±1 factors + seed blocks, "
                       f"{result.n_runs} runs, {result.df} residual df)",
                       ["term", "effect", f"{pct} CI", "p", "reading"], right=(1, 3))
+    shaky = [r.variant for r in comparison.rows if r.unstable]  # the verdict table's rule holds here too
     for e in [*result.effects, *result.additivity]:
+        reading = f"unstable ({', '.join(shaky)}: diverged or stalled seeds)" if shaky else effect_reading(e)
         table.add(e.term, num(e.estimate, sign=True), f"[{e.low:+.4f}, {e.high:+.4f}]", f"{e.p_value:.3g}",
-                  effect_reading(e))
+                  reading)
     console.print(table.to_rich())
     if found is not None:
         found.tables.append(table)
