@@ -61,6 +61,12 @@ def run_study(file: str | Path, *, workers: int = 1, report: bool = True, **opti
     from ablate.errors import AblateError
 
     file = str(file)
+    if report:
+        from ablate.study import load_study
+
+        if load_study(file).pretrain is not None:  # before training, not after
+            raise AblateError("run_study cannot return the report of a pretrain-then-finetune study yet; pass "
+                              "report=False, then run `ablate study report` with the same flags and read its report.md")
     shared = {k: options.pop(k) for k in ("storage", "state_dir", "gpu", "set", "name", "tracking_uri", "experiment")
               if k in options}
     run = _command(["study", "run", file, "--workers", str(workers), *_flags(shared), *_flags(options)])

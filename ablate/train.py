@@ -485,7 +485,8 @@ def load_checkpoint_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPT
 class _CallableModule(type(json)):  # a module type: ``from ablate import train; train(...)`` runs a training
     def __call__(self, config: RunConfig | None = None, callbacks: Sequence[Callback] = (), resume: bool = False,
                  **settings) -> RunResult:
-        """``train(config)`` or ``train(variant=..., budget=..., ...)`` (RunConfig fields, checked)."""
+        """``train(config)``, ``train("rope", budget=...)`` or ``train(variant=..., ...)`` (RunConfig fields)."""
+        config, settings = (None, {"variant": config, **settings}) if isinstance(config, str) else (config, settings)
         if config is None:
             from ablate.config import make_config
 

@@ -11,9 +11,11 @@ def test_train_and_compare_are_callable(small_corpus, tmp_path):
     a = train(**settings)
     b = train(RunConfig(**settings, variant="rope"))
     assert a.status == b.status == "finished" and b.variant == parse_variant("rope").name
+    assert train("rope", **settings).run_dir == b.run_dir  # the variant as the first argument: the same run
     assert train.train is ablate.train.train  # still the module too
     fair = {"budget": "3steps"}
-    records = [RunRecord(f"{v}{s}", v, s, 2.0 + (0.1 if v == "rope" else 0.0) + 0.01 * s, fairness=fair)
+    records = [RunRecord(f"{v}{s}", v, s, 2.0 + (0.1 + 0.001 * (s % 2) if v == "rope" else 0.0) + 0.01 * s,
+                         fairness=fair)
                for v in ("baseline", "rope") for s in range(3)]
     table = compare(records)
     assert table.row("rope").verdict == "hurts" and compare.compare is ablate.compare.compare
@@ -49,3 +51,16 @@ def test_run_study_runs_a_study_file_and_returns_its_verdicts(small_corpus, tmp_
         ablate.run_study(file, colour="red")
     with pytest.raises(AblateError, match="no such study file|not found|does not exist"):
         ablate.run_study(tmp_path / "missing.toml")
+
+
+def test_run_study_refuses_a_report_it_cannot_give_before_training(tmp_path):
+    from pathlib import Path
+
+    import pytest
+
+    from ablate.errors import AblateError
+
+    pretrain = Path(__file__).resolve().parents[1] / "studies" / "pretrain-shakespeare.toml"
+    with pytest.raises(AblateError, match="pass report=False"):
+        ablate.run_study(pretrain, state_dir=tmp_path / "state")
+    assert not (tmp_path / "state").exists()  # nothing was trained or created

@@ -417,8 +417,8 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out else default_report_dir(spec.name)
     machine = getattr(args, "json", False) or getattr(args, "csv", False)
     if machine and spec.pretrain is not None:
-        raise AblateError("--json and --csv are not available for pretrain-then-finetune studies yet; "
-                          f"run `ablate study report {args.file}` and read its report.md")
+        raise AblateError("--json and --csv are not available for pretrain-then-finetune studies yet; run this "
+                          "`ablate study report` without them (the same --set, --gpu and --name) and read its report.md")
     shown = Console(file=io.StringIO()) if machine else console  # --json/--csv: only the data on stdout
     found = Findings()
     if spec.protocol == "search":
