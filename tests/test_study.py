@@ -163,6 +163,8 @@ def test_two_workers_on_a_journal_run_every_trial_once_then_resume_and_report(sm
     assert main(["study", "report", str(file), "--state-dir", str(tmp_path), "--set", "budget=12steps"]) == 2
     err = capsys.readouterr().err
     assert "was made with other settings" in err and "not finished yet" not in err
+    assert main(["study", "status", str(file), "--state-dir", str(tmp_path), "--set", "budget=12steps"]) == 2
+    assert "was made with other settings" in capsys.readouterr().err
 
 
 def _postgres_bin() -> Path | None:

@@ -388,9 +388,21 @@ def _print_progress(ctx) -> None:
             console.print(f"    not done: {', '.join(p.missing[:8])}{more}", highlight=False, markup=False)
 
 
+def _same_settings(spec, attrs, command: str) -> None:
+    """A study read with other settings than it was made with would count its runs against the wrong plan."""
+    if "ablate.identity" in attrs and attrs["ablate.identity"] != json.loads(json.dumps(spec.identity())):
+        from ablate.study.create import _diff
+
+        raise AblateError(f"study {spec.name!r} was made with other settings "
+                          f"({_diff(attrs['ablate.identity'], spec.identity())}); {command} it with the same study "
+                          "file, --gpu and --set as `ablate study run` had")
+
+
 def cmd_status(args) -> int:
     spec, ctx = _spec_and_ctx(args)
-    ctx.adopt_tracking(ctx.main().user_attrs)  # fails clearly when the study does not exist
+    attrs = ctx.main().user_attrs
+    _same_settings(spec, attrs, "show the status of")
+    ctx.adopt_tracking(attrs)  # fails clearly when the study does not exist
     console.print(f"study {spec.name} ({spec.protocol}) in {redact(ctx.storage_url)}", highlight=False, markup=False)
     _print_progress(ctx)
     return 0
@@ -407,12 +419,7 @@ def cmd_report(args) -> int:
 
     spec, ctx = _spec_and_ctx(args)
     attrs = ctx.main().user_attrs
-    if "ablate.identity" in attrs and attrs["ablate.identity"] != json.loads(json.dumps(spec.identity())):
-        from ablate.study.create import _diff
-
-        raise AblateError(f"study {spec.name!r} was made with other settings "
-                          f"({_diff(attrs['ablate.identity'], spec.identity())}); report it with the same study "
-                          "file, --gpu and --set as `ablate study run` had")
+    _same_settings(spec, attrs, "report")
     ctx.adopt_tracking(attrs)
     out = Path(args.out) if args.out else default_report_dir(spec.name)
     machine = getattr(args, "json", False) or getattr(args, "csv", False)
