@@ -471,3 +471,28 @@ def test_the_factorial_table_calls_effects_unstable_when_a_cell_stalled(tmp_path
                                   tmp_path)
         assert expect in md
     assert "helps" not in md and "hurts" not in md
+
+
+def test_sigterm_stops_a_study_of_workers_with_143_and_no_verdict_hint(small_corpus, tmp_path, mlflow_uri):
+    """What a job scheduler sends: the workers close their trials, the study says how to resume, exit 143."""
+    import subprocess
+    import sys
+    import time
+
+    file = write_study(tmp_path / "term.toml", small_corpus, name="term", seeds=2, variants=["baseline", "rope"],
+                       budget="100000steps")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "study", "run", str(file), "--workers", "2",
+                             "--threads", "1", "--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if sum("started" in seen for seen in lines) == 2:  # both workers are training
+            time.sleep(1)
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    out = "".join(lines) + rest
+    assert proc.returncode == 143, out[-2000:]
+    assert "run the same command to resume" in out and "verdict:" not in out and "Traceback" not in out

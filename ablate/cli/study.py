@@ -235,7 +235,7 @@ def cmd_run(args) -> int:
                       f"would use {len(spec.variants) * len(spec.seeds)}", highlight=False, markup=False)
         return code
     code = _run_round(args, ctx, threads)
-    if code in (2, 130):
+    if code in (2, 130, 143):
         return code
     _print_progress(ctx)
     console.print(f"  took {time.perf_counter() - started:.0f}s; verdict: ablate study report {args.file}"
@@ -265,7 +265,7 @@ def _run_round(args, ctx, threads: int) -> int:
             code = 1 if summary.failed else 0
         else:
             code = _run_workers(args, ctx, threads)
-            if code in (2, 130):
+            if code in (2, 130, 143):
                 return code
         if not reap(ctx):
             break
@@ -318,7 +318,10 @@ def _run_workers(args, ctx, threads: int) -> int:
         procs.append(subprocess.Popen(_worker_argv(args, ctx, i, threads), env=_worker_env(ctx)))
         time.sleep(0.2)  # stagger the first pops a little
 
+    terminated = []
+
     def forward(signum, _frame):
+        terminated.append(signum)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
@@ -326,6 +329,10 @@ def _run_workers(args, ctx, threads: int) -> int:
     previous = signal.signal(signal.SIGTERM, forward)
     try:
         codes = [p.wait() for p in procs]
+        if terminated:  # a job scheduler stopped the study: the workers closed their trials; run it again to resume
+            print("ablate: terminated (SIGTERM); the finished trials are kept, run the same command to resume",
+                  file=sys.stderr)
+            return 143
     except KeyboardInterrupt:
         for p in procs:  # the terminal sent SIGINT to the workers too; let them close their trials
             try:
@@ -347,7 +354,8 @@ def cmd_worker(args) -> int:
     spec, ctx = _spec_and_ctx(args, label=label)
     ctx.worker_index = args.worker_id
 
-    def interrupt(*_):
+    def interrupt(*_):  # once: the parent forwards SIGTERM, and a process-group kill sends it too
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
