@@ -16,6 +16,7 @@ from ablate.track import (DEFAULT_EXPERIMENT, client_for, find_or_create_parent,
 METRICS = {"val_loss": "final_val_loss", "val_bpb": "final_val_bpb"}  # and every task accuracy: final_<acc…>
 _STATUS = {"finished": "finished", "diverged": "diverged", "interrupted": "interrupted", "pruned": "pruned"}
 FAIRNESS_PREFIX = "ablate.fair."
+RECIPE = ("lr", "min_lr", "warmup", "schedule", "weight_decay")  # may differ between variants, not between seeds
 # bits per byte compare across tokenizers (and so across the token positions of the eval batches)
 TOKENIZER_FREE = {"val_bpb": ("tokenizer", "eval_batches")}
 # a task accuracy is scored on the evaluation problems, which the data key (the problems fingerprint:
@@ -51,6 +52,7 @@ def _record(client, run, metric: str, by_data: bool = False) -> RunRecord | None
         unigram_entropy=summary_metric(metrics, "unigram_entropy"),
         final_loss=summary_metric(metrics, "final_val_loss"),
         dataset=tags.get("ablate.dataset", ""),
+        recipe={k: run.data.params[f"config.{k}"] for k in RECIPE if f"config.{k}" in run.data.params},
         fairness={k[len(FAIRNESS_PREFIX):]: v for k, v in tags.items()
                   if k.startswith(FAIRNESS_PREFIX) and k[len(FAIRNESS_PREFIX):] not in _free_keys(metric)},
     )

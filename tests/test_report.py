@@ -482,3 +482,16 @@ def test_a_metric_no_run_recorded_is_named_as_such_not_as_failed_runs():
     recs = [dataclasses.replace(r, metric=float("nan")) for r in make_records()]
     with pytest.raises(AblateError, match="none of the 9 finished runs recorded 'acc'; pick a metric"):
         build_comparison(recs, "baseline", "acc")
+
+
+def test_repeated_runs_are_one_warning_per_seed_and_other_settings_are_named():
+    recs = make_records()
+    extra = [dataclasses.replace(r, run_id=f"{r.run_id}-again{i}") for r in recs if r.run_id == "rope-0"
+             for i in range(2)]
+    recs = [dataclasses.replace(r, recipe={"lr": "0.00185" if r.run_id == "rope-0" else "0.001"}) for r in recs]
+    c = build_comparison(recs + [dataclasses.replace(e, recipe={"lr": "0.001"}) for e in extra], "baseline", "val_bpb")
+    repeated = [w for w in c.warnings if "finished runs" in w]
+    assert repeated == ["rope seed 0 has 3 finished runs (rope-0, rope-0-again0, rope-0-again1); using rope-0."]
+    assert c.warnings[0].startswith("rope's runs were trained with different settings (lr 0.00185 for seed(s) 0; "
+                                    "lr 0.001 for seed(s) 1, 2)")
+    assert not any(w.startswith("baseline's runs") for w in c.warnings)

@@ -67,6 +67,8 @@ class RunRecord:
     final_loss: float | None = None
     dataset: str = ""
     loss_curve: list[tuple[int, float]] | None = None
+    recipe: dict[str, str] = field(default_factory=dict)  # lr, warmup, ...: a variant may have its own (tuned),
+    # but its seeds are replicates only when they share it
     decode_tokens_per_s: float | None = None  # KV-cached, batch 1 (each run times its own model)
 
 
@@ -282,17 +284,28 @@ def build_comparison(
             "verdict 'unstable' (a baseline's makes every verdict so): " + "; ".join(unstable) + "."
         )
 
-    # One value per (variant, seed): a repeated run is reported, the first one is used.
+    # One value per (variant, seed): a repeated run is reported (once per seed), the first one is used.
     by_variant: dict[str, dict[int, RunRecord]] = defaultdict(dict)
+    repeats: dict[tuple[str, int], list[str]] = defaultdict(list)
     for r in included:
         slot = by_variant[r.variant]
         if r.seed in slot:
-            warnings.append(
-                f"{r.variant} seed {r.seed} has more than one finished run "
-                f"({slot[r.seed].run_id}, {r.run_id}); using {slot[r.seed].run_id}."
-            )
+            repeats[r.variant, r.seed].append(r.run_id)
             continue
         slot[r.seed] = r
+    for (variant, seed), others in repeats.items():
+        used_id = by_variant[variant][seed].run_id
+        warnings.append(f"{variant} seed {seed} has {len(others) + 1} finished runs ({used_id}, "
+                        f"{', '.join(others)}); using {used_id}.")
+    for variant, runs in by_variant.items():  # seeds trained with other settings are not replicates
+        recipes = defaultdict(list)
+        for seed, r in sorted(runs.items()):
+            recipes[tuple(sorted(r.recipe.items()))].append(seed)
+        if len(recipes) > 1:
+            described = "; ".join(", ".join(f"{k} {v}" for k, v in recipe) + f" for seed(s) "
+                                  f"{', '.join(map(str, seeds))}" for recipe, seeds in recipes.items())
+            warnings.insert(0, f"{variant}'s runs were trained with different settings ({described}): its seeds "
+                               "are not replicates of one recipe; select one set with --group or --where")
 
     if baseline not in by_variant and not diverged.get(baseline):
         raise AblateError(
