@@ -78,12 +78,18 @@ def stalling_round(ctx, answered, stalls):
     return 0
 
 
-def test_a_variant_with_stalled_seeds_is_unstable_never_helps_or_hurts(study):
+def first_round_queued(study):
+    """The study created with its first round's seeds queued; returns (spec, ctx, design)."""
     spec, ctx = study
     design = rounds.design_for(spec)
     ctx.spec = rounds.first_round(spec, design)
     create(ctx)
     ctx.spec = spec
+    return spec, ctx, design
+
+
+def test_a_variant_with_stalled_seeds_is_unstable_never_helps_or_hurts(study):
+    spec, ctx, design = first_round_queued(study)
     answered, said = [], []
     result, counts, code = rounds.run_until_decided(ctx, design, lambda: stalling_round(ctx, answered, {"rope"}),
                                                     said.append)
@@ -96,11 +102,7 @@ def test_a_variant_with_stalled_seeds_is_unstable_never_helps_or_hurts(study):
 
 
 def test_a_stalled_baseline_stops_the_sequential_test(study):
-    spec, ctx = study
-    design = rounds.design_for(spec)
-    ctx.spec = rounds.first_round(spec, design)
-    create(ctx)
-    ctx.spec = spec
+    spec, ctx, design = first_round_queued(study)
     with pytest.raises(AblateError, match="the baseline stalled on 3 seed"):
         rounds.run_until_decided(ctx, design, lambda: stalling_round(ctx, [], {"baseline"}), lambda _: None)
 
