@@ -72,6 +72,19 @@ def build_mixer(name: str, dims: Dims) -> Attention:
         raise AblateError(f"cannot build {name} at width {dims.d_model}, {dims.n_heads} heads: {err}") from None
 
 
+def variant_dims(variant_text: str, size: str, vocab: int | None = None, context: int | None = None):
+    """(variant, dims) of a benched model at the size preset ``size``: the preset's own vocabulary where it
+    has one (gpt2-small: 50,257), else ``vocab``, else Tiny Shakespeare's 65 characters; ``context``
+    (when given) instead of the preset's."""
+    from ablate.model import make_dims
+    from ablate.presets import get_size
+    from ablate.variant import parse_variant
+
+    variant, preset = parse_variant(variant_text), get_size(size)
+    overrides = {"context": context} if context else {}
+    return variant, make_dims(preset, variant, vocab or preset.vocab_size or 65, **overrides)
+
+
 def no_position(dims: Dims) -> Position:
     """A position scheme that does nothing, so a bench times the mixing alone."""
     return Position(None, dims)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 from ablate.cli.console import console
@@ -68,20 +67,15 @@ def _variants(text: str) -> list[str]:
 def _out(path: str, suffixes: tuple[str, ...] = ()) -> Path:
     """``--out``, checked before anything is measured: a file path (not a folder) whose folder can be made,
     with one of ``suffixes`` when given."""
+    from ablate.config import check_folder
+
     out = Path(path)
     if out.is_dir():
         raise AblateError(f"--out {path} is a folder; give a file path, e.g. {out / 'bench.json'}")
     if suffixes and out.suffix.lower() not in suffixes:
         raise AblateError(f"--out {path}: the plot is written as {', '.join(suffixes)}; give a file name ending so")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise AblateError(f"cannot create the folder of --out {path} ({err.strerror}); pick a writable path") from None
-    try:
-        with tempfile.TemporaryFile(dir=out.parent):
-            pass
-    except OSError as err:
-        raise AblateError(f"cannot write in the folder of --out {path} ({err.strerror}); pick a writable path") from None
+    check_folder(out.parent, "--out's folder")  # a file on the way, not writable, or folders cannot be made there
+    out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 

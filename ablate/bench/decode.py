@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ablate.bench._timing import describe_device, markdown_table, synchronize
+from ablate.bench._timing import describe_device, markdown_table, synchronize, variant_dims
 from ablate.format import si
 
 
@@ -98,16 +98,12 @@ def decode_rate(model, amp: torch.dtype | None = None) -> float | None:
 
 def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int | None = None, batch: int = 1, prompt: int = 32,
                   new_tokens: int = 32, repeats: int = 3, device: torch.device) -> DecodeBench:
-    """One variant at ``size`` (its vocabulary where the preset has one, else ``vocab`` or 65 characters)."""
+    """One variant at ``size`` (its vocabulary: see ``variant_dims``)."""
     from ablate.accounting import cost
     from ablate.errors import AblateError
-    from ablate.model import build_model, make_dims
-    from ablate.presets import get_size
-    from ablate.variant import parse_variant
+    from ablate.model import build_model
 
-    variant = parse_variant(variant_text)
-    preset = get_size(size)
-    dims = make_dims(preset, variant, vocab or preset.vocab_size or 65)
+    variant, dims = variant_dims(variant_text, size, vocab)
     if prompt + new_tokens > dims.context:
         raise AblateError(f"prompt {prompt} + {new_tokens} new tokens exceed the {dims.context}-token context of "
                           f"size {size!r}; lower --prompt or --new-tokens, or pick a size with a longer context")

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from ablate.bench._timing import describe_device, markdown_table, synchronize
+from ablate.bench._timing import describe_device, markdown_table, synchronize, variant_dims
 from ablate.format import si
 from ablate.peak import known_peak, measured_peak
 
@@ -41,19 +41,15 @@ class TrainBench:
 def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int | None = None, batch_size: int = 12,
                   context: int | None = None, steps: int = 30, warmup: int = 5, dtype: str = "float32",
                   device: torch.device, peak: float, compile: bool = False, seed: int = 0) -> TrainBench:
-    """One variant at ``size`` (its vocabulary where the preset has one, else ``vocab`` or 65 characters)."""
+    """One variant at ``size`` (its vocabulary: see ``variant_dims``)."""
     from ablate.accounting import cost
     from ablate.config import RunConfig
-    from ablate.model import build_model, make_dims
+    from ablate.model import build_model
     from ablate.optim import autocast_dtype, keep_freed_memory, make_optimizer
-    from ablate.presets import get_size
-    from ablate.variant import parse_variant
 
     if device.type == "cpu":
         keep_freed_memory()  # as the trainer does
-    variant = parse_variant(variant_text)
-    preset = get_size(size)
-    dims = make_dims(preset, variant, vocab or preset.vocab_size or 65, **({"context": context} if context else {}))
+    variant, dims = variant_dims(variant_text, size, vocab, context)
     torch.manual_seed(seed)
     model = build_model(variant, dims, device=str(device))
     config = RunConfig(lr=1e-3)
@@ -105,12 +101,11 @@ def run_train(variants: list[str], *, dtype: str = "float32", device: torch.devi
     set_matmul_precision(str(device), dtype)  # as the trainer; set before the probe, which then measures
     # the matmuls the steps will run
     known = known_peak(device) if dtype == "bfloat16" else None  # the table holds bf16 peaks
-    if not probe and known is not None:
-        peak = known
-        return [bench_variant(v, dtype=dtype, device=device, peak=peak, **kwargs) for v in variants], peak, \
-            "data-sheet dense bf16 peak"
-    before = measured_peak(device, torch_dtype)
+    sheet = not probe and known is not None
+    before = known if sheet else measured_peak(device, torch_dtype)
     results = [bench_variant(v, dtype=dtype, device=device, peak=before, **kwargs) for v in variants]
+    if sheet:
+        return results, known, "data-sheet dense bf16 peak"
     peak = max(before, measured_peak(device, torch_dtype))  # probed before and after the steps: a busy
     # minute during one probe lowers the peak, and MFU would overstate
     results = [replace(r, peak_flops=peak, mfu=r.achieved_flops / peak) for r in results]
@@ -130,7 +125,8 @@ def table(results: list[TrainBench], peak: float, source: str, device: torch.dev
 
     shape = f"batch {setup['batch_size']} x context {setup['context']}"
     mode = setup["dtype"] + (", compiled" if setup["compile"] else "")
-    memory = "peak MB: allocated on the GPU" if device.type == "cuda" else "peak MB: the process's RSS high-water mark so far"
+    where = "allocated on the GPU" if device.type == "cuda" else "the process's RSS high-water mark so far"
+    memory = f"peak MB: {where}"
     cells = CellTable(f"training step on {describe_device(device)}, {mode}, size {setup['size']}, {shape}: median "
                       f"of {setup['steps']} steps after warm-up; MFU against {si(peak)}FLOP/s ({source}); {memory}",
                       list(COLUMNS), right=range(1, 8))
