@@ -18,7 +18,6 @@ same file, flags and tracking URI.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -398,12 +397,11 @@ def _print_progress(ctx) -> None:
 
 def _same_settings(spec, attrs, command: str) -> None:
     """A study read with other settings than it was made with would count its runs against the wrong plan."""
-    if "ablate.identity" in attrs and attrs["ablate.identity"] != json.loads(json.dumps(spec.identity())):
-        from ablate.study.create import _diff
+    from ablate.study.create import settings_changed
 
-        raise AblateError(f"study {spec.name!r} was made with other settings "
-                          f"({_diff(attrs['ablate.identity'], spec.identity())}); {command} it with the same study "
-                          "file, --gpu and --set as `ablate study run` had")
+    if "ablate.identity" in attrs and (changed := settings_changed(spec, attrs)):
+        raise AblateError(f"study {spec.name!r} was made with other settings ({changed}); {command} it with the "
+                          "same study file, --gpu and --set as `ablate study run` had")
 
 
 def cmd_status(args) -> int:

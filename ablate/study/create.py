@@ -57,15 +57,13 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
     main = ctx.create_study(spec.name)
     attrs = main.user_attrs
     ctx.adopt_tracking(attrs)
-    identity = spec.identity()
     if "ablate.identity" in attrs:
-        old = attrs["ablate.identity"]
-        if old != json.loads(json.dumps(identity)):
+        if changed := settings_changed(spec, attrs):
             raise AblateError(f"study {spec.name!r} in {ctx.storage_url} was made with other settings "
-                              f"({_diff(old, identity)}); keep the file as it was, run these settings as a "
+                              f"({changed}); keep the file as it was, run these settings as a "
                               f"new study with --name NEW, or start over with --fresh")
     else:
-        main.set_user_attr("ablate.identity", identity)
+        main.set_user_attr("ablate.identity", spec.identity())
         main.set_user_attr("ablate.fingerprint", spec.fingerprint())
         main.set_user_attr("ablate.file", str(spec.path))
         main.set_user_attr("ablate.protocol", spec.protocol)
@@ -99,6 +97,14 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
 
         attrs = create_stages(ctx, main, attrs, _create_parent)
     return attrs
+
+
+def settings_changed(spec, attrs: dict[str, Any]) -> str:
+    """How ``spec``'s settings differ from those the study was made with (its ``ablate.identity``), or ""
+    when they agree."""
+    identity = spec.identity()
+    old = attrs.get("ablate.identity", {})
+    return "" if old == json.loads(json.dumps(identity)) else _diff(old, identity) or "recorded differently"
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> str:

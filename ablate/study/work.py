@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 
 from ablate.errors import AblateError
 from ablate.study.context import Context, WorkSummary, _quiet_optuna, pretrain_study_name, tune_study_name
-from ablate.study.create import _diff
+from ablate.study.create import settings_changed
 from ablate.study.execute import grid_objective, search_objective
 from ablate.study.keys import K_SKIP, failure_key
 from ablate.study.progress import best_settings
@@ -88,10 +87,9 @@ def work(ctx: Context) -> WorkSummary:
     _quiet_optuna()
     spec = ctx.spec
     attrs = ctx.main().user_attrs
-    if attrs.get("ablate.identity") != json.loads(json.dumps(spec.identity())):
+    if changed := settings_changed(spec, attrs):
         raise AblateError(f"study {spec.name!r} in {ctx.storage_url} was made with other settings "
-                          f"({_diff(attrs.get('ablate.identity', {}), spec.identity())}); start workers with "
-                          "the same study file, --gpu and --set as the study")
+                          f"({changed}); start workers with the same study file, --gpu and --set as the study")
     ctx.adopt_tracking(attrs)
     parent = attrs["ablate.mlflow_parent"]
     reap(ctx)
