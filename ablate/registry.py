@@ -154,6 +154,10 @@ def set_base(slot: str, base: type) -> None:
     REGISTRIES[slot].base = base
 
 
+#: how a component is named in a variant string (``ablate.variant`` parses its terms with it)
+NAME_PATTERN = r"[A-Za-z_][\w.\-]*"
+
+
 def register(
     slot: str,
     name: str,
@@ -171,7 +175,7 @@ def register(
     if not dataclasses.is_dataclass(options) or not options.__dataclass_params__.frozen:
         raise TypeError(f"options of {name!r} must be a frozen dataclass")
 
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w.\-]*", name) or name.endswith(".toml"):
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name) or name.endswith(".toml"):
         raise ValueError(f"component name {name!r} cannot be written in a variant; use letters, digits, '_', "
                          "'-' and '.', starting with a letter or '_'")
     from ablate.presets import ARCHITECTURES

@@ -28,7 +28,7 @@ from ablate.config import read_toml
 from ablate.errors import AblateError
 from ablate.presets import ARCHITECTURES
 from ablate.catalog import lookup
-from ablate.registry import SLOTS, ComponentSpec
+from ablate.registry import NAME_PATTERN, SLOTS, ComponentSpec
 
 BASELINE: dict[str, str] = {
     "position": "learned",
@@ -136,7 +136,7 @@ def parse_value(text: str) -> Any:
     return text.strip("'\"")
 
 
-_TERM = re.compile(r"^\s*([A-Za-z_][\w.\-]*|[^\s+()]+\.toml)\s*(?:\((.*)\))?\s*$")  # a name, or a variant file's path
+_TERM = re.compile(rf"^\s*({NAME_PATTERN}|[^\s+()]+\.toml)\s*(?:\((.*)\))?\s*$")  # a name, or a variant file's path
 _MODEL_OPTION = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*([^()]+?)\s*$")
 
 

@@ -82,5 +82,4 @@ def result_stall_reason(evals: Sequence[dict], final: dict, unigram_entropy: flo
     report applies it: the compared metric's curve, or, for a task accuracy, the validation loss's."""
     name = metric if lower_is_better else "val_loss"
     curve = [(r["step"], r[name]) for r in evals if r.get(name) is not None]
-    loss = final.get("val_loss", final.get(metric) if metric == "val_loss" else None)
-    return stall_reason(curve, loss, unigram_entropy)
+    return stall_reason(curve, final.get("val_loss"), unigram_entropy)

@@ -67,13 +67,12 @@ def compare_report(ctx, out: Path, console: Console, wide: bool = False, found: 
     found = found if found is not None else Findings()  # the cells and header of `ablate compare --json`
     found.main, found.runs_used = verdict_table(comparison, unadjusted=True), comparison_header(comparison, records)
     found.warnings += comparison.warnings
+    if "ablate.sequential" in ctx.main().user_attrs:  # --until-decided: the seeds it did not need are not missing
+        missing = []
     found.extra["missing"] = missing
-    listed = f"{', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}"
-    if missing and "ablate.sequential" in ctx.main().user_attrs:  # --until-decided: seeds it did not need
-        found.extra["missing"] = []
-    elif missing:
-        _warn(console, f"{len(missing)} (variant, seed) not finished yet: {listed}; re-run `ablate study run` "
-                       "to finish them", found)
+    if missing:
+        _warn(console, f"{len(missing)} (variant, seed) not finished yet: {', '.join(missing[:10])}"
+                       f"{' …' if len(missing) > 10 else ''}; re-run `ablate study run` to finish them", found)
     paths = write_report(comparison, records, out)
     sections: list[str] = [f"\n## Study\n\n`{spec.path.name}` ({spec.protocol}); {spec.description}\n"]
     if spec.protocol == "tune-then-compare":

@@ -164,7 +164,7 @@ def answer_prompt(model, task: Task, prompt: str, device="cpu", max_new: int | N
                           f"(prompt and answer together); ask a shorter problem, or train with positions "
                           f"that extrapolate (rope, alibi, none)")
     if max_new is None:
-        max_new = max(1, model.dims.context - len(prompt) + 1) if hasattr(model, "dims") else 64
+        max_new = max(1, model.dims.context - length + 1) if hasattr(model, "dims") else 64
     was_training = model.training
     model.eval()
     try:
