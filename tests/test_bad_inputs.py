@@ -189,6 +189,7 @@ STUDIES = {
     "wrong-type-seeds": 'name = "s"\nvariants = ["baseline", "rope"]\nseeds = "two"\n',
     "zero-seeds": 'name = "s"\nvariants = ["baseline", "rope"]\nseeds = 0\n',
     "neg-seeds": 'name = "s"\nvariants = ["baseline", "rope"]\nseeds = -3\n',
+    "huge-seeds": 'name = "s"\nvariants = ["baseline", "rope"]\nseeds = 7674158177\n',
     "variants-str": 'name = "s"\nvariants = "rope"\n',
     "variants-num": 'name = "s"\nvariants = [1, 2]\n',
     "bad-variant": 'name = "s"\nvariants = ["baseline", "nope"]\n',

@@ -35,6 +35,7 @@ SEARCH_META = ("trials", "sampler", "pruner", "seed", "startup_trials")
 TUNE_KEYS = ("lr", "warmup", "trials", "seed", "budget", "sampler", "pruner")
 
 DEFAULT_SEEDS = 3
+MAX_SEEDS = 10_000  # a count beyond this is a typo, not a study (and would fill memory with its seed list)
 DEFAULT_TUNE_SEED = 1000
 DEFAULT_TUNE_TRIALS = 6
 
@@ -188,6 +189,8 @@ def _parse_seeds(path, value: Any) -> tuple[int, ...]:
     if isinstance(value, int):
         if value < 1:
             raise _fail(path, "seeds", f"must be at least 1, got {value}")
+        if value > MAX_SEEDS:
+            raise _fail(path, "seeds", f"must be at most {MAX_SEEDS:,} (runs per variant), got {value}")
         return tuple(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                                  for s in value):
