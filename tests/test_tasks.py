@@ -337,3 +337,23 @@ def test_unknown_characters_in_a_problem_are_a_user_error():
     task = parse_task("addition")
     with pytest.raises(AblateError, match="no token"):
         task.tokenizer.encode("12 + 3=")
+
+
+@pytest.mark.parametrize("spec,prompt,words", [
+    ("calculator", "17/0=", "divides by zero"),
+    ("calculator(ops=+-)", "17*3=", "never shown '*'"),
+    ("addition", "12 + 3 = 4", "not a problem of addition"),
+    ("addition", "1e3+2=", "not a problem"),
+    ("addition", "=", "not a problem"),
+])
+def test_a_typed_problem_the_task_never_asks_is_a_user_error(spec, prompt, words):
+    with pytest.raises(AblateError, match=words) as err:
+        parse_task(spec).read_problem(prompt)
+    assert "\n" not in str(err.value) and "--prompt" in str(err.value)
+
+
+def test_a_typed_problem_reads_as_training_writes_it():
+    task = parse_task("calculator(reverse=true)")
+    for typed, problem in (("17/5=", Problem(17, "/", 5)), (" 007*3 ", Problem(7, "*", 3)), ("0-12", Problem(0, "-", 12))):
+        assert task.read_problem(typed) == problem
+    assert task.render(task.read_problem("007*3"))[0] == "7*3="

@@ -46,7 +46,16 @@ def test_sample_answers_a_typed_problem(task_run, capsys):
     assert main(["sample", "--run", task_run["run_dir"], "--prompt", "12+34="]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("12+34=")
-    assert "answer" in out  # "(answer: N)" or "(no answer: malformed)" for an undertrained model
+    # the model's answer and the right one: "(answer: N, right)", "(answer: N, wrong: 12+34 = 46)" or
+    # "(no answer: malformed; 12+34 = 46)" for an undertrained model
+    assert out.endswith(", right)") or out.endswith("12+34 = 46)")
+    assert main(["sample", "--run", task_run["run_dir"], "--prompt", " 0012+34"]) == 0  # read as training wrote it
+    assert capsys.readouterr().out.startswith("12+34=")
+    for bad, named in (("12*34=", "'+'"), ("twelve+3=", "e.g. --prompt"), ("12+=", "two non-negative"),
+                       ("-1+2=", "two non-negative")):
+        assert main(["sample", "--run", task_run["run_dir"], f"--prompt={bad}"]) == 2, bad
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err, (bad, err)
     assert main(["sample", "--run", task_run["run_dir"], "--prompt", "9" * 40 + "+1="]) == 2  # past learned positions
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ask a shorter problem" in err

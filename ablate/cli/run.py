@@ -185,8 +185,13 @@ def cmd_sample(args) -> int:
             raise AblateError("a task run answers a problem: give one, e.g. --prompt \"123+456=\"")
         task = parse_task(config.data)
         completion, value = answer_prompt(model, task, args.prompt)
-        shown = args.prompt.strip() if args.prompt.strip().endswith("=") else args.prompt.strip() + "="
-        print(f"{shown}{completion}" + (f"   (answer: {value})" if value is not None else "   (no answer: malformed)"))
+        problem = task.read_problem(args.prompt)
+        truth = task.value(problem)
+        verdict = ("right" if value == truth else f"wrong: {problem} = {_written(truth)}") if value is not None \
+            else f"no answer: malformed; {problem} = {_written(truth)}"
+        longer = f", operands longer than the {task.digits} digits trained on" if problem.length > task.digits else ""
+        print(f"{task.render(problem)[0]}{completion}   ({'answer: ' + _written(value) + ', ' if value is not None else ''}"
+              f"{verdict}{longer})")
         return 0
     prompt = tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eot if tokenizer.eot is not None else 0]
     if not prompt:
@@ -197,6 +202,11 @@ def cmd_sample(args) -> int:
     print(tokenizer.decode(out[0].tolist()))
     return 0
 
+
+
+def _written(value) -> str:
+    """A task's value as a reader writes it: ``579``, or ``3 r 2`` for a quotient and remainder."""
+    return f"{value[0]} r {value[1]}" if isinstance(value, tuple) else str(value)
 
 
 def _run_dir(args) -> str:

@@ -151,11 +151,11 @@ def evaluate_accuracy(model, task: Task, device="cpu", sets: dict[str, list[Prob
 
 def answer_prompt(model, task: Task, prompt: str, device="cpu", max_new: int | None = None) -> tuple[str, object]:
     """Answer one typed problem (``"123+456="``): the generated completion and the value it reads as
-    (reversed digits read back; None when malformed). For ``ablate sample --prompt`` on a task run."""
-    prompt = prompt.strip()
-    if not prompt.endswith("="):
-        prompt += "="
-    length = len(task.tokenizer.encode(prompt))  # an unknown character is a user error with a clear message
+    (reversed digits read back; None when malformed). For ``ablate sample --prompt`` on a task run. A
+    prompt that is not one of the task's problems (another operator, ÷0, not a problem) is an
+    ``AblateError``; the model reads the problem as training wrote it (``"007+1"`` as ``"7+1="``)."""
+    prompt = task.render(task.read_problem(prompt))[0]
+    length = len(task.tokenizer.encode(prompt))
     reach = getattr(getattr(model, "position", None), "max_positions", None)
     if reach is not None and length >= reach:  # a learned table has no row for the answer's positions
         from ablate.errors import AblateError

@@ -193,6 +193,24 @@ class Task:
         text = generated[:end]
         return text.rsplit(">", 1)[-1]
 
+    def read_problem(self, prompt: str) -> Problem:
+        """The problem a typed prompt asks (``"123+456="`` or ``"123+456"``), checked against this task:
+        two non-negative integers joined by one of its operators, never a division by zero."""
+        text = prompt.strip().removesuffix("=")
+        match = re.fullmatch(r"(\d+)([-+*/])(\d+)", text)
+        example = f"{12}{self.ops[0]}{3}="
+        if match is None:
+            raise AblateError(f"{prompt.strip()!r} is not a problem of {self.spec}: write two non-negative whole "
+                              f"numbers joined by one of its operators ({' '.join(self.ops)}), e.g. --prompt \"{example}\"")
+        p = Problem(int(match[1]), match[2], int(match[3]))
+        if p.op not in self.ops:
+            raise AblateError(f"this run's task {self.spec} was never shown {p.op!r}; ask a problem with "
+                              f"{' or '.join(repr(op) for op in self.ops)}, e.g. --prompt \"{example}\"")
+        if p.op == "/" and p.b == 0:
+            raise AblateError(f"{p} divides by zero, which has no answer (the task never asks it); "
+                              f"ask another problem, e.g. --prompt \"17/5=\"")
+        return p
+
     def score(self, p: Problem, generated: str) -> bool:
         """Exact match of the whole final answer (the trace, if any, is not scored)."""
         return self.final_answer(generated) == self.answer(p)
