@@ -26,6 +26,21 @@ def test_describe(capsys):
     assert "RoFormer" in out and "base=10000.0" in out
 
 
+def test_describe_a_variant_marks_the_slots_it_changes(capsys):
+    assert main(["describe", "rope+swiglu(hidden=300)"]) == 0
+    rows = {line.split("│")[2].strip(): line for line in capsys.readouterr().out.splitlines() if line.count("│") > 4}
+    assert "*" in rows["position"].split("│")[1] and "*" in rows["mlp"].split("│")[1] and "hidden=300" in rows["mlp"]
+    assert "*" not in rows["norm"].split("│")[1] and "*" not in rows["model"].split("│")[1]
+    assert main(["describe", "rope+nope"]) == 2 and "unknown component or preset 'nope'" in capsys.readouterr().err
+
+
+def test_describe_a_size_prints_its_dims(capsys):
+    assert main(["describe", "gpt2-small"]) == 0
+    out = capsys.readouterr().out
+    assert "d_model 768, layers 12, heads 12 (head dim 64), context 1024, vocabulary 50257" in out
+    assert "Size(" not in out
+
+
 def test_inspect_json(capsys):
     assert main(["inspect", "llama", "--size", "llama-7b", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -56,8 +56,15 @@ def cmd_describe(args) -> int:
         console.print(f"variant: {source or 'baseline'}  →  canonical name {variant.name}, hash {variant.hash}")
         return 0
     if args.name in SIZES:
-        console.print(f"[bold]{args.name}[/] (size preset): {SIZES[args.name]}")
+        size = SIZES[args.name]
+        console.print(f"[bold]{args.name}[/] (size preset): {size.description}")
+        console.print(f"d_model {size.d_model}, layers {size.n_layers}, heads {size.n_heads} (head dim "
+                      f"{size.d_model // size.n_heads}), context {size.context}, vocabulary "
+                      f"{size.vocab_size or 'the tokenizer' + chr(39) + 's'}")
+        console.print(f"parameters, FLOPs and KV cache of a variant at this size: ablate inspect VARIANT --size {args.name}")
         return 0
+    if any(mark in args.name for mark in "+(=/") or args.name.endswith((".toml", ".json")):
+        return _describe_variant(args.name)  # a variant string or file: what each slot holds
     spec = lookup(args.name)
     console.print(f"[bold]{spec.name}[/] ({spec.slot}) — {spec.summary}")
     console.print(f"paper:    {spec.paper}")
@@ -76,6 +83,27 @@ def cmd_describe(args) -> int:
     if "\n" in doc:
         console.print()
         console.print(doc, markup=False, highlight=False)
+    return 0
+
+
+def _describe_variant(text: str) -> int:
+    from ablate.catalog import lookup
+    from ablate.variant import parse_variant
+
+    variant, baseline = parse_variant(text), parse_variant("baseline").to_dict()
+    console.print(f"[bold]{variant.name}[/] (variant, hash {variant.hash}): each slot's component; "
+                  f"* marks a change from the baseline")
+    table = Table()
+    for col in ("", "slot", "component", "options", "summary"):
+        table.add_column(col, overflow="fold")
+    for slot, resolved in variant.to_dict().items():
+        values = dict(resolved)
+        name = values.pop("component", "")
+        changed = "*" if resolved != baseline.get(slot) else ""
+        summary = lookup(name, slot).summary if name else "settings of the whole model"
+        table.add_row(changed, slot, name, ", ".join(f"{k}={v}" for k, v in values.items()), summary)
+    console.print(table)
+    console.print(f"parameters, FLOPs and KV cache: ablate inspect {text!r}; one component's paper: ablate describe NAME")
     return 0
 
 
@@ -137,8 +165,9 @@ def add_commands(sub) -> None:
     p.add_argument("pattern", nargs="?", help="a slot (position, norm, ...) or a glob like 'rope*' (default: all)")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("describe", help="describe a component, architecture preset or size preset")
-    p.add_argument("name", help="a component's name, e.g. rope, or slot:name when two slots share it")
+    p = sub.add_parser("describe", help="describe a component, variant, architecture preset or size preset")
+    p.add_argument("name", help="a component's name, e.g. rope, or slot:name when two slots share it; a variant "
+                                "such as rope+swiglu; a preset")
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("inspect", help="resolve a variant and print its parameters, FLOPs and KV cache (no training)")
