@@ -416,7 +416,7 @@ def test_factorial_effects_recover_main_effects_and_the_interaction():
     assert result.df == len(rows) - 8 - 3
 
 
-def test_reaper_fails_trials_of_dead_or_silent_workers_and_queues_them_again(small_corpus, tmp_path, mlflow_uri):
+def test_reaper_fails_trials_of_dead_or_silent_workers_and_queues_them_again(small_corpus, tmp_path, mlflow_uri, capsys):
     from optuna.trial import TrialState
 
     from ablate.study import K_BEAT, create, reap, worker_identity
@@ -435,6 +435,11 @@ def test_reaper_fails_trials_of_dead_or_silent_workers_and_queues_them_again(sma
     alive = study.ask()
     alive.set_user_attr(K_WORKER, {"host": "elsewhere", "boot": "x", "pid": 1, "start": ""})
     alive.set_user_attr(K_BEAT, now)
+    capsys.readouterr()
+    assert main(["study", "status", str(file), "--state-dir", str(tmp_path)]) == 0  # says so, changes nothing
+    lines = {int(line.split()[1]): line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("trial ")}
+    assert "its worker is gone" in lines[dead.number] and "gone" not in lines[alive.number] + lines[silent.number]
+    assert {t.state for t in ctx.main().get_trials(deepcopy=False) if t.number in lines} == {TrialState.RUNNING}
     reaped = reap(ctx)
     assert sorted(reaped[spec.name]) == sorted([dead.number, silent.number])
     states = {t.number: t for t in ctx.main().get_trials(deepcopy=False)}

@@ -375,6 +375,7 @@ def _print_progress(ctx) -> None:
 
     from ablate.study import K_WORKER, progress
     from ablate.study.queue import trial_point
+    from ablate.study.workers import worker_alive
 
     for p in progress(ctx):
         parts = [f"{p.done} done" + (f" + {p.pruned} pruned" if p.pruned else "") + f" of {p.expected}"]
@@ -388,8 +389,10 @@ def _print_progress(ctx) -> None:
         for t in p.running_trials:
             w = t.user_attrs.get(K_WORKER, {})
             age = (datetime.datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 0
+            gone = ("; its worker is gone: `ablate study run` with the same file queues it again"
+                    if w and worker_alive(w) is False else "")
             console.print(f"    trial {t.number} {trial_point(t)} on {w.get('host', '?')} pid {w.get('pid', '?')} "
-                          f"for {age:.0f}s", highlight=False, markup=False)
+                          f"for {age:.0f}s{gone}", highlight=False, markup=False)
         if p.missing:
             more = f" (+{len(p.missing) - 8} more)" if len(p.missing) > 8 else ""
             console.print(f"    not done: {', '.join(p.missing[:8])}{more}", highlight=False, markup=False)
