@@ -70,11 +70,10 @@ def _decode(data: bytes, where: str) -> str:
 # ------------------------------------------------------------------------------ tinyshakespeare
 
 
-def _how_to_provide() -> str:
-    return (
-        f"download {TINYSHAKESPEARE_URL} yourself and pass it with --data-file PATH or "
-        f"{TINYSHAKESPEARE_ENV}=PATH, or use the offline dataset 'shakespeare'"
-    )
+def _how_to_provide(file_option: str | None) -> str:
+    """How to hand ablate the file: ``file_option`` (``--data-file``) where the command has one."""
+    way = f"pass it with {file_option} PATH or {TINYSHAKESPEARE_ENV}=PATH" if file_option else f"set {TINYSHAKESPEARE_ENV}=PATH"
+    return f"download {TINYSHAKESPEARE_URL} yourself and {way}, or use the offline dataset 'shakespeare'"
 
 
 def _tiny_from_bytes(data: bytes, where: str, origin: str) -> Corpus:
@@ -88,14 +87,14 @@ def _tiny_from_bytes(data: bytes, where: str, origin: str) -> Corpus:
     return Corpus("tinyshakespeare", _decode(data, where), digest, origin, "tinyshakespeare")
 
 
-def _tiny_from_file(path: Path, how: str) -> Corpus:
+def _tiny_from_file(path: Path, how: str, file_option: str | None) -> Corpus:
     path = path.expanduser()
     if not path.is_file():
-        raise AblateError(f"{how} names {path}, which is not a file; {_how_to_provide()}")
+        raise AblateError(f"{how} names {path}, which is not a file; {_how_to_provide(file_option)}")
     return _tiny_from_bytes(path.read_bytes(), f"{path} ({how})", f"Tiny Shakespeare read from {path} ({how})")
 
 
-def _download(url: str) -> bytes:
+def _download(url: str, file_option: str | None) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
             return resp.read()
@@ -103,29 +102,29 @@ def _download(url: str) -> bytes:
         reason = getattr(e, "reason", None) or e
         raise AblateError(
             f"Tiny Shakespeare is not cached and downloading it failed (offline? {reason}); "
-            f"{_how_to_provide()}"
+            f"{_how_to_provide(file_option)}"
         ) from None
 
 
-def _tinyshakespeare(data_file: Path | None, cache_dir: Path) -> Corpus:
+def _tinyshakespeare(data_file: Path | None, cache_dir: Path, file_option: str | None) -> Corpus:
     if data_file is not None:
-        return _tiny_from_file(Path(data_file), "--data-file")
+        return _tiny_from_file(Path(data_file), "--data-file", file_option)
     env = os.environ.get(TINYSHAKESPEARE_ENV)
     if env:
-        return _tiny_from_file(Path(env), TINYSHAKESPEARE_ENV)
+        return _tiny_from_file(Path(env), TINYSHAKESPEARE_ENV, file_option)
     cached = Path(cache_dir) / "tinyshakespeare" / "input.txt"
     if cached.is_file():
         data = cached.read_bytes()
         if sha256_bytes(data) == TINYSHAKESPEARE_SHA256:
             return _tiny_from_bytes(data, str(cached), f"Tiny Shakespeare from the cache at {cached}")
         cached.unlink()  # damaged copy: fetch it again below
-    data = _download(TINYSHAKESPEARE_URL)
+    data = _download(TINYSHAKESPEARE_URL, file_option)
     digest = sha256_bytes(data)
     if digest != TINYSHAKESPEARE_SHA256:
         raise AblateError(
             f"the download from {TINYSHAKESPEARE_URL} has sha256 {digest[:16]}... ({len(data)} bytes), "
             f"not the expected {TINYSHAKESPEARE_SHA256[:16]}...; nothing was saved; try again later or "
-            f"{_how_to_provide()}"
+            f"{_how_to_provide(file_option)}"
         )
     atomic_write_bytes(cached, data)
     return _tiny_from_bytes(
@@ -189,12 +188,15 @@ def _path_corpus(path: Path) -> Corpus:
 # ----------------------------------------------------------------------------------------- entry
 
 
-def load_text(name: str, *, data_file: Path | None = None, cache_dir: Path) -> Corpus:
-    """Load the corpus ``name`` (a dataset name or a path); see the module docstring."""
+def load_text(name: str, *, data_file: Path | None = None, cache_dir: Path,
+              file_option: str | None = "--data-file") -> Corpus:
+    """Load the corpus ``name`` (a dataset name or a path); see the module docstring. ``file_option``:
+    the option that hands over Tiny Shakespeare's file, named in the error when it is missing (None
+    where the caller has none, e.g. ``--decontaminate``: the error then names the variable alone)."""
     key = str(name).strip()
     known = key.lower()
     if known == "tinyshakespeare":
-        return _tinyshakespeare(data_file, Path(cache_dir))
+        return _tinyshakespeare(data_file, Path(cache_dir), file_option)
     if data_file is not None:
         raise AblateError(
             f"--data-file only applies to the dataset 'tinyshakespeare', not {name!r}; "

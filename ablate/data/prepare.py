@@ -247,11 +247,10 @@ def decontamination_filter(spec: str, n: int, cache_dir: Path):
 
     spec = str(spec).strip()
     name, part = (spec[:-4], spec[-3:]) if spec.endswith((":val", ":all")) else (spec, "all")
-    try:
-        text = load_text(name, cache_dir=cache_dir).text
-    except AblateError as err:  # --data-file gives the training text only; the dataset's variable serves here
-        raise AblateError(f"--decontaminate {spec}: " + str(err).replace("pass it with --data-file PATH or ", "set ")
-                          ) from None
+    try:  # --data-file gives the training text only; the dataset's variable serves here
+        text = load_text(name, cache_dir=cache_dir, file_option=None).text
+    except AblateError as err:
+        raise AblateError(f"--decontaminate {spec}: {err}") from None
     return NgramFilter.from_text(split_text(text)[1] if part == "val" else text, n, against=spec)
 
 
