@@ -135,3 +135,26 @@ def test_a_value_that_looks_like_a_flag_gets_a_hint(capsys):
         main(["run", "--budget", "-5steps"])
     assert exit_.value.code == 2
     assert "written --flag=VALUE" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_does_not_stop_a_run_or_lose_its_results(tmp_path):
+    """`ablate run | head -2`: the viewer stops reading; the run goes on to the end, quietly, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cmd = [sys.executable, "-m", "ablate", "run", "--size", "tiny", "--threads", "1", "--budget", "40steps",
+           "--no-track", "--eval-points", "2", "--eval-batches", "1", "--log-every", "1", "--out", str(tmp_path / "runs")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "finished"
+    lister = subprocess.Popen([sys.executable, "-m", "ablate", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env)
+    lister.stdout.close()
+    assert lister.wait(timeout=120) == 0 and lister.stderr.read() == b""

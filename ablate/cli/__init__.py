@@ -14,7 +14,7 @@ import os
 import sys
 
 from ablate.cli import bench, compare, export, registry, run, study, ui
-from ablate.cli.console import console
+from ablate.cli.console import OutlivesItsReader, console
 from ablate.errors import AblateError
 
 __all__ = ["build_parser", "console", "main"]
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stdout = sys.stdout
+    if not isinstance(stdout, OutlivesItsReader) and not stdout.isatty():
+        sys.stdout = OutlivesItsReader(stdout)
     try:
         from ablate.plugins import load_file
 
@@ -78,3 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ablate: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout.flush()  # a closed pipe is dropped here too, not at exit
+        sys.stdout = stdout
