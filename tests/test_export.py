@@ -166,6 +166,11 @@ def test_user_mistakes_are_one_line_with_exit_2(runs, tmp_path, capsys, monkeypa
     _one_line_error(capsys, "is a file, not a folder")
     assert main(["export", str(run_dir), "--to", "hf", "/proc/no-such/out"]) == 2  # folders cannot be made there
     _one_line_error(capsys, "cannot create folders in /proc")
+    config = (run_dir / "config.json").read_bytes()
+    for target in (run_dir, run_dir / "."):  # the run's own folder: its config.json would be overwritten
+        assert main(["export", str(run_dir), "--to", "hf", str(target), "--force"]) == 2
+        _one_line_error(capsys, "is a run directory (it holds checkpoint.pt)")
+    assert (run_dir / "config.json").read_bytes() == config
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if the extra were not installed
     assert main(["export", str(run_dir), "--to", "hf", str(tmp_path / "new")]) == 2
     _one_line_error(capsys, "install the extra: pip install 'ablate[hf]'")

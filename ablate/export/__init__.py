@@ -45,6 +45,10 @@ def check_folder(out_dir: str | Path, force: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise AblateError(f"{out} is a file, not a folder; give a folder to export into")
     writable_folder(out, "export folder")  # a file on the way, or a place folders cannot be made
+    run_files = [name for name in ("checkpoint.pt", "result.json", "metrics.jsonl") if (out / name).exists()]
+    if run_files:  # an export writes config.json: over a run's own, it would break resume, sample and --init-from
+        raise AblateError(f"{out} is a run directory (it holds {run_files[0]}), and an export would overwrite its "
+                          f"config.json, even with --force; export into another folder, e.g. {out / 'hf'}")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise AblateError(f"{out} exists and is not empty; give a new folder, or pass --force to overwrite the "
                           f"files an export writes there")
