@@ -140,7 +140,10 @@ def load_file(path: str | os.PathLike) -> None:
         del sys.modules[name]
         if isinstance(err, AblateError) or _raised_by_registry(err):
             raise AblateError(f"plugin file {resolved} cannot register its component: {err}") from None
-        raise
+        if isinstance(err, ModuleNotFoundError) and err.name:  # a missing dependency, not a bug in the plugin
+            raise AblateError(f"plugin file {resolved} imports {err.name}, which is not installed here; install it "
+                              f"into this environment (pip install ...) or remove the import") from None
+        raise  # the plugin's own bug: its traceback is what its author needs
     _FILES[resolved] = digest
     _LOADED.append({"kind": "file", "path": resolved, "sha256": digest})
 

@@ -302,6 +302,14 @@ def test_a_bug_in_a_plugin_file_keeps_its_traceback_and_registers_nothing(tmp_pa
         load_file(tmp_path / "plugin.txt")
 
 
+def test_a_plugin_file_whose_dependency_is_missing_is_a_one_line_error(tmp_path, isolated_plugins):
+    path = tmp_path / "needs.py"
+    path.write_text("import ablate_no_such_dependency\n" + LOCAL_PLUGIN)
+    with pytest.raises(AblateError, match="imports ablate_no_such_dependency, which is not installed") as err:
+        load_file(path)
+    assert "\n" not in str(err.value) and "scalenorm" not in REGISTRIES["norm"]
+
+
 def test_failing_entry_point_is_one_warning_and_leaves_nothing(tmp_path, monkeypatch, isolated_plugins):
     write_tree(tmp_path, {"ablate_test_boom.py": BROKEN_PACKAGE["ablate_broken/boom.py"]})
     monkeypatch.syspath_prepend(str(tmp_path))
