@@ -36,11 +36,15 @@ class Budget:
         """Optimizer steps this budget allows, or None for a time budget (decided while training)."""
         if self.kind == "steps":
             return int(self.amount)
-        if self.kind == "tokens":
-            return max(1, math.floor(self.amount / tokens_per_step))
-        if self.kind == "flops":
-            return max(1, math.floor(self.amount / (flops_per_token * tokens_per_step)))
-        return None
+        if self.kind == "seconds":
+            return None
+        per_step = tokens_per_step if self.kind == "tokens" else flops_per_token * tokens_per_step
+        steps = math.floor(self.amount / per_step)
+        if steps < 1:  # one step anyway would give every variant the same step, whatever it costs
+            raise AblateError(f"budget {self.text} is less than one optimizer step of this run, which takes "
+                              f"{per_step:.3g} {self.kind} (batch x row tokens{' x FLOPs per token' if self.kind == 'flops' else ''}); "
+                              f"give at least {per_step:.3g}{self.kind}, or a smaller --batch-size")
+        return steps
 
 
 def parse_budget(text: str) -> Budget:

@@ -1,4 +1,5 @@
 import math
+import re
 import os
 import signal
 import subprocess
@@ -55,6 +56,13 @@ def test_flops_budget_gives_costlier_variants_fewer_steps():
     assert b.total_steps(768, 2e6) > b.total_steps(768, 4e6)
     assert b.total_steps(768, 2e6) == math.floor(1e12 / (768 * 2e6))
     assert parse_budget("1Mtokens").total_steps(1000, 1.0) == 1000
+
+
+@pytest.mark.parametrize("text,per_step", [("1e3flops", "7.68e+08flops"), ("100tokens", "768tokens")])
+def test_a_budget_below_one_step_is_a_user_error(text, per_step):
+    """It used to train one step anyway: under a FLOP budget every variant then got that one step."""
+    with pytest.raises(AblateError, match=f"less than one optimizer step.*give at least {re.escape(per_step)}"):
+        parse_budget(text).total_steps(768, 1e6)
 
 
 def test_schedule_matches_nanogpt():
