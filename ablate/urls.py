@@ -16,6 +16,7 @@ from ablate.errors import AblateError
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@\s]*)@")
 _QUERY_SECRET = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|secret|api_key|apikey)=)[^&\s]*", re.I)
 
+REACH_TIMEOUT_S = 5.0  # a tracking server that does not answer a TCP connection within this is unreachable
 TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "postgres", "mysql", "mssql", "http", "https", "databricks",
                     "databricks-uc", "uc")
 
@@ -46,7 +47,27 @@ def check_tracking_uri(uri: str) -> str:
     if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
         raise AblateError(f"tracking URI {redact(uri)} is MLflow's file store, which this MLflow refuses (maintenance "
                           "mode); use a database such as sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
+    if uri.lower().startswith(("http://", "https://")):
+        _check_reachable(uri)
     return uri
+
+
+def _check_reachable(uri: str) -> None:
+    """A tracking server that refuses connections is said at once: MLflow's client would retry for minutes."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError as err:  # a port that is not a number, or out of range
+        raise AblateError(f"tracking URI {redact(uri)} cannot be read ({err}); write http://host:port") from None
+    try:
+        socket.create_connection((host, port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as err:
+        raise AblateError(f"cannot reach the MLflow tracking server at {redact(uri)} ({err.strerror or err or 'timed out'}); "
+                          f"start it (e.g. mlflow server --backend-store-uri sqlite:///mlflow.db --port {port}) or "
+                          "give another --tracking-uri / MLFLOW_TRACKING_URI") from None
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:

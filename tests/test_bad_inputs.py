@@ -151,6 +151,8 @@ CASES += [(f"compare-{i}", ["compare", "--no-log", *extra]) for i, extra in enum
     ["--tracking-uri", "foo://bar"], ["--alpha", "0", "--tracking-uri", "foo://bar"], ["--alpha", "1.5"],
     ["--alpha", "nan"], ["--alpha", "-1"], ["--tracking-uri", "nonsense"], ["--tracking-uri", "file:///tmp/mlruns"], ["--where", "budget"], ["--where", "=x"], ["--metric", "foo"],
     ["--bogus"], ["--out", "{root}/a-file", "--tracking-uri", "foo://bar"],
+    ["--tracking-uri", "http://127.0.0.1:1"],  # nothing listens: said at once (MLflow would retry for minutes)
+    ["--tracking-uri", "http://127.0.0.1:99999"],
 ])]
 CASES += [(f"ui-{i}", ["ui", *extra]) for i, extra in enumerate([
     ["--port", "70000"], ["--port", "-1"], ["--port", "0"], ["--port", "abc"], ["--tracking-uri", "foo://bar"],
