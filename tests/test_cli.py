@@ -34,6 +34,18 @@ def test_describe_a_variant_marks_the_slots_it_changes(capsys):
     assert main(["describe", "rope+nope"]) == 2 and "unknown component or preset 'nope'" in capsys.readouterr().err
 
 
+def test_describe_slot_colon_name_and_list_of_presets(capsys):
+    assert main(["describe", "mlp:swiglu"]) == 0 and "swiglu (mlp)" in capsys.readouterr().out
+    assert main(["describe", "norm:swiglu"]) == 2 and "is a mlp component" in capsys.readouterr().err
+    assert main(["list", "llama"]) == 0
+    out = capsys.readouterr().out
+    assert "architecture presets" in out and "components" not in out and "size presets" not in out
+    assert main(["list", "gpt2*"]) == 0
+    out = capsys.readouterr().out
+    assert "gpt2-small" in out and "size presets" in out
+    assert main(["list", "norm"]) == 0 and "presets" not in capsys.readouterr().out
+
+
 def test_describe_a_size_prints_its_dims(capsys):
     assert main(["describe", "gpt2-small"]) == 0
     out = capsys.readouterr().out

@@ -230,6 +230,8 @@ def test_bad_paths_and_names(tmp_path):
     assert "tinyshakespeare" in str(e.value) and "shakespeare" in str(e.value) and "path" in str(e.value)
     with pytest.raises(AblateError, match="only applies"):
         load_text("shakespeare", data_file=bad, cache_dir=tmp_path)
+    with pytest.raises(AblateError, match=r"is a synthetic task, not a dataset; write it task:addition\(digits=3\)"):
+        load_text("addition(digits=3)", cache_dir=tmp_path)
 
 
 # ---------------------------------------------------------------------------------- prepare

@@ -354,6 +354,7 @@ def test_a_typed_problem_the_task_never_asks_is_a_user_error(spec, prompt, words
 
 def test_a_typed_problem_reads_as_training_writes_it():
     task = parse_task("calculator(reverse=true)")
-    for typed, problem in (("17/5=", Problem(17, "/", 5)), (" 007*3 ", Problem(7, "*", 3)), ("0-12", Problem(0, "-", 12))):
+    for typed, problem in (("17/5=", Problem(17, "/", 5)), (" 007*3 ", Problem(7, "*", 3)), ("0-12", Problem(0, "-", 12)),
+                          ("12×3=", Problem(12, "*", 3)), ("17÷5", Problem(17, "/", 5)), ("9−4=", Problem(9, "-", 4))):
         assert task.read_problem(typed) == problem
     assert task.render(task.read_problem("007*3"))[0] == "7*3="

@@ -51,6 +51,8 @@ def test_sample_answers_a_typed_problem(task_run, capsys):
     assert out.endswith(", right)") or out.endswith("12+34 = 46)")
     assert main(["sample", "--run", task_run["run_dir"], "--prompt", " 0012+34"]) == 0  # read as training wrote it
     assert capsys.readouterr().out.startswith("12+34=")
+    assert main(["sample", "--run", task_run["run_dir"], "--prompt", "12+34=", "--tokens", "1"]) == 0
+    assert len(capsys.readouterr().out.split("   (")[0]) == len("12+34=") + 1  # one token, one character
     for bad, named in (("12*34=", "'+'"), ("twelve+3=", "e.g. --prompt"), ("12+=", "two non-negative"),
                        ("-1+2=", "two non-negative")):
         assert main(["sample", "--run", task_run["run_dir"], f"--prompt={bad}"]) == 2, bad

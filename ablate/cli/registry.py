@@ -17,29 +17,40 @@ def cmd_list(args) -> int:
     from ablate.catalog import all_specs
     from ablate.registry import SLOTS
 
+    import fnmatch
+
     specs = all_specs(args.pattern)
-    if args.pattern and not specs:
+    pattern = (args.pattern or "*").strip()
+    if pattern in SLOTS:  # a slot names components only
+        archs, sizes = [], []
+    else:
+        archs = [name for name in ARCHITECTURES if fnmatch.fnmatchcase(name, pattern)]
+        sizes = [name for name in SIZES if fnmatch.fnmatchcase(name, pattern)]
+    if not (specs or archs or sizes):
         raise AblateError(f"nothing matches {args.pattern!r}; slots are {', '.join(SLOTS)}, or use a pattern like 'rope*'")
-    table = Table(title="components", show_lines=False)
-    for col in ("slot", "name", "summary", "paper", "origin"):
-        table.add_column(col, overflow="fold")
-    for s in specs:
-        table.add_row(s.slot, s.name, s.summary, s.paper, s.origin)
-    console.print(table)
-    if args.pattern is None:
+    if specs:
+        table = Table(title="components", show_lines=False)
+        for col in ("slot", "name", "summary", "paper", "origin"):
+            table.add_column(col, overflow="fold")
+        for s in specs:
+            table.add_row(s.slot, s.name, s.summary, s.paper, s.origin)
+        console.print(table)
+    if archs:
         presets = Table(title="architecture presets")
         presets.add_column("name")
         presets.add_column("description", overflow="fold")
-        for name, (_, desc) in ARCHITECTURES.items():
-            presets.add_row(name, desc)
+        for name in archs:
+            presets.add_row(name, ARCHITECTURES[name][1])
         console.print(presets)
-        sizes = Table(title="size presets")
+    if sizes:
+        table = Table(title="size presets")
         for col in ("name", "d_model", "layers", "heads", "context", "vocab", "description"):
-            sizes.add_column(col)
-        for name, s in SIZES.items():
-            sizes.add_row(name, str(s.d_model), str(s.n_layers), str(s.n_heads), str(s.context),
+            table.add_column(col)
+        for name in sizes:
+            s = SIZES[name]
+            table.add_row(name, str(s.d_model), str(s.n_layers), str(s.n_heads), str(s.context),
                           str(s.vocab_size or "tokenizer's"), s.description)
-        console.print(sizes)
+        console.print(table)
     return 0
 
 
@@ -65,7 +76,10 @@ def cmd_describe(args) -> int:
         return 0
     if any(mark in args.name for mark in "+(=/") or args.name.endswith((".toml", ".json")):
         return _describe_variant(args.name)  # a variant string or file: what each slot holds
-    spec = lookup(args.name)
+    from ablate.registry import SLOTS
+
+    slot, _, name = args.name.rpartition(":")
+    spec = lookup(name, slot) if slot in SLOTS else lookup(args.name)  # "mlp:swiglu": one slot's component
     console.print(f"[bold]{spec.name}[/] ({spec.slot}) — {spec.summary}")
     console.print(f"paper:    {spec.paper}")
     console.print(f"origin:   {spec.origin}")
@@ -173,7 +187,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("inspect", help="resolve a variant and print its parameters, FLOPs and KV cache (no training)")
     p.add_argument("variant", help="variant string, preset or variants/ file, e.g. rope+swiglu")
     p.add_argument("--size", default="gpt2-small", help="size preset (default gpt2-small; see `ablate list`)")
-    p.add_argument("--vocab-size", type=int, help="vocabulary when the size has none (default 50257)")
+    p.add_argument("--vocab-size", type=int, help="vocabulary (default: the size's, else 50257; given, it replaces the size's)")
     p.add_argument("--kv-dtype", default="bfloat16", choices=["float32", "bfloat16", "float16", "int8"],
                    help="element type assumed for the KV-cache bytes per token (default bfloat16)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

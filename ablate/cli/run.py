@@ -184,7 +184,7 @@ def cmd_sample(args) -> int:
         if not args.prompt:
             raise AblateError("a task run answers a problem: give one, e.g. --prompt \"123+456=\"")
         task = parse_task(config.data)
-        completion, value = answer_prompt(model, task, args.prompt)
+        completion, value = answer_prompt(model, task, args.prompt, max_new=args.tokens)
         problem = task.read_problem(args.prompt)
         truth = task.value(problem)
         verdict = ("right" if value == truth else f"wrong: {problem} = {_written(truth)}") if value is not None \
@@ -261,7 +261,7 @@ def add_commands(sub) -> None:
     p.add_argument("--tracking-uri", default=None, help="where to look an MLflow run id up (default $MLFLOW_TRACKING_URI "
                                                         "or sqlite:///mlflow.db)")
     p.add_argument("--prompt", default="", help="text to continue (default: start from the end-of-text token, or token 0)")
-    p.add_argument("--tokens", type=int, default=200, help="tokens to generate (default 200)")
+    p.add_argument("--tokens", type=int, default=200, help="tokens to generate (default 200; a task run stops earlier, at its end token or the context)")
     p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature, > 0 (default 0.8)")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")

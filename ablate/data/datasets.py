@@ -210,6 +210,11 @@ def load_text(name: str, *, data_file: Path | None = None, cache_dir: Path,
     if key and _looks_like_path(key):
         raise AblateError(f"no file or folder at {path}; give the path to a UTF-8 text file or a folder of .txt files")
     choices = ", ".join(DATASETS)
+    from ablate.tasks.base import task_names  # here, not at the top: the tasks import the data package
+
+    if key.split("(", 1)[0].strip().lower() in task_names():
+        raise AblateError(f"{name!r} is a synthetic task, not a dataset; write it task:{key} (e.g. --data "
+                          f"\"task:{key}\")")
     raise AblateError(
         f"unknown dataset {name!r}; choose one of: {choices}, or give the path to a text file or a "
         f"folder of .txt files"

@@ -163,8 +163,8 @@ def answer_prompt(model, task: Task, prompt: str, device="cpu", max_new: int | N
         raise AblateError(f"the prompt {prompt!r} is {length} tokens, and this run's positions cover {reach} "
                           f"(prompt and answer together); ask a shorter problem, or train with positions "
                           f"that extrapolate (rope, alibi, none)")
-    if max_new is None:
-        max_new = max(1, model.dims.context - length + 1) if hasattr(model, "dims") else 64
+    room = max(1, model.dims.context - length + 1) if hasattr(model, "dims") else 64
+    max_new = room if max_new is None else max(1, min(max_new, room))  # never past the context
     was_training = model.training
     model.eval()
     try:

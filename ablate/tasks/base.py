@@ -107,6 +107,7 @@ def is_heldout(p: Problem) -> bool:
 
 
 OP_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
+PROMPT_OPERATORS = {"×": "*", "÷": "/", "−": "-"}  # a typed problem may use the signs a task spec accepts
 
 
 class Task:
@@ -196,7 +197,7 @@ class Task:
     def read_problem(self, prompt: str) -> Problem:
         """The problem a typed prompt asks (``"123+456="`` or ``"123+456"``), checked against this task:
         two non-negative integers joined by one of its operators, never a division by zero."""
-        text = prompt.strip().removesuffix("=")
+        text = "".join(PROMPT_OPERATORS.get(ch, ch) for ch in prompt.strip()).removesuffix("=")
         match = re.fullmatch(r"(\d+)([-+*/])(\d+)", text)
         example = f"{12}{self.ops[0]}{3}="
         if match is None:
