@@ -478,22 +478,27 @@ def test_the_factorial_table_calls_effects_unstable_when_a_cell_stalled(tmp_path
     assert "helps" not in md and "hurts" not in md
 
 
-def test_sigterm_stops_a_study_of_workers_with_143_and_no_verdict_hint(small_corpus, tmp_path, mlflow_uri):
-    """What a job scheduler sends: the workers close their trials, the study says how to resume, exit 143."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_a_study_with_143_and_no_verdict_hint(small_corpus, tmp_path, mlflow_uri, workers):
+    """What a job scheduler sends: the trials are closed (none left RUNNING), the study says how to resume,
+    exit 143; in this process (1 worker) as with worker processes."""
     import subprocess
     import sys
     import time
 
-    file = write_study(tmp_path / "term.toml", small_corpus, name="term", seeds=2, variants=["baseline", "rope"],
+    from optuna.trial import TrialState
+
+    name = f"term{workers}"
+    file = write_study(tmp_path / f"{name}.toml", small_corpus, name=name, seeds=2, variants=["baseline", "rope"],
                        budget="100000steps")
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "ablate", "study", "run", str(file), "--workers", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "study", "run", str(file), "--workers", str(workers),
                              "--threads", "1", "--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if sum("started" in seen for seen in lines) == 2:  # both workers are training
+        if sum("started" in seen for seen in lines) == workers:  # every worker is training
             time.sleep(1)
             proc.send_signal(signal.SIGTERM)
             break
@@ -501,3 +506,6 @@ def test_sigterm_stops_a_study_of_workers_with_143_and_no_verdict_hint(small_cor
     out = "".join(lines) + rest
     assert proc.returncode == 143, out[-2000:]
     assert "run the same command to resume" in out and "verdict:" not in out and "Traceback" not in out
+    spec = load_study(file)
+    ctx = Context(spec, storage_url(spec, None, tmp_path), tracking_uri=mlflow_uri, echo=lambda _: None)
+    assert not [t for t in ctx.main().get_trials(deepcopy=False) if t.state == TrialState.RUNNING]

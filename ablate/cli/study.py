@@ -257,9 +257,23 @@ def _run_round(args, ctx, threads: int) -> int:
 
             before = torch.get_num_threads()
             _set_threads(threads)
+            terminated = []
+
+            def on_sigterm(signum, _frame):  # what job schedulers send: stop as Ctrl-C does (the trial is closed)
+                terminated.append(signum)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGTERM, on_sigterm)
             try:
                 summary = work(ctx)
+            except KeyboardInterrupt:
+                if not terminated:
+                    raise
+                print(TERMINATED, file=sys.stderr)
+                return 143
             finally:
+                signal.signal(signal.SIGTERM, previous)
                 torch.set_num_threads(before)
             code = 1 if summary.failed else 0
         else:
@@ -269,6 +283,9 @@ def _run_round(args, ctx, threads: int) -> int:
         if not reap(ctx):
             break
     return code
+
+
+TERMINATED = "ablate: terminated (SIGTERM); the finished trials are kept, run the same command to resume"
 
 
 def _flags_again(args) -> str:
@@ -329,8 +346,7 @@ def _run_workers(args, ctx, threads: int) -> int:
     try:
         codes = [p.wait() for p in procs]
         if terminated:  # a job scheduler stopped the study: the workers closed their trials; run it again to resume
-            print("ablate: terminated (SIGTERM); the finished trials are kept, run the same command to resume",
-                  file=sys.stderr)
+            print(TERMINATED, file=sys.stderr)
             return 143
     except KeyboardInterrupt:
         for p in procs:  # the terminal sent SIGINT to the workers too; let them close their trials
