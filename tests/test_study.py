@@ -129,6 +129,10 @@ def test_plan_of_a_factorial_and_gpu_overrides(small_corpus, tmp_path, capsys):
     assert gpu.config.budget == "20steps" and gpu.seeds == (4, 5) and gpu.fingerprint() != spec.fingerprint()
     assert main(["study", "show", str(file)]) == 0
     assert "rope+swiglu" in capsys.readouterr().out
+    plain = write_study(tmp_path / "plain.toml", small_corpus)
+    assert main(["study", "run", str(plain), "--gpu", "--state-dir", str(tmp_path)]) == 2  # nothing to apply
+    assert "has no [gpu] table, so --gpu would change nothing" in capsys.readouterr().err
+    assert not (tmp_path / "plain-gpu.journal").exists()
 
 
 # ------------------------------------------------------------------------------------- workers

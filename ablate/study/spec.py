@@ -296,6 +296,9 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
     for key in TOP_CONFIG:
         if key in data:
             values[key] = _config_value(path, key, key, data[key])
+    if gpu and not data.get("gpu"):  # otherwise a "-gpu" study would rerun the CPU settings under another name
+        raise AblateError(f"{path} has no [gpu] table, so --gpu would change nothing; add a [gpu] table with the "
+                          "settings for a GPU (e.g. size, batch_size, budget) or run without --gpu")
     for table in ("train", "gpu"):
         if table == "gpu" and not gpu:
             continue
