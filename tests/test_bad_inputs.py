@@ -71,6 +71,7 @@ def assert_clean(code, err, argv):
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, (argv, code, err)
     assert len(lines) == 1 and lines[0].startswith("ablate: error:"), (argv, err)
+    assert "Design:" not in err and "or None" not in err, (argv, err)  # no internal class or Python value names
 
 
 def fmt(argv, w):
@@ -224,6 +225,7 @@ CASES += [(f"study-cli-{i}", ["study", *argv]) for i, argv in enumerate([
     ["run", "{root}/study-ok.toml", "--workers", "-1", "--state-dir", "{root}/state"],
     ["run", "{root}/study-ok.toml", "--threads", "0", "--state-dir", "{root}/state"],
     ["run", "{root}/study-ok.toml", "--margin", "-1", "--until-decided", "--state-dir", "{root}/state"],
+    ["run", "{root}/study-ok.toml", "--margin", "0.01", "--state-dir", "{root}/state"],  # needs --until-decided
     ["status", "{root}/study-ok.toml", "--storage", "foo://bar"],
     ["status", "{root}/study-ok.toml", "--storage", "{root}/a-file/x.journal"],
     ["status", "{root}/study-ok.toml", "--tracking-uri", "foo://bar", "--state-dir", "{root}/state"],

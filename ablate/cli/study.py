@@ -207,6 +207,12 @@ def cmd_run(args) -> int:
         raise AblateError(f"--workers must be at least 1, got {args.workers}")
     if args.threads is not None and args.threads < 1:
         raise AblateError(f"--threads must be at least 1, got {args.threads} (leave it out to divide the cores)")
+    if args.margin is not None and not args.until_decided:
+        raise AblateError("--margin sets when --until-decided stops adding seeds; add --until-decided, or leave "
+                          "--margin out")
+    if args.margin is not None and not 0 < args.margin < float("inf"):
+        raise AblateError(f"--margin must be a positive number in the metric's units, got {args.margin}; "
+                          "e.g. --margin 0.01")
     spec, ctx = _spec_and_ctx(args, must_exist=False)
     design = rounds.design_for(spec, margin=args.margin) if args.until_decided else None
     for line in _plan_lines(spec, ctx.storage_url):
