@@ -7,7 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from ablate.errors import AblateError
-from ablate.study import Context, create, load_study, storage_url
+from ablate.study import Context, create, load_study, progress, storage_url
 from ablate.study import rounds
 from ablate.study.keys import K_POINT
 
@@ -60,6 +60,21 @@ def test_seeds_go_only_to_undecided_variants(study):
     assert ctx.main().user_attrs[rounds.K_SEQUENTIAL]["runs_used"] == record["runs_used"] == 13
     cells = rounds.table(record, spec.baseline, spec.metric)
     assert [row[0] for row in cells.rows] == ["rope", "init_seed=1"] and cells.rows[0][-1] == "helps"
+    (stage,) = progress(ctx)  # the seeds rope did not need are not missing: the study is complete
+    assert (stage.done, stage.expected, stage.missing, stage.outside) == (13, 13, [], 0)
+
+
+def test_status_and_report_of_a_decided_study_need_its_seeds(study, capsys):
+    from ablate.cli import main
+
+    test_seeds_go_only_to_undecided_variants(study)
+    spec, _ = study
+    where = ["--state-dir", str(spec.path.parent)]
+    assert main(["study", "status", str(spec.path), *where]) == 0
+    assert "13 done of 13" in capsys.readouterr().out
+    for command in (["status"], ["report", "--no-log"]):  # other seeds: the fixed table would read seeds 0-2 only
+        assert main(["study", *command, str(spec.path), *where, "--set", "seeds=3"]) == 2
+        assert "added seeds until decided, up to 5" in capsys.readouterr().err
 
 
 def stalling_round(ctx, answered, stalls):
@@ -139,3 +154,15 @@ def test_a_stored_tracking_uri_never_holds_a_password(study, monkeypatch):
     again = Context(spec, ctx.storage_url)
     again.adopt_tracking({"ablate.tracking_uri": "postgresql://me:***@db/mlflow"})
     assert again.tracking_uri == "postgresql://me:secret@db/mlflow"
+
+
+def test_runs_of_seeds_taken_out_of_the_file_are_counted_apart(study):
+    """seeds = 5, all run, then seeds = 3: "9 done of 9, 6 more finished outside this plan", not "15 done of 9"."""
+    import dataclasses
+
+    spec, ctx = study
+    create(ctx)
+    fake_round(ctx, [])
+    ctx.spec = dataclasses.replace(spec, seeds=spec.seeds[:3])
+    (stage,) = progress(ctx)
+    assert (stage.done, stage.expected, stage.missing, stage.outside) == (9, 9, [], 6)

@@ -407,6 +407,8 @@ def _print_progress(ctx) -> None:
             parts.append(f"{p.waiting} queued")
         if p.failed:
             parts.append(f"{p.failed} failed attempt(s)")
+        if p.outside:
+            parts.append(f"{p.outside} more finished outside this plan (seeds no longer in it)")
         console.print(f"  {p.stage} [{p.role}]: " + ", ".join(parts), highlight=False, markup=False)
         for t in p.running_trials:
             w = t.user_attrs.get(K_WORKER, {})
@@ -427,6 +429,11 @@ def _same_settings(spec, attrs, command: str) -> None:
     if "ablate.identity" in attrs and (changed := settings_changed(spec, attrs)):
         raise AblateError(f"study {spec.name!r} was made with other settings ({changed}); {command} it with the "
                           "same study file, --gpu and --set as `ablate study run` had")
+    most = (attrs.get("ablate.sequential") or {}).get("design", {}).get("max_seeds")
+    if most and most != len(spec.seeds):  # its verdicts and its fixed table would be read over other seeds
+        raise AblateError(f"study {spec.name!r} added seeds until decided, up to {most}, and this file gives "
+                          f"{len(spec.seeds)}; {command} it with the seeds `ablate study run --until-decided` had "
+                          f"(e.g. --set seeds={most})")
 
 
 def cmd_status(args) -> int:

@@ -11,6 +11,7 @@ from ablate.format import short
 from ablate.metrics import lower_is_better
 from ablate.study.context import Context, study_role, tune_study_name
 from ablate.study.keys import K_RUN, K_SKIP
+from ablate.study.rounds import K_SEQUENTIAL
 from ablate.study.queue import COMPARE_KEY, TUNE_KEY, active_trials, compare_points, key_of, trial_point, tune_points
 
 @dataclass
@@ -25,6 +26,7 @@ class Progress:
     failed: int
     missing: list[str]
     running_trials: list[Any]
+    outside: int = 0  # finished runs that are not in the plan (seeds since removed from the file)
 
 
 def progress(ctx: Context) -> list[Progress]:
@@ -54,16 +56,37 @@ def progress(ctx: Context) -> list[Progress]:
                 points, names = tune_points(spec), TUNE_KEY
             else:
                 points, names = compare_points(spec), COMPARE_KEY
+                record = study.user_attrs.get(K_SEQUENTIAL)
+                if record:  # --until-decided: the seeds a decided variant did not need are not missing
+                    points = needed_points(spec, points, record)
             expected = len(points)
-            done_keys = {key_of(trial_point(t), names) for t in by_state[TrialState.COMPLETE]}
+            plan = {key_of(p, names) for p in points}
+            finished = {key_of(trial_point(t), names) for t in by_state[TrialState.COMPLETE]}
             missing = [f"{p['variant']} " + (f"seed {p['seed']}" + (f" {p['arm']}" if "arm" in p else "") if "seed" in p else f"lr {short(p['lr'])}"
                                                  + (f" warmup {short(p['warmup'])}" if "warmup" in p else ""))
-                       for p in points if key_of(p, names) not in done_keys]
+                       for p in points if key_of(p, names) not in finished]
+            out.append(Progress(name, role, expected, len(plan & finished), len(by_state[TrialState.PRUNED]),
+                                len(by_state[TrialState.RUNNING]), len(by_state[TrialState.WAITING]),
+                                len(by_state[TrialState.FAIL]), missing, by_state[TrialState.RUNNING],
+                                outside=len(finished - plan)))
+            continue
         out.append(Progress(name, role, expected, len(by_state[TrialState.COMPLETE]),
                             len(by_state[TrialState.PRUNED]), len(by_state[TrialState.RUNNING]),
                             len(by_state[TrialState.WAITING]), len(by_state[TrialState.FAIL]), missing,
                             by_state[TrialState.RUNNING]))
     return out
+
+
+def needed_points(spec, points: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
+    """An --until-decided study's plan: a decided variant needs the seeds it was decided on, an undecided
+    one every seed of the study, the baseline as many as the variant that needs most."""
+    from ablate.sequential import UNDECIDED
+
+    decisions = record.get("decisions", {})
+    count = {v: decisions[v]["n"] if v in decisions and decisions[v]["decision"] != UNDECIDED else len(spec.seeds)
+             for v in spec.variants if v != spec.baseline}
+    count[spec.baseline] = max(count.values(), default=len(spec.seeds))
+    return [p for p in points if p["seed"] in spec.seeds[: count.get(p["variant"], len(spec.seeds))]]
 
 
 def best_lrs(ctx: Context, require_complete: bool = True) -> dict[str, float] | None:
