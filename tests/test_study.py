@@ -169,6 +169,10 @@ def test_two_workers_on_a_journal_run_every_trial_once_then_resume_and_report(sm
     assert "was made with other settings" in err and "not finished yet" not in err
     assert main(["study", "status", str(file), "--state-dir", str(tmp_path), "--set", "budget=12steps"]) == 2
     assert "was made with other settings" in capsys.readouterr().err
+    # the variants listed in another order are the same comparison
+    write_study(file, small_corpus, name="two-journal", seeds=4, variants=["rope", "baseline"], baseline="baseline")
+    assert main(["study", "status", str(file), "--state-dir", str(tmp_path)]) == 0
+    assert "8 done of 8" in capsys.readouterr().out
 
 
 def _postgres_bin() -> Path | None:

@@ -102,9 +102,16 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
 def settings_changed(spec, attrs: dict[str, Any]) -> str:
     """How ``spec``'s settings differ from those the study was made with (its ``ablate.identity``), or ""
     when they agree."""
-    identity = spec.identity()
-    old = attrs.get("ablate.identity", {})
-    return "" if old == json.loads(json.dumps(identity)) else _diff(old, identity) or "recorded differently"
+    identity = _as_set(json.loads(json.dumps(spec.identity())))
+    old = _as_set(attrs.get("ablate.identity", {}))
+    return "" if old == identity else _diff(old, identity) or "recorded differently"
+
+
+def _as_set(identity: dict[str, Any]) -> dict[str, Any]:
+    """A comparison's variants are a set: listing them in another order is the same study."""
+    if identity.get("protocol") != "search" and isinstance(identity.get("variants"), list):
+        return {**identity, "variants": sorted(identity["variants"])}
+    return identity
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> str:
