@@ -266,4 +266,5 @@ def lookup_registered(name: str, slot: str | None = None, also: dict[str, list[s
         raise AblateError(f"{name!r} is a {spec.slot} component, not a {slot} component{hint}")
     where = f"{slot} component" if slot else " or ".join(["component", *others])
     listing = "; ".join([f"components: {', '.join(pool)}", *(f"{k}s: {', '.join(v)}" for k, v in others.items())])
-    raise AblateError(f"unknown {where} {name!r}{hint} ({listing}; run `ablate list`)")
+    raise AblateError(f"unknown {where} {name!r}{hint} ({listing}; run `ablate list`; a plugin file's "
+                      f"component needs --plugin FILE.py before the command)")

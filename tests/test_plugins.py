@@ -355,3 +355,21 @@ def test_named_variant_files_resolve(path, monkeypatch):
     assert read_variant_file(path)
     variant = parse_variant(path.stem)
     assert variant.name != "baseline"
+
+
+def test_a_plugin_study_hints_its_report_with_the_plugin(tmp_path, isolated_plugins, small_corpus, mlflow_uri, capsys):
+    """The hint at the end of `study run` must work when followed: it repeats --plugin; without the plugin, the
+    unknown component's message names --plugin."""
+    from test_study import write_study
+
+    path = tmp_path / "scalenorm.py"
+    path.write_text(LOCAL_PLUGIN)
+    file = write_study(tmp_path / "plug.toml", small_corpus, name="plug", seeds=1, variants=["baseline", "scalenorm"])
+    where = ["--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)]
+    assert main(["--plugin", str(path), "study", "run", str(file), *where]) == 0
+    assert f"verdict: ablate --plugin {path} study report {file}" in capsys.readouterr().out
+    for slot, reg in REGISTRIES.items():  # as a new process without --plugin would be
+        if "scalenorm" in reg.names():
+            reg.remove("scalenorm")
+    assert main(["study", "status", str(file), *where]) == 2
+    assert "needs --plugin FILE.py" in capsys.readouterr().err

@@ -243,7 +243,8 @@ def cmd_run(args) -> int:
     if code in (2, 130, 143):
         return code
     _print_progress(ctx)
-    console.print(f"  took {time.perf_counter() - started:.0f}s; verdict: ablate study report {args.file}"
+    plugins = "".join(f"--plugin {path} " for path in getattr(args, "plugin", []) or [])
+    console.print(f"  took {time.perf_counter() - started:.0f}s; verdict: ablate {plugins}study report {args.file}"
                   + _flags_again(args), highlight=False, markup=False)
     if args.report:
         report_args = argparse.Namespace(**vars(args), out=None, no_log=False)
