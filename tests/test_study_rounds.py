@@ -166,3 +166,29 @@ def test_runs_of_seeds_taken_out_of_the_file_are_counted_apart(study):
     ctx.spec = dataclasses.replace(spec, seeds=spec.seeds[:3])
     (stage,) = progress(ctx)
     assert (stage.done, stage.expected, stage.missing, stage.outside) == (9, 9, [], 6)
+
+
+def test_creating_a_local_study_takes_turns(tmp_path):
+    """Two `study run` of a new study at once each made an MLflow parent run; creation now holds a lock on the
+    storage file (journal or SQLite), which a second process waits for."""
+    import threading
+    import time
+
+    from ablate.study.create import _one_at_a_time
+
+    for url in (str(tmp_path / "s.journal"), f"sqlite:///{tmp_path / 's.db'}"):
+        held, order = threading.Event(), []
+
+        def first():
+            with _one_at_a_time(url):
+                held.set()
+                time.sleep(0.4)
+                order.append("first done")
+
+        thread = threading.Thread(target=first)
+        thread.start()
+        held.wait()
+        with _one_at_a_time(url):
+            order.append("second in")
+        thread.join()
+        assert order == ["first done", "second in"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
+import os
 import time
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
@@ -42,8 +46,31 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
     """Create the study (once, before any worker) or check that the existing one matches the file.
 
     Makes the Optuna studies, the MLflow parent run(s) and the queue of grid trials; returns the
-    main study's user attributes.
+    main study's user attributes. Two processes that create the same study on one machine (a journal or
+    SQLite file) take turns, so the study gets one MLflow parent run.
     """
+    with _one_at_a_time(ctx.storage_url):
+        return _create(ctx, fresh)
+
+
+@contextmanager
+def _one_at_a_time(storage_url: str):
+    """An exclusive lock on a local storage file (flock: independent of SQLite's and Optuna's own locks)."""
+    path = storage_url[len("sqlite:///"):] if storage_url.startswith("sqlite:///") else (
+        storage_url if "://" not in storage_url else None)
+    if path is None:  # a database server: create the study from one process (docs/studies.md)
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _create(ctx: Context, fresh: bool) -> dict[str, Any]:
     import optuna
 
     _quiet_optuna()
