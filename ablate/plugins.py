@@ -143,6 +143,9 @@ def load_file(path: str | os.PathLike) -> None:
         if isinstance(err, ModuleNotFoundError) and err.name:  # a missing dependency, not a bug in the plugin
             raise AblateError(f"plugin file {resolved} imports {err.name}, which is not installed here; install it "
                               f"into this environment (pip install ...) or remove the import") from None
+        if isinstance(err, ImportError) and "relative import" in str(err):
+            raise AblateError(f"plugin file {resolved} uses a relative import, which a single file cannot; import "
+                              f"by absolute name, or make it an installed package (docs/plugins.md)") from None
         raise  # the plugin's own bug: its traceback is what its author needs
     _FILES[resolved] = digest
     _LOADED.append({"kind": "file", "path": resolved, "sha256": digest})

@@ -308,6 +308,9 @@ def test_a_plugin_file_whose_dependency_is_missing_is_a_one_line_error(tmp_path,
     with pytest.raises(AblateError, match="imports ablate_no_such_dependency, which is not installed") as err:
         load_file(path)
     assert "\n" not in str(err.value) and "scalenorm" not in REGISTRIES["norm"]
+    path.write_text("from . import helpers\n" + LOCAL_PLUGIN)
+    with pytest.raises(AblateError, match="uses a relative import"):
+        load_file(path)
 
 
 def test_failing_entry_point_is_one_warning_and_leaves_nothing(tmp_path, monkeypatch, isolated_plugins):
