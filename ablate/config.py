@@ -125,6 +125,8 @@ FIELD_HELP = {
     "cache_dir": "folder of prepared (tokenized) datasets, shared between runs",
 }
 
+# flags of `ablate run` that a config file might try to set; they do not change what is trained
+COMMAND_LINE_ONLY = ("threads", "tracking_uri", "experiment", "no_track", "resume", "force", "json", "group")
 SCHEDULES = ("cosine", "linear", "constant", "inverse-sqrt")
 DTYPES = ("auto", "float32", "bfloat16", "tf32")
 
@@ -136,6 +138,10 @@ def coerce(key: str, value: Any, where: str = "") -> Any:
     if key not in known:
         import difflib
 
+        flag = key.replace("_", "-")
+        if key in COMMAND_LINE_ONLY:  # how a run is executed or tracked, not what it trains
+            raise AblateError(f"{key!r}{origin} is a flag of the command, not a setting of the run; pass --{flag} "
+                              "on the command line instead")
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise AblateError(f"unknown setting {key!r}{origin}{hint} (settings: {', '.join(known)})")

@@ -205,6 +205,9 @@ def test_config_layering_and_strictness(tmp_path):
     f.write_text('learning_rate = 1\n')
     with pytest.raises(AblateError, match=r"unknown setting 'learning_rate' in .*run.toml"):
         make_config(f)
+    f.write_text('threads = 1\n')  # a flag of the command: said so, not "did you mean 'n_heads'?"
+    with pytest.raises(AblateError, match=r"'threads' in .*run.toml is a flag of the command.*pass --threads"):
+        make_config(f)
     f.write_text('lr = "fast"\n')
     with pytest.raises(AblateError, match="must be float"):
         make_config(f)
