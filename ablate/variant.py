@@ -245,7 +245,11 @@ def parse_variant(text: str, _seen: tuple[str, ...] = ()) -> Variant:
             base = {c.slot: (c.name, dataclasses.asdict(c.options)) for c in nested.choices}
             base_model = dataclasses.asdict(nested.model)
             continue
-        spec = lookup(name, also={"preset": list(ARCHITECTURES)})
+        try:
+            spec = lookup(name, also={"preset": list(ARCHITECTURES)})
+        except AblateError as err:  # say where a variant file of that name was looked for
+            looked = " or ".join(str(folder / f"{name}.toml") for folder in variant_dirs())
+            raise AblateError(f"{err}; no variant file {looked} either") from None
         if spec.slot in explicit:
             other = explicit[spec.slot][0]
             raise AblateError(

@@ -146,6 +146,9 @@ def test_a_variant_file_is_found_by_its_path(tmp_path, monkeypatch):
     assert parse_variant("variants/mine.toml+rmsnorm").name == "rope+rmsnorm+swiglu"
     with pytest.raises(AblateError, match="variant file variants/nosuch.toml not found"):
         parse_variant("variants/nosuch.toml")
+    monkeypatch.chdir(tmp_path / "variants")  # elsewhere: the error says where a file of that name was looked for
+    with pytest.raises(AblateError, match=f"no variant file {tmp_path / 'variants' / 'variants' / 'mine.toml'} either"):
+        parse_variant("mine")
 
 
 @pytest.mark.parametrize(
