@@ -91,6 +91,15 @@ def lr_at(config: RunConfig, progress: float, total_steps: int | None) -> float:
     return max(config.min_lr, config.lr * math.sqrt(max(w, 1e-3) / max(progress, w, 1e-3)))
 
 
+def check_warmup(config: RunConfig, total_steps: int | None) -> int | None:
+    """``total_steps``, once a warmup given in steps is known to end before the budget does."""
+    if total_steps is not None and config.warmup >= 1 and config.warmup >= total_steps:
+        raise AblateError(f"warmup {config.warmup:g} steps is not shorter than the budget's {total_steps} steps, so the "
+                          f"learning rate would never reach its peak; give fewer warmup steps or a fraction of the "
+                          f"budget (e.g. --warmup 0.05)")
+    return total_steps
+
+
 def make_optimizer(model: torch.nn.Module, config: RunConfig, device: str) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices (and embeddings) only, never on biases or norm gains."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]

@@ -30,7 +30,7 @@ from ablate.init_from import init_model
 from ablate.model import GPT, build_model, make_dims
 from ablate.checkpoint import digest_path, load_weights, read_checkpoint
 from ablate.peak import run_peak
-from ablate.optim import autocast_dtype, keep_freed_memory, lr_at, make_optimizer, pick_device, set_matmul_precision
+from ablate.optim import autocast_dtype, check_warmup, keep_freed_memory, lr_at, make_optimizer, pick_device, set_matmul_precision
 from ablate.pacing import EvalPlan, Meter, read_losses
 from ablate.presets import get_size
 from ablate.tasks import TaskData, is_task_spec, prepare_task
@@ -324,7 +324,7 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
                         model=model, device=device) if config.init_from else None
     run_cost = cost(model).to_dict()
     tokens_per_step = config.batch_size * config.grad_accum * row_width(data, dims.context)
-    total_steps = budget.total_steps(tokens_per_step, run_cost["flops_per_token"])
+    total_steps = check_warmup(config, budget.total_steps(tokens_per_step, run_cost["flops_per_token"]))
     optimizer = make_optimizer(model, config, device)
     fairness = {
         "budget": budget.text,

@@ -470,7 +470,7 @@ def test_passwords_are_redacted_in_every_printed_url(prepared, capsys):
 def test_workers_start_with_P_and_get_urls_from_the_environment(prepared):
     import argparse
 
-    from ablate.cli.study import STORAGE_ENV, _worker_argv, _worker_env
+    from ablate.cli.study_workers import STORAGE_ENV, worker_argv as _worker_argv, worker_env as _worker_env
 
     class Ctx:
         spec = argparse.Namespace(path=Path("s.toml"), name="s", gpu=False)

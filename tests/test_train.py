@@ -273,3 +273,14 @@ def test_result_json_is_standard_json(cfg):
 
     saved = json.loads((Path(result.run_dir) / "result.json").read_text(), parse_constant=refuse)
     assert saved["evals"][0]["step"] == 0 and saved["evals"][0]["train_loss"] is None
+
+
+def test_a_warmup_as_long_as_the_budget_is_a_user_error():
+    """--warmup 50 on a 20-step budget: the lr would only climb, never peak, never decay."""
+    from ablate.optim import check_warmup
+
+    with pytest.raises(AblateError, match="warmup 50 steps is not shorter than the budget's 20 steps"):
+        check_warmup(RunConfig(warmup=50), 20)
+    assert check_warmup(RunConfig(warmup=19), 20) == 20
+    assert check_warmup(RunConfig(warmup=0.5), 1) == 1  # a fraction always fits
+    assert check_warmup(RunConfig(warmup=500), None) is None  # a time budget: steps unknown

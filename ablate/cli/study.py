@@ -20,16 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from ablate.cli.console import console, echo
+from ablate.cli.study_workers import STORAGE_ENV, run_workers, work_here
 from ablate.errors import AblateError
 from ablate.urls import redact
 
-STORAGE_ENV = "ABLATE_STUDY_STORAGE"  # the storage URL a worker joins (set for the workers `study run` starts)
 
 
 # ------------------------------------------------------------------------------------- flags
@@ -255,44 +254,21 @@ def cmd_run(args) -> int:
 def _run_round(args, ctx, threads: int) -> int:
     """Work off the queued trials (this process, or N worker processes), reaping dead workers' trials
     and running them again (at most MAX_RETRY times); the exit code of the last attempt."""
-    from ablate.study import MAX_RETRY, reap, work
+    from ablate.study import MAX_RETRY, reap
 
     code = 0
     for _ in range(MAX_RETRY + 1):
         if args.workers == 1:
-            import torch
-
-            before = torch.get_num_threads()
-            _set_threads(threads)
-            terminated = []
-
-            def on_sigterm(signum, _frame):  # what job schedulers send: stop as Ctrl-C does (the trial is closed)
-                terminated.append(signum)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                raise KeyboardInterrupt
-
-            previous = signal.signal(signal.SIGTERM, on_sigterm)
-            try:
-                summary = work(ctx)
-            except KeyboardInterrupt:
-                if not terminated:
-                    raise
-                print(TERMINATED, file=sys.stderr)
-                return 143
-            finally:
-                signal.signal(signal.SIGTERM, previous)
-                torch.set_num_threads(before)
-            code = 1 if summary.failed else 0
+            code = work_here(ctx, threads, _set_threads)
+            if code == 143:
+                return code
         else:
-            code = _run_workers(args, ctx, threads)
+            code = run_workers(args, ctx, threads)
             if code in (2, 130, 143):
                 return code
         if not reap(ctx):
             break
     return code
-
-
-TERMINATED = "ablate: terminated (SIGTERM); the finished trials are kept, run the same command to resume"
 
 
 def _flags_again(args) -> str:
@@ -308,65 +284,6 @@ def _flags_again(args) -> str:
     if args.name:
         extra += ["--name", args.name]
     return (" " + " ".join(extra)) if extra else ""
-
-
-def _worker_argv(args, ctx, index: int, threads: int | None) -> list[str]:
-    """A worker's command line. ``-P``: it imports ablate's own code, never an ``optuna.py`` that happens to lie
-    in the working directory; the storage and tracking URLs (which may hold passwords) go through the
-    environment (``_worker_env``), never argv, which every user of the machine can read in ``ps``."""
-    argv = [sys.executable, "-P", "-m", "ablate"]
-    for plugin in getattr(args, "plugin", []) or []:
-        argv += ["--plugin", plugin]
-    argv += ["study", "worker", str(ctx.spec.path), "--name", ctx.spec.name,
-             "--experiment", ctx.experiment or "ablate", "--worker-id", str(index)]
-    if ctx.spec.gpu:
-        argv.append("--gpu")
-    for s in args.set:
-        argv += ["--set", s]
-    if threads:
-        argv += ["--threads", str(threads)]
-    if args.log_checkpoint:
-        argv.append("--log-checkpoint")
-    return argv
-
-
-def _worker_env(ctx) -> dict[str, str]:
-    """The workers' environment: this one, plus the study's storage and tracking URLs."""
-    return {**os.environ, STORAGE_ENV: ctx.storage_url, "MLFLOW_TRACKING_URI": ctx.tracking_uri}
-
-
-def _run_workers(args, ctx, threads: int) -> int:
-    procs = []
-    for i in range(args.workers):
-        procs.append(subprocess.Popen(_worker_argv(args, ctx, i, threads), env=_worker_env(ctx)))
-        time.sleep(0.2)  # stagger the first pops a little
-
-    terminated = []
-
-    def forward(signum, _frame):
-        terminated.append(signum)
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
-
-    previous = signal.signal(signal.SIGTERM, forward)
-    try:
-        codes = [p.wait() for p in procs]
-        if terminated:  # a job scheduler stopped the study: the workers closed their trials; run it again to resume
-            print(TERMINATED, file=sys.stderr)
-            return 143
-    except KeyboardInterrupt:
-        for p in procs:  # the terminal sent SIGINT to the workers too; let them close their trials
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if 2 in codes:
-        return 2
-    return 0 if all(c == 0 for c in codes) else 1
 
 
 def cmd_worker(args) -> int:
