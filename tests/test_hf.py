@@ -84,3 +84,22 @@ def test_offline_it_is_one_line_saying_so(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300).stdout.strip().splitlines()[-1]
     assert out.startswith("AblateError |") and "cannot reach the Hugging Face Hub" in out
+
+
+def test_an_unreachable_hub_is_one_line_at_once(tmp_path, monkeypatch):
+    """Not in offline mode and no network: said in one line before the Hub's client retries for a minute."""
+    import socket
+    import time
+
+    pytest.importorskip("datasets", reason="the optional extra ablate[hf] (datasets) is not installed")
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+
+    def refused(*a, **k):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    started = time.perf_counter()
+    with pytest.raises(AblateError, match="cannot reach the Hugging Face Hub at huggingface.co .*HF_HUB_OFFLINE=1"):
+        prepare("hf:nobody/no-such-corpus", "byte", cache_dir=tmp_path)
+    assert time.perf_counter() - started < 5

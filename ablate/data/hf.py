@@ -22,6 +22,7 @@ from ablate.errors import AblateError
 
 PREFIX = "hf:"
 BATCH = 1000
+HUB_TIMEOUT_S = 5.0  # a Hub that does not take a TCP connection within this is unreachable
 
 
 def is_hf_spec(data: str) -> bool:
@@ -59,6 +60,7 @@ def _load(name: str, config: str | None):
                 raise AblateError(f"hf:{name}: no split {split!r}; it has {', '.join(ds)}; give hf:{name}:SPLIT")
             ds = ds[split]
         return ds
+    _check_hub_reachable(name)
     try:
         return datasets.load_dataset(name, config, split="train")
     except (ConnectionError, TimeoutError) as err:
@@ -69,6 +71,25 @@ def _load(name: str, config: str | None):
         offline = re.search(r"offline|connection|resolve|network|internet|timed out", text, re.I)
         what = "cannot reach the Hugging Face Hub (offline?)" if offline else "cannot load it"
         raise AblateError(f"hf:{name}{':' + config if config else ''}: {what}: {text}") from None
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Offline, the Hub's client retries each request for tens of seconds, printing a line per retry; a
+    TCP probe of the endpoint says it at once. Skipped when offline mode is asked for (the cache then serves)."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=HUB_TIMEOUT_S).close()
+    except OSError as err:
+        raise AblateError(f"hf:{name}: cannot reach the Hugging Face Hub at {endpoint.hostname} (offline? "
+                          f"{err.strerror or err or 'timed out'}); if the dataset is in your Hugging Face cache, set "
+                          f"HF_HUB_OFFLINE=1, or save it with save_to_disk where you are online and pass "
+                          f"hf:/path/to/that/folder") from None
 
 
 def _first_line(err: BaseException) -> str:
