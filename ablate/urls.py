@@ -54,7 +54,6 @@ def check_tracking_uri(uri: str) -> str:
 
 def _check_reachable(uri: str) -> None:
     """A tracking server that refuses connections is said at once: MLflow's client would retry for minutes."""
-    import socket
     from urllib.parse import urlsplit
 
     try:
@@ -62,12 +61,26 @@ def _check_reachable(uri: str) -> None:
         host, port = parts.hostname or "", parts.port or (443 if parts.scheme.lower() == "https" else 80)
     except ValueError as err:  # a port that is not a number, or out of range
         raise AblateError(f"tracking URI {redact(uri)} cannot be read ({err}); write http://host:port") from None
+    problem = unreachable(host, port, parts.scheme)
+    if problem:
+        raise AblateError(f"cannot reach the MLflow tracking server at {redact(uri)} ({problem}); start it (e.g. "
+                          f"mlflow server --backend-store-uri sqlite:///mlflow.db --port {port}) or give another "
+                          "--tracking-uri / MLFLOW_TRACKING_URI") from None
+
+
+def unreachable(host: str, port: int, scheme: str, timeout: float = REACH_TIMEOUT_S) -> str:
+    """Why a TCP connection to ``host:port`` fails ("" when it succeeds, or when a proxy from the environment
+    would carry the request instead: then only the proxy can tell)."""
+    import socket
+    import urllib.request
+
+    if urllib.request.getproxies().get(scheme.lower()) and not urllib.request.proxy_bypass(host):
+        return ""
     try:
-        socket.create_connection((host, port), timeout=REACH_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as err:
-        raise AblateError(f"cannot reach the MLflow tracking server at {redact(uri)} ({err.strerror or err or 'timed out'}); "
-                          f"start it (e.g. mlflow server --backend-store-uri sqlite:///mlflow.db --port {port}) or "
-                          "give another --tracking-uri / MLFLOW_TRACKING_URI") from None
+        return str(err.strerror or err or "timed out")
+    return ""
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:

@@ -170,3 +170,16 @@ def test_a_closed_pipe_does_not_stop_a_run_or_lose_its_results(tmp_path):
                               env=env)
     lister.stdout.close()
     assert lister.wait(timeout=120) == 0 and lister.stderr.read() == b""
+
+
+def test_the_reachability_probe_leaves_proxied_hosts_to_the_proxy(monkeypatch):
+    """Behind HTTP(S)_PROXY only the proxy can reach the server, so a direct TCP probe must not judge it."""
+    from ablate.urls import unreachable
+
+    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    assert "refused" in unreachable("127.0.0.1", 1, "http").lower()
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    assert unreachable("tracking.example", 1, "http") == ""
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert "refused" in unreachable("127.0.0.1", 1, "http").lower()  # bypassed: probed directly

@@ -77,19 +77,20 @@ def _check_hub_reachable(name: str) -> None:
     """Offline, the Hub's client retries each request for tens of seconds, printing a line per retry; a
     TCP probe of the endpoint says it at once. Skipped when offline mode is asked for (the cache then serves)."""
     import os
-    import socket
     from urllib.parse import urlsplit
+
+    from ablate.urls import unreachable
 
     if any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         return
     endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=HUB_TIMEOUT_S).close()
-    except OSError as err:
-        raise AblateError(f"hf:{name}: cannot reach the Hugging Face Hub at {endpoint.hostname} (offline? "
-                          f"{err.strerror or err or 'timed out'}); if the dataset is in your Hugging Face cache, set "
-                          f"HF_HUB_OFFLINE=1, or save it with save_to_disk where you are online and pass "
-                          f"hf:/path/to/that/folder") from None
+    scheme = endpoint.scheme or "https"
+    problem = unreachable(endpoint.hostname or "", endpoint.port or (443 if scheme == "https" else 80), scheme,
+                          timeout=HUB_TIMEOUT_S)
+    if problem:
+        raise AblateError(f"hf:{name}: cannot reach the Hugging Face Hub at {endpoint.hostname} (offline? {problem}); "
+                          f"if the dataset is in your Hugging Face cache, set HF_HUB_OFFLINE=1, or save it with "
+                          f"save_to_disk where you are online and pass hf:/path/to/that/folder")
 
 
 def _first_line(err: BaseException) -> str:
