@@ -41,9 +41,13 @@ class Budget:
         per_step = tokens_per_step if self.kind == "tokens" else flops_per_token * tokens_per_step
         steps = math.floor(self.amount / per_step)
         if steps < 1:  # one step anyway would give every variant the same step, whatever it costs
+            unit = 10 ** max(0, math.floor(math.log10(per_step)) - 2)  # rounded up to 3 figures: enough for a step
+            least = math.ceil(per_step / unit) * unit
+            least = f"{least:.3g}" if least >= 1e6 else str(int(least))
             raise AblateError(f"budget {self.text} is less than one optimizer step of this run, which takes "
-                              f"{per_step:.3g} {self.kind} (batch x row tokens{' x FLOPs per token' if self.kind == 'flops' else ''}); "
-                              f"give at least {per_step:.3g}{self.kind}, or a smaller --batch-size")
+                              f"{per_step:.4g} {self.kind} (batch x accumulation x row tokens"
+                              f"{' x FLOPs per token' if self.kind == 'flops' else ''}); give at least "
+                              f"{least}{self.kind}, or a smaller --batch-size")
         return steps
 
 

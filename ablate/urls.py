@@ -74,7 +74,8 @@ def unreachable(host: str, port: int, scheme: str, timeout: float = REACH_TIMEOU
     import socket
     import urllib.request
 
-    if urllib.request.getproxies().get(scheme.lower()) and not urllib.request.proxy_bypass(host):
+    proxies = urllib.request.getproxies()
+    if (proxies.get(scheme.lower()) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
         return ""
     try:
         socket.create_connection((host, port), timeout=timeout).close()

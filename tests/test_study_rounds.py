@@ -192,3 +192,15 @@ def test_creating_a_local_study_takes_turns(tmp_path):
             order.append("second in")
         thread.join()
         assert order == ["first done", "second in"]
+
+
+@pytest.mark.parametrize("sets,words", [(["budget=1e3flops"], "less than one optimizer step"),
+                                        (["budget=10steps", "warmup=50"], "warmup 50 steps is not shorter")])
+def test_a_budget_no_variant_can_use_is_refused_before_the_study_starts(small_corpus, tmp_path, sets, words):
+    """Under a FLOP budget a costlier variant gets fewer steps: its trial would fail hours into the study."""
+    from ablate.study import preflight
+
+    file = write_study(tmp_path / "pre.toml", small_corpus, name="pre", variants=["baseline", "rope"])
+    with pytest.raises(AblateError, match=f"variant baseline: .*{words}"):
+        preflight(load_study(file, sets=sets))
+    assert preflight(load_study(file)) == 2

@@ -58,11 +58,15 @@ def test_flops_budget_gives_costlier_variants_fewer_steps():
     assert parse_budget("1Mtokens").total_steps(1000, 1.0) == 1000
 
 
-@pytest.mark.parametrize("text,per_step", [("1e3flops", "7.68e+08flops"), ("100tokens", "768tokens")])
-def test_a_budget_below_one_step_is_a_user_error(text, per_step):
-    """It used to train one step anyway: under a FLOP budget every variant then got that one step."""
-    with pytest.raises(AblateError, match=f"less than one optimizer step.*give at least {re.escape(per_step)}"):
-        parse_budget(text).total_steps(768, 1e6)
+@pytest.mark.parametrize("text,tokens,flops,least", [("1e3flops", 768, 1e6, "7.68e+08flops"),
+                                                     ("100tokens", 768, 1.0, "768tokens"),
+                                                     ("1e3flops", 768, 725_800.0, "5.58e+08flops")])
+def test_a_budget_below_one_step_is_a_user_error(text, tokens, flops, least):
+    """It used to train one step anyway: under a FLOP budget every variant then got that one step. The least
+    budget it suggests is rounded up, so it buys one step."""
+    with pytest.raises(AblateError, match=f"less than one optimizer step.*give at least {re.escape(least)}"):
+        parse_budget(text).total_steps(tokens, flops)
+    assert parse_budget(least).total_steps(tokens, flops) == 1
 
 
 def test_schedule_matches_nanogpt():

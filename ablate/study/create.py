@@ -19,8 +19,12 @@ from ablate.study.queue import compare_points, ensure_grid, tune_points
 from ablate.study.spec import StudySpec, compose_variant
 
 def preflight(spec: StudySpec, limit: int = 64) -> int:
-    """Resolve every variant the study will train (dims, data) before anything is created or trained."""
-    from ablate.train import prepare_run
+    """Resolve every variant the study will train (dims, data, its number of steps under the budget, which
+    must hold one step and more than a warmup given in steps) before anything is created or trained."""
+    from ablate.accounting import cost
+    from ablate.model import build_model
+    from ablate.optim import check_warmup
+    from ablate.train import prepare_run, row_width
 
     if spec.protocol == "search":
         candidates = [compose_variant(b, dict(zip(spec.slots, picks))) for b in spec.variants
@@ -29,14 +33,17 @@ def preflight(spec: StudySpec, limit: int = 64) -> int:
         candidates = list(spec.variants)
     seen = list(dict.fromkeys(candidates))[:limit]
     for variant in seen:
-        configs = [spec.config.replace(variant=variant, seed=spec.seeds[0])]
+        configs = [spec.config.replace(**spec.recipes.get(variant, {}), variant=variant, seed=spec.seeds[0])]
         if spec.pretrain is not None:  # pretrain-then-finetune: the pretraining data (decontaminated) too
             from ablate.study.stages import stage1_config
 
             configs.insert(0, stage1_config(spec, variant, spec.seeds[0]))
         for config in configs:
             try:
-                prepare_run(config)
+                resolved, dims, budget, data, _, _ = prepare_run(config)
+                per_step = config.batch_size * config.grad_accum * row_width(data, dims.context)
+                flops = cost(build_model(resolved, dims, device="meta")).flops_per_token
+                check_warmup(config, budget.total_steps(per_step, flops))
             except AblateError as err:
                 raise AblateError(f"{spec.path}: variant {variant}: {err}") from None
     return len(seen)
@@ -135,9 +142,11 @@ def settings_changed(spec, attrs: dict[str, Any]) -> str:
 
 
 def _as_set(identity: dict[str, Any]) -> dict[str, Any]:
-    """A comparison's variants are a set: listing them in another order is the same study."""
-    if identity.get("protocol") != "search" and isinstance(identity.get("variants"), list):
-        return {**identity, "variants": sorted(identity["variants"])}
+    """A comparison's variants are its baseline (listed first) and a set: listing the others in another order is
+    the same study; another baseline is not."""
+    variants = identity.get("variants")
+    if identity.get("protocol") != "search" and isinstance(variants, list) and variants:
+        return {**identity, "variants": [variants[0], *sorted(variants[1:])]}
     return identity
 
 
