@@ -17,6 +17,8 @@ from ablate.cli.console import console
 from ablate.errors import AblateError
 from ablate.format import num
 
+DEFAULT_SAMPLE_TOKENS = 200  # `ablate sample` on a text run, when --tokens is not given
+
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per RunConfig field; defaults stay None so only given flags override the file."""
@@ -197,7 +199,7 @@ def cmd_sample(args) -> int:
     if not prompt:
         raise AblateError("the prompt encodes to no tokens; give a longer --prompt")
     g = torch.Generator().manual_seed(args.seed)
-    out = model.generate(torch.tensor([prompt]), args.tokens, temperature=args.temperature,
+    out = model.generate(torch.tensor([prompt]), args.tokens or DEFAULT_SAMPLE_TOKENS, temperature=args.temperature,
                          top_k=args.top_k, generator=g)
     print(tokenizer.decode(out[0].tolist()))
     return 0
@@ -226,7 +228,7 @@ def _run_dir(args) -> str:
 
 def check_sampling(args) -> None:
     """--tokens >= 1, --temperature finite and > 0, --top-k >= 1: checked before the checkpoint is loaded."""
-    if args.tokens < 1:
+    if args.tokens is not None and args.tokens < 1:
         raise AblateError(f"--tokens must be at least 1, got {args.tokens}; e.g. --tokens 200")
     if not math.isfinite(args.temperature) or args.temperature <= 0:
         raise AblateError(f"--temperature must be a finite number above 0, got {args.temperature}; e.g. --temperature 0.8")
@@ -261,7 +263,8 @@ def add_commands(sub) -> None:
     p.add_argument("--tracking-uri", default=None, help="where to look an MLflow run id up (default $MLFLOW_TRACKING_URI "
                                                         "or sqlite:///mlflow.db)")
     p.add_argument("--prompt", default="", help="text to continue (default: start from the end-of-text token, or token 0)")
-    p.add_argument("--tokens", type=int, default=200, help="tokens to generate (default 200; a task run stops earlier, at its end token or the context)")
+    p.add_argument("--tokens", type=int, default=None, help=f"tokens to generate (default {DEFAULT_SAMPLE_TOKENS}; a task run answers up to its end token or "
+                        "the context unless this is given)")
     p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature, > 0 (default 0.8)")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
