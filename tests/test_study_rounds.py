@@ -114,6 +114,8 @@ def test_a_variant_with_stalled_seeds_is_unstable_never_helps_or_hurts(study):
     rows = {row[0]: row[-1] for row in rounds.table(record, spec.baseline, spec.metric).rows}
     assert rows["rope"] == "unstable: stalled on 3 seed(s)"
     assert record["runs_used"] == len(answered)
+    (stage,) = progress(ctx)  # rope left the test after 3 seeds: its other seeds are not missing
+    assert stage.missing == [] and stage.done == stage.expected == len(answered)
 
 
 def test_a_stalled_baseline_stops_the_sequential_test(study):

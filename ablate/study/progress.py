@@ -58,7 +58,8 @@ def progress(ctx: Context) -> list[Progress]:
                 points, names = compare_points(spec), COMPARE_KEY
                 record = study.user_attrs.get(K_SEQUENTIAL)
                 if record:  # --until-decided: the seeds a decided variant did not need are not missing
-                    points = needed_points(spec, points, record)
+                    ran = {(trial_point(t)["variant"], trial_point(t)["seed"]) for t in by_state[TrialState.COMPLETE]}
+                    points = needed_points(spec, points, record, ran)
             expected = len(points)
             plan = {key_of(p, names) for p in points}
             finished = {key_of(trial_point(t), names) for t in by_state[TrialState.COMPLETE]}
@@ -77,14 +78,22 @@ def progress(ctx: Context) -> list[Progress]:
     return out
 
 
-def needed_points(spec, points: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
+def needed_points(spec, points: list[dict[str, Any]], record: dict[str, Any],
+                  ran: set[tuple[str, int]]) -> list[dict[str, Any]]:
     """An --until-decided study's plan: a decided variant needs the seeds it was decided on, an undecided
-    one every seed of the study, the baseline as many as the variant that needs most."""
+    one every seed of the study, one that left the test as unstable (diverged or stalled seeds) the seeds it
+    ran; the baseline as many as the variant that needs most."""
     from ablate.sequential import UNDECIDED
 
-    decisions = record.get("decisions", {})
-    count = {v: decisions[v]["n"] if v in decisions and decisions[v]["decision"] != UNDECIDED else len(spec.seeds)
-             for v in spec.variants if v != spec.baseline}
+    decisions, unstable = record.get("decisions", {}), {**record.get("diverged", {}), **record.get("stalled", {})}
+    count = {}
+    for v in (v for v in spec.variants if v != spec.baseline):
+        if v in decisions and decisions[v]["decision"] != UNDECIDED:
+            count[v] = decisions[v]["n"]
+        elif v not in decisions and unstable.get(v):
+            count[v] = sum(1 for seed in spec.seeds if (v, seed) in ran)
+        else:
+            count[v] = len(spec.seeds)
     count[spec.baseline] = max(count.values(), default=len(spec.seeds))
     return [p for p in points if p["seed"] in spec.seeds[: count.get(p["variant"], len(spec.seeds))]]
 
