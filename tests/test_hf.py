@@ -100,6 +100,21 @@ def test_an_unreachable_hub_is_one_line_at_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", refused)
     started = time.perf_counter()
-    with pytest.raises(AblateError, match="cannot reach the Hugging Face Hub at huggingface.co .*HF_HUB_OFFLINE=1"):
+    with pytest.raises(AblateError, match="cannot reach the Hugging Face Hub \\(offline\\? huggingface.co: .*HF_HUB_OFFLINE=1"):
         prepare("hf:nobody/no-such-corpus", "byte", cache_dir=tmp_path)
     assert time.perf_counter() - started < 5
+
+
+def test_an_unreachable_hub_falls_back_to_the_cache_in_a_new_process(tmp_path):
+    """A command (datasets not yet imported) that cannot reach the Hub reads datasets' cache in offline mode;
+    a dataset that is not there is one line, at once."""
+    pytest.importorskip("datasets", reason="the optional extra ablate[hf] (datasets) is not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
+    env.update(HF_ENDPOINT="http://127.0.0.1:1", HF_HOME=str(tmp_path / "hf"))  # nothing listens there
+    code = ("import time\nfrom ablate.data import prepare\nt = time.perf_counter()\n"
+            "try:\n    prepare('hf:nobody/no-such-corpus', 'byte', cache_dir='cache')\n"
+            "except Exception as e:\n    print(type(e).__name__, '|', round(time.perf_counter() - t), '|', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300).stdout.strip().splitlines()[-1]
+    kind, seconds, message = out.split(" | ", 2)
+    assert kind == "AblateError" and "not in the Hugging Face cache" in message and int(seconds) < 30, out

@@ -13,7 +13,9 @@ saying which.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,8 +49,12 @@ def _import_datasets():
 
 
 def _load(name: str, config: str | None):
-    datasets = _import_datasets()
     local = Path(name).expanduser()
+    problem = "" if local.is_dir() else _hub_problem()
+    from_cache = bool(problem) and "datasets" not in sys.modules
+    if from_cache:  # the Hub is out of reach: datasets' offline mode serves the dataset from its cache, if there
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    datasets = _import_datasets()
     if local.is_dir():
         try:
             ds = datasets.load_from_disk(str(local))
@@ -60,37 +66,46 @@ def _load(name: str, config: str | None):
                 raise AblateError(f"hf:{name}: no split {split!r}; it has {', '.join(ds)}; give hf:{name}:SPLIT")
             ds = ds[split]
         return ds
-    _check_hub_reachable(name)
+    unreachable_hub = AblateError(
+        f"hf:{name}: cannot reach the Hugging Face Hub (offline? {problem}) and the dataset is not in the Hugging Face "
+        f"cache; load it where you are online (then it is cached, or save it with save_to_disk and pass "
+        f"hf:/path/to/that/folder)")
+    if problem and not from_cache:  # datasets was imported online: it would retry for a minute, a line per retry
+        raise AblateError(f"hf:{name}: cannot reach the Hugging Face Hub (offline? {problem}); if the dataset is in "
+                          f"your Hugging Face cache, set HF_HUB_OFFLINE=1, or save it with save_to_disk where you are "
+                          f"online and pass hf:/path/to/that/folder")
     try:
         return datasets.load_dataset(name, config, split="train")
-    except (ConnectionError, TimeoutError) as err:
-        raise AblateError(f"hf:{name}: cannot reach the Hugging Face Hub (offline? {_first_line(err)}); load it where "
-                          f"you are online, save it with save_to_disk and pass hf:/path/to/that/folder") from None
-    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; offline mode says so in the message
-        text = _first_line(err)
-        offline = re.search(r"offline|connection|resolve|network|internet|timed out", text, re.I)
-        what = "cannot reach the Hugging Face Hub (offline?)" if offline else "cannot load it"
-        raise AblateError(f"hf:{name}{':' + config if config else ''}: {what}: {text}") from None
+    except Exception as err:  # noqa: BLE001 - offline mode raises several kinds for a dataset it does not hold
+        if from_cache:
+            raise unreachable_hub from None
+        raise _load_error(name, config, err) from None
 
 
-def _check_hub_reachable(name: str) -> None:
-    """Offline, the Hub's client retries each request for tens of seconds, printing a line per retry; a
-    TCP probe of the endpoint says it at once. Skipped when offline mode is asked for (the cache then serves)."""
-    import os
+def _load_error(name: str, config: str | None, err: Exception) -> AblateError:
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return AblateError(f"hf:{name}: cannot reach the Hugging Face Hub (offline? {_first_line(err)}); load it where "
+                           f"you are online, save it with save_to_disk and pass hf:/path/to/that/folder")
+    text = _first_line(err)  # datasets raises many kinds; offline mode says so in the message
+    offline = re.search(r"offline|connection|resolve|network|internet|timed out", text, re.I)
+    what = "cannot reach the Hugging Face Hub (offline?)" if offline else "cannot load it"
+    return AblateError(f"hf:{name}{':' + config if config else ''}: {what}: {text}")
+
+
+def _hub_problem() -> str:
+    """Why the Hub cannot be reached ("" when it can, or when offline mode is asked for). Offline, the Hub's
+    client retries each request for tens of seconds, printing a line per retry; a TCP probe says it at once."""
     from urllib.parse import urlsplit
 
     from ablate.urls import unreachable
 
-    if any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
-        return
+    if any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return ""
     endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     scheme = endpoint.scheme or "https"
     problem = unreachable(endpoint.hostname or "", endpoint.port or (443 if scheme == "https" else 80), scheme,
                           timeout=HUB_TIMEOUT_S)
-    if problem:
-        raise AblateError(f"hf:{name}: cannot reach the Hugging Face Hub at {endpoint.hostname} (offline? {problem}); "
-                          f"if the dataset is in your Hugging Face cache, set HF_HUB_OFFLINE=1, or save it with "
-                          f"save_to_disk where you are online and pass hf:/path/to/that/folder")
+    return f"{endpoint.hostname}: {problem}" if problem else ""
 
 
 def _first_line(err: BaseException) -> str:
