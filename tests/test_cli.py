@@ -170,6 +170,10 @@ def test_a_closed_pipe_does_not_stop_a_run_or_lose_its_results(tmp_path):
                               env=env)
     lister.stdout.close()
     assert lister.wait(timeout=120) == 0 and lister.stderr.read() == b""
+    both = subprocess.Popen([sys.executable, "-m", "ablate", "list", "nope"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)  # `2>&1 | head -0`: the error line has no reader
+    both.stdout.close()
+    assert both.wait(timeout=120) == 2
 
 
 def test_the_reachability_probe_leaves_proxied_hosts_to_the_proxy(monkeypatch):

@@ -159,7 +159,7 @@ def test_a_stored_tracking_uri_never_holds_a_password(study, monkeypatch):
 
 
 def test_runs_of_seeds_taken_out_of_the_file_are_counted_apart(study):
-    """seeds = 5, all run, then seeds = 3: "9 done of 9, 6 more finished outside this plan", not "15 done of 9"."""
+    """seeds = 5, all run, then seeds = 3: "9 done of 9, 6 more finished that this plan does not need", not "15 done of 9"."""
     import dataclasses
 
     spec, ctx = study

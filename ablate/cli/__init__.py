@@ -58,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    stdout = sys.stdout
+    stdout, stderr = sys.stdout, sys.stderr
     if not isinstance(stdout, OutlivesItsReader) and not stdout.isatty():
         sys.stdout = OutlivesItsReader(stdout)
+    if not isinstance(stderr, OutlivesItsReader) and not stderr.isatty():  # `ablate run 2>&1 | head`
+        sys.stderr = OutlivesItsReader(stderr)
     try:
         from ablate.plugins import load_file
 
@@ -83,4 +85,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         sys.stdout.flush()  # a closed pipe is dropped here too, not at exit
-        sys.stdout = stdout
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = stdout, stderr

@@ -17,7 +17,7 @@ def echo(text: str) -> None:
 
 
 class OutlivesItsReader:
-    """Standard output that outlives its reader: once the pipe it writes to is closed (``ablate run | head``),
+    """Standard output (or error) that outlives its reader: once the pipe it writes to is closed (``ablate run | head``),
     the rest goes to /dev/null and the command carries on, so a training run is not killed, and its
     results not lost, because its viewer stopped reading."""
 

@@ -326,7 +326,7 @@ def _print_progress(ctx) -> None:
         if p.failed:
             parts.append(f"{p.failed} failed attempt(s)")
         if p.outside:
-            parts.append(f"{p.outside} more finished outside this plan (seeds no longer in it)")
+            parts.append(f"{p.outside} more finished that this plan does not need")
         console.print(f"  {p.stage} [{p.role}]: " + ", ".join(parts), highlight=False, markup=False)
         for t in p.running_trials:
             w = t.user_attrs.get(K_WORKER, {})

@@ -63,9 +63,9 @@ def create(ctx: Context, fresh: bool = False) -> dict[str, Any]:
 @contextmanager
 def _one_at_a_time(storage_url: str):
     """An exclusive lock on a local storage file (flock: independent of SQLite's and Optuna's own locks)."""
-    path = storage_url[len("sqlite:///"):] if storage_url.startswith("sqlite:///") else (
+    path = storage_url[len("sqlite:///"):].split("?", 1)[0] if storage_url.startswith("sqlite:///") else (
         storage_url if "://" not in storage_url else None)
-    if path is None:  # a database server: create the study from one process (docs/studies.md)
+    if not path or path == ":memory:":  # a database server: create the study from one process (docs/studies.md)
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
