@@ -73,11 +73,24 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def fingerprint(self, exclude: tuple[str, ...] = ("device", "out_dir", "cache_dir", "log_every", "compile")) -> str:
-        """A hash of what determines the result (not where it runs)."""
+        """A hash of what determines the result (not where it runs, how often it saves, or how the variant
+        was spelled: ``swiglu+rope`` and ``rope+swiglu`` are one run)."""
+        from ablate.variant import parse_variant
+
         items = {k: v for k, v in self.to_dict().items() if k not in exclude}
         items = {k: v for k, v in items.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
+        items.update({k: v for k, v in NOT_THE_RESULT.items() if k in items})
+        if "variant" in items:
+            try:
+                items["variant"] = parse_variant(self.variant).name  # canonical spellings keep their hash
+            except AblateError:
+                pass  # checked where the run is prepared; a hash of the text meanwhile
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
 
+
+# settings that do not change what is trained: their default stands in for any value, so a run resumes
+# whatever interval it is given (and run directories made at the default keep their names)
+NOT_THE_RESULT = {"checkpoint_every": 0}
 
 # settings added after run directories existed: absent from the fingerprint at their defaults, so
 # existing run directories keep their names

@@ -45,6 +45,17 @@ def test_one_budget_written_differently_is_one_run(typed, kept, cfg):
     assert cfg.replace(budget=typed).fingerprint() == cfg.replace(budget=kept).fingerprint()
 
 
+def test_one_variant_spelled_differently_or_saved_more_often_is_one_run(cfg):
+    """The run directory (so --resume and "finished already") follows the canonical variant, and not how
+    often checkpoints are written: a run killed with --checkpoint-every 100 resumes without it."""
+    same = [("swiglu+rope", "rope+swiglu"), ("gpt2", "baseline"), ("mistral", "rope+rmsnorm+gqa+swiglu(multiple_of=256)+tie=false+bias=false")]
+    for typed, canonical in same:
+        assert cfg.replace(variant=typed).fingerprint() == cfg.replace(variant=canonical).fingerprint(), typed
+    assert cfg.replace(checkpoint_every=100).fingerprint() == cfg.fingerprint()
+    assert cfg.replace(variant="rope").fingerprint() != cfg.fingerprint()
+    assert cfg.replace(eval_points=5).fingerprint() != cfg.fingerprint()  # what is recorded differs
+
+
 @pytest.mark.parametrize("text", ["500", "steps", "-3steps", "0s", "1.5steps", "3 parsecs"])
 def test_bad_budgets(text):
     with pytest.raises(AblateError, match="budget"):

@@ -85,8 +85,11 @@ def cmd_run(args) -> int:
     done = None if args.force else finished_result(config)
     if done is not None:  # the same (config, seed) has finished: report it, train nothing, log nothing
         _report(args, done)
-        print(f"ablate: this run has finished already ({done.run_dir}); its result is above. "
-              "Pass --force to train it again", file=sys.stderr)
+        group = getattr(args, "group", None)
+        where = (f" It stays in the group it was trained in: --group {group} names the group of runs this command "
+                 f"trains, so to have it in {group}, train it again there with --force" if group else
+                 " Pass --force to train it again")
+        print(f"ablate: this run has finished already ({done.run_dir}); its result is above.{where}", file=sys.stderr)
         return 0
     if args.resume and not args.force and os.environ.get("RANK", "0") == "0":
         _say_if_nothing_to_resume(config)
