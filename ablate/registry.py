@@ -162,14 +162,18 @@ def register(
     slot: str,
     name: str,
     *,
-    paper: str,
+    paper: str | None = None,
     options: type = NoOptions,
     provides: tuple[str, ...] | frozenset[str] = (),
     needs: tuple[str, ...] | frozenset[str] = (),
     conflicts: dict[str, str] | None = None,
     summary: str | None = None,
 ) -> Callable[[type], type]:
-    """Class decorator: register a component for ``slot`` under ``name``."""
+    """Class decorator: register a component for ``slot`` under ``name``; ``paper`` (required) names the
+    paper or source it implements, shown by ``ablate list`` and ``describe``."""
+    if not isinstance(paper, str) or not paper.strip():
+        raise TypeError(f"register({slot!r}, {name!r}) needs paper=\"...\": the paper or source the component "
+                        "implements, e.g. paper=\"Zhang & Sennrich 2019, Root Mean Square Layer Normalization\"")
     if slot not in REGISTRIES:
         raise ValueError(f"unknown slot {slot!r}; slots are: {', '.join(SLOTS)}")
     if not dataclasses.is_dataclass(options) or not options.__dataclass_params__.frozen:

@@ -279,6 +279,8 @@ def test_generated_checks_run_on_a_file_plugin(isolated_plugins, monkeypatch):
         ("x = (\n", "syntax error in plugin file"),
         (LOCAL_PLUGIN.replace('"scalenorm"', '"rmsnorm"'), "'rmsnorm' is already registered"),
         (LOCAL_PLUGIN.replace("(Norm)", "(object)"), "does not subclass Norm"),
+        (LOCAL_PLUGIN.replace(', paper="Nguyen & Salazar 2019, Transformers without Tears (ScaleNorm)"', ""),
+         "needs paper="),
     ],
 )
 def test_bad_plugin_files_are_one_line_errors(tmp_path, text, needle, capsys, isolated_plugins):
