@@ -276,6 +276,18 @@ def test_underpowered_warning_states_seeds_needed():
     assert f"{tiny.seeds_needed} seeds" in under[0] or "at least 1000" in under[0]
 
 
+def test_a_variant_equal_to_the_baseline_on_every_seed_is_not_called_underpowered():
+    """Both at the same value on every seed (e.g. 0 accuracy): no "would need 1000 seeds" for a difference of 0."""
+    import dataclasses
+
+    recs = make_records({"baseline": 0.0, "rope": -0.05})
+    recs += [dataclasses.replace(r, run_id=f"same-{r.seed}", variant="same") for r in recs if r.variant == "baseline"]
+    c = build_comparison(recs, "baseline", "val_bpb")
+    assert c.row("same").verdict == stats.NO_EFFECT
+    said = [w for w in c.warnings if w.startswith("same:")]
+    assert len(said) == 1 and "on every seed (difference 0)" in said[0] and "underpowered" not in said[0]
+
+
 def test_single_seed_gives_too_few_seeds():
     c = build_comparison(make_records(seeds=(0,)), "baseline", "val_bpb")
     assert {r.verdict for r in c.rows[1:]} == {stats.TOO_FEW}

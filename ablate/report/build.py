@@ -369,6 +369,10 @@ def build_comparison(
                     f"{v}: only {pr.n} seed(s) paired with the baseline; a paired test needs at "
                     "least 2 (3 or more recommended). No verdict."
                 )
+            elif ver == stats.NO_EFFECT and pr.mean_diff == 0 and pr.sd_diff == 0:
+                warnings.append(f"{v}: the same {metric_name} as the baseline on every seed (difference 0); the "
+                                "metric does not tell them apart here (e.g. both at 0 accuracy): train longer or "
+                                "measure something else")
             elif ver == stats.NO_EFFECT and math.isfinite(pr.sd_diff):
                 needed = stats.seeds_needed(pr.sd_diff, abs(pr.mean_diff), alpha=alpha, power=0.8)
                 if needed > pr.n:
