@@ -70,8 +70,8 @@ class LiveView(Callback):
         resumed = f", resumed at step {run.resumed_from}" if run.resumed_from else ""
         self.console.print(f"[bold]{run.variant_name}[/] seed {run.config.seed} on {run.device}: "
                            f"{run.cost['params']:,} params, budget {run.budget.text} ({steps}){resumed}",
-                           highlight=False)
-        self.console.print(f"run dir: {run.run_dir}", highlight=False, markup=False)
+                           highlight=False, soft_wrap=True)
+        self.console.print(f"run dir: {run.run_dir}", highlight=False, markup=False, soft_wrap=True)  # one line
         if self.interactive:
             self.progress = Progress(BarColumn(bar_width=24), TaskProgressColumn(), TextColumn("{task.fields[info]}"),
                                      console=self.console, transient=True, refresh_per_second=4)

@@ -39,3 +39,14 @@ def test_plain_lines_when_not_a_terminal(small_corpus, tmp_path, capsys):
     assert any("loss" in line and "tok/s" in line for line in lines)  # per-step lines
     assert any("val" in line and "bpb" in line for line in lines)  # per-eval lines
     assert all(len(line) <= 80 for line in lines) and not any("nan" in line for line in lines)
+
+
+def test_the_run_dir_line_is_one_line_for_grep_however_long(tmp_path, capsys):
+    """`ablate run ... | grep 'run dir' | awk '{print $3}'` must find the path on the first match."""
+    from ablate.cli import main
+
+    out = tmp_path / ("a-long-folder-name-" * 6) / "runs"
+    assert main(["run", "--variant", "llama", "--size", "tiny", "--budget", "2steps", "--no-track", "--eval-points", "1",
+                 "--eval-batches", "1", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("run dir:")]
+    assert len(lines) == 2 and all(line.split()[2].startswith(str(out)) and "-seed0-" in line for line in lines)

@@ -68,7 +68,7 @@ def print_summary(result) -> None:
     if result.extra.get("init_from"):
         init = result.extra["init_from"]
         console.print(f"initialised from: {init['run_dir']} ({init['variant']}, seed {init['seed']}, step {init['steps']})")
-    console.print(f"run dir: {result.run_dir}")
+    console.print(f"run dir: {result.run_dir}", highlight=False, markup=False, soft_wrap=True)  # one line for grep
 
 
 def cmd_run(args) -> int:
