@@ -72,19 +72,16 @@ class RunConfig:
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
-    def fingerprint(self, exclude: tuple[str, ...] = ("device", "out_dir", "cache_dir", "log_every", "compile")) -> str:
-        """A hash of what determines the result (not where it runs, how often it saves, or how the variant
-        was spelled: ``swiglu+rope`` and ``rope+swiglu`` are one run)."""
-        from ablate.variant import parse_variant
-
+    def fingerprint(self, exclude: tuple[str, ...] = ("device", "out_dir", "cache_dir", "log_every", "compile"),
+                    variant: str | None = None) -> str:
+        """A hash of what determines the result (not where it runs or how often it saves). ``variant``: the
+        canonical name of ``self.variant`` where the caller has resolved it, so that two spellings of one
+        variant (``swiglu+rope``, ``rope+swiglu``) are one run; canonical spellings keep their hash."""
         items = {k: v for k, v in self.to_dict().items() if k not in exclude}
         items = {k: v for k, v in items.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
         items.update({k: v for k, v in NOT_THE_RESULT.items() if k in items})
-        if "variant" in items:
-            try:
-                items["variant"] = parse_variant(self.variant).name  # canonical spellings keep their hash
-            except AblateError:
-                pass  # checked where the run is prepared; a hash of the text meanwhile
+        if variant is not None and "variant" in items:
+            items["variant"] = variant
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
 
 

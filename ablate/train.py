@@ -110,7 +110,7 @@ class RunResult:
 # ------------------------------------------------------------------------------------- helpers
 def run_dir_for(config: RunConfig, variant_name: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", variant_name)[:80]
-    return Path(config.out_dir) / f"{slug}-seed{config.seed}-{config.fingerprint()}"
+    return Path(config.out_dir) / f"{slug}-seed{config.seed}-{config.fingerprint(variant=variant_name)}"
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -228,7 +228,7 @@ def resume(run: Run) -> None:
     state, device = run.state, run.state.device
     fix = f"start over with --force, or delete {run.checkpoint_path}"
     ckpt = read_checkpoint(run.checkpoint_path, device, fix)
-    if ckpt["fingerprint"] != run.config.fingerprint():
+    if ckpt["fingerprint"] not in (run.config.fingerprint(variant=state.variant_name), run.config.fingerprint()):
         raise AblateError(f"checkpoint in {state.run_dir} belongs to a different configuration; run without --resume")
     load_weights(run.model, ckpt["model"], run.checkpoint_path, fix)
     load_weights(run.optimizer, ckpt["optimizer"], run.checkpoint_path, fix)
@@ -252,7 +252,7 @@ def save_checkpoint(run: Run) -> None:
     payload = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "step": state.step,
                "tokens": state.tokens, "train_seconds": state.train_seconds, "history": run.history,
                "evals": run.eval_rows, "initial_loss": run.initial_loss, "rng_cpu": torch.get_rng_state(),
-               "fingerprint": run.config.fingerprint(), "config": run.config.to_dict()}
+               "fingerprint": run.config.fingerprint(variant=state.variant_name), "config": run.config.to_dict()}
     if state.device.startswith("cuda"):
         payload["rng_cuda"] = torch.cuda.get_rng_state()
     atomic_write(run.checkpoint_path, lambda f: torch.save(payload, f), digests=digest_path(run.checkpoint_path))
