@@ -153,6 +153,8 @@ CASES += [(f"compare-{i}", ["compare", "--no-log", *extra]) for i, extra in enum
     ["--alpha", "nan"], ["--alpha", "-1"], ["--tracking-uri", "nonsense"], ["--tracking-uri", "file:///tmp/mlruns"], ["--where", "budget"], ["--where", "=x"], ["--metric", "foo"],
     ["--bogus"], ["--out", "{root}/a-file", "--tracking-uri", "foo://bar"],
     ["--tracking-uri", "http://127.0.0.1:1"],  # nothing listens: said at once (MLflow would retry for minutes)
+    ["--where", "budget=20steps", "--budget", "30steps"], ["--where", "budget=30steps", "--where", "budget=20steps"],
+    ["--out", "{root}/a-file"],  # before anything is loaded or printed
     ["--tracking-uri", "http://127.0.0.1:99999"],
 ])]
 CASES += [(f"ui-{i}", ["ui", *extra]) for i, extra in enumerate([

@@ -187,3 +187,19 @@ def test_the_reachability_probe_leaves_proxied_hosts_to_the_proxy(monkeypatch):
     assert unreachable("tracking.example", 1, "http") == ""
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     assert "refused" in unreachable("127.0.0.1", 1, "http").lower()  # bypassed: probed directly
+
+
+def test_compare_filters_all_hold_or_say_they_cannot():
+    """--budget and --where (and two --where) on one key: AND, so a clash is an error, not the last one winning."""
+    import argparse
+
+    from ablate.cli.compare import _where
+    from ablate.errors import AblateError
+
+    def args(where=(), **flags):
+        return argparse.Namespace(where=list(where), **{k: flags.get(k) for k in ("budget", "dims", "batch")})
+
+    assert _where(args(["budget=20 steps", "data=abc"], budget="20steps")) == {"budget": "20steps", "data": "abc"}
+    for clash in (args(["budget=20steps"], budget="30steps"), args(["budget=30steps", "budget=20steps"])):
+        with pytest.raises(AblateError, match="both 30steps and 20steps|both 20steps and 30steps"):
+            _where(clash)

@@ -16,11 +16,23 @@ def _where(args) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise AblateError(f"--where takes KEY=VALUE (e.g. --where budget=200steps), got {item!r}")
-        where[key.strip()] = value.strip()
+        _select(where, key.strip(), value.strip(), f"--where {key.strip()}")
     for key in ("budget", "dims", "batch"):
         if getattr(args, key, None):
-            where[key] = getattr(args, key)
+            _select(where, key, getattr(args, key), f"--{key}")
     return where
+
+
+def _select(where: dict[str, str], key: str, value: str, flag: str) -> None:
+    """Filters combine with AND: one key asked for two values selects nothing, which is said, not half-obeyed."""
+    if key == "budget":
+        from ablate.budget import canonical_budget
+
+        value = canonical_budget(value)  # "20 steps" is 20steps
+    if key in where and where[key] != value:
+        raise AblateError(f"{flag}={value} and an earlier filter ask {key} to be both {where[key]} and {value}; "
+                          f"no run is both: give one {key}")
+    where[key] = value
 
 
 def _metric(text: str) -> str:
@@ -43,6 +55,10 @@ def cmd_compare(args) -> int:
     if not (math.isfinite(args.alpha) and 0 < args.alpha < 1):
         raise AblateError(f"--alpha must be between 0 and 1, got {args.alpha}; e.g. --alpha 0.05")
     where = _where(args)  # a malformed --where fails before the store is opened
+    if args.out:
+        from ablate.config import check_folder
+
+        check_folder(args.out, "--out")  # before anything is loaded or printed
     records = load_records(tracking_uri=args.tracking_uri, experiment=args.experiment, group=args.group,
                            run_ids=args.run_ids, metric=args.metric, by_data=args.by_data)
     records = select_records(records, where)
@@ -90,7 +106,8 @@ def add_commands(sub) -> None:
     p.add_argument("--batch", default=None, help="only runs with this batch size x accumulation (e.g. 4x1)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="only runs whose fairness KEY (budget, data, tokenizer, eval_batches, dims, batch) "
-                        "equals VALUE; repeatable")
+                        "equals VALUE, as the runs-used line shows it (data and eval_batches are fingerprints); "
+                        "repeatable, and every filter must hold")
     p.add_argument("--metric", default="val_loss", type=_metric,
                    help="val_loss | val_bpb (lower is better) | a task accuracy: acc, acc_len<L>, acc_longer, "
                         "acc_op_add|sub|mul|div (higher is better)")
