@@ -24,7 +24,9 @@ def _flags(options: dict[str, Any]) -> list[str]:
         if value is None or value is False:
             continue
         if key == "set":
-            for name, setting in dict(value).items():
+            if not isinstance(value, dict):
+                raise TypeError(f"set= takes a dict of study settings, e.g. set={{\"seeds\": 5}}, got {value!r}")
+            for name, setting in value.items():
                 argv += ["--set", f"{name}={json.dumps(setting) if not isinstance(setting, str) else setting}"]
         elif value is True:
             argv.append(flag)

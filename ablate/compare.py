@@ -194,16 +194,40 @@ def default_report_dir(label: str) -> Path:
     return Path("reports") / safe
 
 
+_LOAD_KEYS = ("tracking_uri", "experiment", "group", "run_ids", "by_data")
+_SELECT_KEYS = ("budget", "data", "tokenizer", "eval_batches", "dims", "batch")
+
+
 class _CallableModule(type(sys)):  # ``from ablate import compare; compare(group="my-runs")`` gives verdicts
-    def __call__(self, records: list[RunRecord] | None = None, *, baseline: str | None = None,
+    def __call__(self, records: list[RunRecord] | str | None = None, *, baseline: str | None = None,
                  metric: str = "val_loss", alpha: float = 0.05, **where) -> Comparison:
-        """The verdict table over ``records``, or over the tracked runs ``load_records(**where)`` finds
-        (``group=``, ``experiment=``, ``tracking_uri=``, ``run_ids=``)."""
+        """The verdict table over ``records`` (a list of ``RunRecord``, or a group's name), or over the tracked
+        runs ``load_records`` finds with ``group=``, ``experiment=``, ``tracking_uri=``, ``run_ids=``,
+        ``by_data=``; ``budget=``, ``data=``, ``tokenizer=``, ``eval_batches=``, ``dims=``, ``batch=`` select
+        the runs whose fairness setting has that value (as ``ablate compare --where``)."""
+        unknown = sorted(set(where) - set(_LOAD_KEYS) - set(_SELECT_KEYS))
+        if unknown:
+            raise TypeError(f"compare() got unexpected keyword argument(s) {', '.join(unknown)}; it takes "
+                            f"baseline, metric, alpha, {', '.join(_LOAD_KEYS)} and {', '.join(_SELECT_KEYS)}")
+        if not (baseline is None or isinstance(baseline, str)):
+            raise TypeError(f"compare(baseline=...) takes a variant's name, got {baseline!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+            raise AblateError(f"alpha must be a number between 0 and 1, got {alpha!r}; e.g. alpha=0.05")
+        if isinstance(where.get("run_ids"), str):
+            where["run_ids"] = [where["run_ids"]]  # one id, not its characters
+        if isinstance(records, str):
+            if "group" in where:
+                raise TypeError("compare() got a group twice: as its first argument and as group=")
+            records, where["group"] = None, records
+        load = {k: v for k, v in where.items() if k in _LOAD_KEYS}
+        select = {k: str(v) for k, v in where.items() if k in _SELECT_KEYS}
         if records is None:
-            records = load_records(metric=metric, **where)
-        elif where:
+            records = load_records(metric=metric, **load)
+        elif load:
             raise TypeError("give records, or where to load them from (group=, experiment=, ...), not both")
-        return compare(records, baseline=baseline, metric=metric, alpha=alpha)
+        elif not all(isinstance(r, RunRecord) for r in records):
+            raise TypeError("compare() takes a list of RunRecord (from ablate.compare.load_records), or a group's name")
+        return compare(select_records(records, select), baseline=baseline, metric=metric, alpha=float(alpha))
 
 
 sys.modules[__name__].__class__ = _CallableModule

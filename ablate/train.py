@@ -491,8 +491,9 @@ class _CallableModule(type(json)):  # a module type: ``from ablate import train;
             from ablate.config import make_config
 
             config = make_config(None, **settings)
-        elif settings:
-            raise TypeError("give a RunConfig or settings as keywords, not both")
+        elif settings or not isinstance(config, RunConfig):
+            raise TypeError("train() takes a RunConfig, a variant and settings as keywords (train(\"rope\", budget="
+                            "\"100steps\")), or settings alone; not both, and not a " + type(config).__name__)
         return train(config, callbacks, resume=resume)
 
 

@@ -1,5 +1,9 @@
 """The Python API: `from ablate import train, compare` are things you call."""
 
+from pathlib import Path
+
+import pytest
+
 import ablate
 from ablate import RunConfig, compare, parse_variant, train
 from ablate.report import RunRecord
@@ -64,3 +68,28 @@ def test_run_study_refuses_a_report_it_cannot_give_before_training(tmp_path):
     with pytest.raises(AblateError, match="pass report=False"):
         ablate.run_study(pretrain, state_dir=tmp_path / "state")
     assert not (tmp_path / "state").exists()  # nothing was trained or created
+
+
+def test_the_api_says_what_it_takes_when_called_wrongly(tmp_path):
+    """Wrong arguments to the library are clear errors naming the function's own arguments, not failures deep
+    inside (an AttributeError on a str, a TypeError from load_records, a dict's characters as run ids)."""
+    from ablate import compare, train
+    from ablate.api import _flags
+    from ablate.errors import AblateError
+
+    with pytest.raises(TypeError, match=r"compare\(\) got unexpected keyword argument\(s\) foo"):
+        compare(group="g", foo=1)
+    with pytest.raises(AblateError, match="alpha must be a number between 0 and 1"):
+        compare(group="g", alpha="x")
+    with pytest.raises(TypeError, match="takes a variant's name"):
+        compare(group="g", baseline=123)
+    with pytest.raises(TypeError, match="a group twice"):
+        compare("g", group="h")
+    with pytest.raises(TypeError, match="not a dict"):
+        train({"variant": "rope"})
+    with pytest.raises(TypeError, match="set= takes a dict"):
+        _flags({"set": "seeds=2"})
+    with pytest.raises(AblateError, match="did you mean 'seeds'"):
+        from ablate.study import load_study
+
+        load_study(Path(__file__).parents[1] / "studies" / "quickstart.toml", sets=["sedes=2"])

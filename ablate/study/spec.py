@@ -310,9 +310,15 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
             if table == "train" and key in TOP_CONFIG:
                 raise _fail(path, dotted, f"put {key} at the top level of the file, not in [train]")
             values[key] = _config_value(path, dotted, key, value)
+    run_settings = {f.name for f in dataclasses.fields(RunConfig)}
     for key, value in overrides.items():
         if key in PER_TRIAL:
-            raise AblateError(f"--set {key}: {key} is set by the study for every trial")
+            raise AblateError(f"--set {key}: {key} is set by the study for every trial; "
+                              + ("give how many with --set seeds=N" if key == "seed" else "list the variants in the study file"))
+        if key not in run_settings:  # suggest among what --set takes: the run's settings and seeds
+            close = difflib.get_close_matches(key, [*sorted(run_settings - set(PER_TRIAL)), "seeds"], n=1)
+            raise AblateError(f"--set {key}: unknown setting{f'; did you mean {close[0]!r}?' if close else ''} "
+                              f"(--set takes seeds and a run's settings: see `ablate run --help`)")
         values[key] = _config_value("--set", key, key, value)
     values.setdefault("out_dir", str(Path("runs") / "studies" / (name or file_name + ("-gpu" if gpu else ""))))
     try:
