@@ -147,3 +147,18 @@ def test_every_finished_run_measures_its_decode_speed(small_corpus, tmp_path, mo
                                       batch_size=2, eval_points=1, eval_batches=1, seed=2,
                                       out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache")))
     assert plugin_like.status == "finished" and "decode_tokens_per_s" not in plugin_like.extra
+
+
+def test_compile_with_a_short_warmup_is_warned_about(tmp_path, capsys, monkeypatch):
+    """Compilation spans the first steps: timed from step 1 it reads as a 1-second step."""
+    from ablate.bench import train as bench_train
+
+    monkeypatch.setattr(bench_train, "run_train", lambda *a, **k: (_ for _ in ()).throw(SystemExit(0)))
+    with pytest.raises(SystemExit):
+        main(["bench", "train", "--size", "tiny", "--compile", "--warmup", "1", "--out", str(tmp_path / "t.json")])
+    assert "--compile with --warmup 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "train", "--size", "tiny", "--compile", "--warmup", "3", "--out", str(tmp_path / "t.json")])
+    assert "warning" not in capsys.readouterr().err
+    assert main(["bench", "mixers", "--width", "0", "--out", str(tmp_path / "m.png")]) == 2
+    assert "must be at least 1" in capsys.readouterr().err

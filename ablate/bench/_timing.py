@@ -49,7 +49,10 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 
 
 def check_dims(d_model: int, n_heads: int) -> None:
-    if d_model <= 0 or n_heads <= 0 or d_model % n_heads:
+    if d_model < 1 or n_heads < 1:
+        raise AblateError(f"width and heads must be at least 1, got width {d_model} and {n_heads} heads; "
+                          "e.g. --width 128 --heads 4")
+    if d_model % n_heads:
         raise AblateError(f"width {d_model} is not divisible by {n_heads} heads; pick dims that divide")
 
 

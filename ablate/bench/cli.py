@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ablate.cli.console import console
@@ -136,6 +137,9 @@ def cmd_bench_attention(args) -> int:
     return 0
 
 
+COMPILE_WARMUP = 3  # steps torch.compile needs before the step is steady (forward, backward, optimizer graphs)
+
+
 def cmd_bench_train(args) -> int:
     from ablate.bench import train as bench_train
     from ablate.bench._timing import pick_device, torch_threads
@@ -144,6 +148,9 @@ def cmd_bench_train(args) -> int:
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise AblateError("need --steps >= 1, --warmup >= 0 and --batch-size >= 1")
     variants, out, device = _variants(args.variants), _out(args.out), pick_device(args.device)
+    if args.compile and args.warmup < COMPILE_WARMUP:  # compilation spans the first steps: they are not steady
+        print(f"ablate: warning: --compile with --warmup {args.warmup}: compiling takes the first {COMPILE_WARMUP} "
+              f"steps, so the timed steps include it; give --warmup {COMPILE_WARMUP} or more", file=sys.stderr)
     with torch_threads(args.threads) as threads:
         setup = {"size": args.size, "context": args.context or get_size(args.size).context,
                  "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "dtype": args.dtype,
