@@ -148,7 +148,9 @@ def test_user_mistakes_are_one_line_with_exit_2(runs, tmp_path, capsys, monkeypa
     run_dir = runs("baseline")
     out = tmp_path / "hf"
     assert main(["export", str(tmp_path / "nowhere"), "--to", "hf", str(out)]) == 2
-    _one_line_error(capsys, "no checkpoint in")
+    _one_line_error(capsys, "no run directory")
+    assert main(["export", "deadbeef", "--to", "hf", str(out)]) == 2  # neither a folder nor a run id
+    _one_line_error(capsys, "not an MLflow run id, which is 32 hex characters")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     assert main(["export", "0" * 32, "--to", "hf", str(out)]) == 2
     _one_line_error(capsys, f"export {'0' * 32}: ")  # no such run, or no store yet: either way one line

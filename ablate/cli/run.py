@@ -219,8 +219,11 @@ def _run_dir(args) -> str:
     the checkpoint is downloaded when the run's folder is not on this machine)."""
     from ablate.init_from import RUN_ID, resolve_parent
 
-    if Path(args.run).exists() or not RUN_ID.match(args.run.strip()):
+    if Path(args.run).exists():
         return args.run
+    if not RUN_ID.match(args.run.strip()):
+        raise AblateError(f"no run directory {args.run} (and it is not an MLflow run id, which is 32 hex characters); "
+                          "pass the run directory printed by `ablate run`, or its MLflow run id")
     if args.tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     try:
