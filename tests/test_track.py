@@ -206,7 +206,7 @@ def test_compare_refuses_a_mixed_store_and_selects_a_group(mlflow_uri, small_cor
     assert main(["compare", "--tracking-uri", mlflow_uri, "--experiment", "t-mixed", "--no-log", "--budget", "10steps",
                  "--out", str(tmp_path / "rep")]) == 0
     out = capsys.readouterr().out
-    assert "runs used: 1 runs, 1 variants x 1 seeds (0), budget 10steps" in out
+    assert "runs used: 1 run, 1 variant x 1 seed (0), budget 10steps" in out
     assert "budget 10steps" in (tmp_path / "rep" / "report.md").read_text()
 
 

@@ -223,6 +223,10 @@ def _method_sentence(c: Comparison) -> str:
 
 
 
+def _many(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 def comparison_header(comparison: Comparison, records: Sequence[RunRecord]) -> str:
     """What the compared runs were, read from the runs themselves (not from a study file): runs,
     variants, seeds, and the budget, dims, batch, data and tokenizer they were trained with."""
@@ -230,7 +234,11 @@ def comparison_header(comparison: Comparison, records: Sequence[RunRecord]) -> s
     variants = {r.variant for r in used}
     seeds = sorted({r.seed for r in used})
     shown = ", ".join(str(s) for s in seeds[:12]) + (" …" if len(seeds) > 12 else "")
-    text = f"{len(used)} runs, {len(variants)} variants x {len(seeds)} seeds ({shown})"
+    per_variant = {v: len({r.seed for r in used if r.variant == v}) for v in variants}
+    grid = set(per_variant.values()) == {len(seeds)}  # every variant has every seed
+    counts = (f"{_many(len(variants), 'variant')} x {_many(len(seeds), 'seed')}" if grid else
+              f"{_many(len(variants), 'variant')}, {min(per_variant.values())}-{max(per_variant.values())} seeds each")
+    text = f"{_many(len(used), 'run')}, {counts} ({shown})"
 
     def values(key: str) -> str:
         found = sorted({r.fairness.get(key, "<not recorded>") for r in used})
