@@ -206,3 +206,24 @@ def test_a_budget_no_variant_can_use_is_refused_before_the_study_starts(small_co
     with pytest.raises(AblateError, match=f"variant baseline: .*{words}"):
         preflight(load_study(file, sets=sets))
     assert preflight(load_study(file)) == 2
+
+
+def test_a_queued_trial_survives_a_sampled_one_on_its_grid():
+    """Two workers: one asks just as the other pops the last queued trial, so Optuna samples a grid point; the
+    next queued trial then failed after training (GridSampler.after_trial: KeyError 'grid_id'), exit 1."""
+    import warnings
+
+    import optuna
+
+    from ablate.study.queue import make_sampler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(sampler=make_sampler("grid", 0, 0, {"variant": ["baseline", "rope"]}))
+        sampled = study.ask()  # the race: no queued trial left when this worker asked
+        sampled.suggest_categorical("variant", ["baseline", "rope"])
+        study.tell(sampled, 3.0)
+        study.enqueue_trial({"variant": "baseline"})
+        study.optimize(lambda t: 3.0 + 0 * len(t.suggest_categorical("variant", ["baseline", "rope"])), n_trials=1,
+                       catch=())
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]

@@ -107,11 +107,27 @@ def ensure_grid(study, spec: StudySpec, role: str, points: list[dict[str, Any]],
     return added
 
 
+def _queued_grid_sampler(space: dict):
+    """Optuna's GridSampler for a stage whose points are queued trials (fixed params, no ``grid_id``). Its
+    ``after_trial`` reads the finished trial's ``grid_id`` once a single grid point is left unvisited, which a
+    worker's sampled trial (asked for just as another worker popped the last queued one) brings about: a
+    queued trial then failed with ``KeyError: 'grid_id'`` after training, and the study exited 1. A queued
+    trial has nothing for the grid to track."""
+    import optuna
+
+    class QueuedGridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            if "grid_id" in trial.system_attrs:
+                super().after_trial(study, trial, state, values)
+
+    return QueuedGridSampler(space, seed=0)
+
+
 def make_sampler(name: str, seed: int, startup: int, space: dict | None = None):
     import optuna
 
     if name == "grid":
-        return optuna.samplers.GridSampler(space, seed=0)
+        return _queued_grid_sampler(space)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":
