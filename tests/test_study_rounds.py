@@ -206,6 +206,11 @@ def test_a_budget_no_variant_can_use_is_refused_before_the_study_starts(small_co
     with pytest.raises(AblateError, match=f"variant baseline: .*{words}"):
         preflight(load_study(file, sets=sets))
     assert preflight(load_study(file)) == 2
+    from ablate.cli import main
+
+    state = tmp_path / "state"
+    assert main(["study", "run", str(file), "--state-dir", str(state), *[f"--set={s}" for s in sets]]) == 2
+    assert not list(state.glob("*.journal"))  # refused before anything was made: no empty journal left behind
 
 
 def test_a_queued_trial_survives_a_sampled_one_on_its_grid():

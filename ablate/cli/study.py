@@ -220,8 +220,15 @@ def cmd_run(args) -> int:
         console.print(f"  until decided: seeds in rounds of {', '.join(map(str, design.looks))} (group-sequential "
                       "paired t-test; see docs/sequential.md)", highlight=False, markup=False)
     started = time.perf_counter()
+    journal = Path(ctx.storage_url) if "://" not in ctx.storage_url else None
+    fresh_journal = journal is not None and not journal.exists()
     _ = ctx.storage  # a wrong --storage fails before any data is prepared
-    preflight(spec)
+    try:
+        preflight(spec)
+    except AblateError:
+        if fresh_journal and journal.exists() and journal.stat().st_size == 0:
+            journal.unlink()  # nothing was created: leave no empty journal behind
+        raise
     ctx.spec = rounds.first_round(spec, design) if design is not None else spec
     create(ctx, fresh=args.fresh)
     ctx.spec = spec
