@@ -232,3 +232,17 @@ def test_a_queued_trial_survives_a_sampled_one_on_its_grid():
         study.optimize(lambda t: 3.0 + 0 * len(t.suggest_categorical("variant", ["baseline", "rope"])), n_trials=1,
                        catch=())
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_a_diverged_variant_needs_only_the_seeds_it_ran():
+    """The record counts diverged and stalled seeds per variant, zeros included: a variant's zero stalls must
+    not hide its divergences (merging the two counts did)."""
+    from types import SimpleNamespace
+
+    from ablate.study.progress import needed_points
+
+    spec = SimpleNamespace(variants=("baseline", "rope"), baseline="baseline", seeds=(0, 1, 2, 3, 4))
+    points = [{"variant": v, "seed": s} for v in spec.variants for s in spec.seeds]
+    record = {"decisions": {}, "diverged": {"baseline": 0, "rope": 2}, "stalled": {"baseline": 0, "rope": 0}}
+    ran = {(v, s) for v in spec.variants for s in range(3)}
+    assert sorted((p["variant"], p["seed"]) for p in needed_points(spec, points, record, ran)) == sorted(ran)

@@ -11,7 +11,7 @@ from ablate.format import short
 from ablate.metrics import lower_is_better
 from ablate.study.context import Context, study_role, tune_study_name
 from ablate.study.keys import K_RUN, K_SKIP
-from ablate.study.rounds import K_SEQUENTIAL
+from ablate.study.rounds import K_SEQUENTIAL, unstable_in
 from ablate.study.queue import COMPARE_KEY, TUNE_KEY, active_trials, compare_points, key_of, trial_point, tune_points
 
 @dataclass
@@ -85,12 +85,12 @@ def needed_points(spec, points: list[dict[str, Any]], record: dict[str, Any],
     ran; the baseline as many as the variant that needs most."""
     from ablate.sequential import UNDECIDED
 
-    decisions, unstable = record.get("decisions", {}), {**record.get("diverged", {}), **record.get("stalled", {})}
+    decisions, unstable = record.get("decisions", {}), unstable_in(record)
     count = {}
     for v in (v for v in spec.variants if v != spec.baseline):
         if v in decisions and decisions[v]["decision"] != UNDECIDED:
             count[v] = decisions[v]["n"]
-        elif v not in decisions and unstable.get(v):
+        elif v not in decisions and v in unstable:
             count[v] = sum(1 for seed in spec.seeds if (v, seed) in ran)
         else:
             count[v] = len(spec.seeds)

@@ -145,9 +145,14 @@ def table(record: dict[str, Any], baseline: str, metric: str):
         cells.add(variant, look["n"], num(look["mean"], 4, sign=True),
                   f"[{num(look['ci_low'], 4, sign=True)}, {num(look['ci_high'], 4, sign=True)}]",
                   f"{look['level']:.3g}", verdict)
-    counts = {"diverged": record["diverged"], "stalled": record.get("stalled", {})}  # older records: diverged only
-    for variant in dict.fromkeys([*counts["diverged"], *counts["stalled"]]):
-        why = _unstable_text(counts, variant)
-        if why and variant not in record["decisions"] and variant != baseline:
+    for variant, why in unstable_in(record).items():
+        if variant not in record["decisions"] and variant != baseline:
             cells.add(variant, "—", "—", "—", "—", f"unstable: {why}")
     return cells
+
+
+def unstable_in(record: dict[str, Any]) -> dict[str, str]:
+    """The variants a saved sequential record found unstable, with why (``diverged on 2 seed(s)``)."""
+    counts = {"diverged": record["diverged"], "stalled": record.get("stalled", {})}  # older records: diverged only
+    whys = {v: _unstable_text(counts, v) for v in dict.fromkeys([*counts["diverged"], *counts["stalled"]])}
+    return {v: why for v, why in whys.items() if why}
