@@ -54,28 +54,33 @@ def check_tracking_uri(uri: str) -> str:
 
 def _check_reachable(uri: str) -> None:
     """A tracking server that refuses connections is said at once: MLflow's client would retry for minutes."""
-    from urllib.parse import urlsplit
-
     try:
-        parts = urlsplit(uri)
-        host, port = parts.hostname or "", parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        problem = unreachable(uri)
     except ValueError as err:  # a port that is not a number, or out of range
         raise AblateError(f"tracking URI {redact(uri)} cannot be read ({err}); write http://host:port") from None
-    problem = unreachable(host, port, parts.scheme)
     if problem:
         raise AblateError(f"cannot reach the MLflow tracking server at {redact(uri)} ({problem}); start it (e.g. "
-                          f"mlflow server --backend-store-uri sqlite:///mlflow.db --port {port}) or give another "
-                          "--tracking-uri / MLFLOW_TRACKING_URI") from None
+                          f"mlflow server --backend-store-uri sqlite:///mlflow.db --port {_host_port(uri)[1]}) or "
+                          "give another --tracking-uri / MLFLOW_TRACKING_URI") from None
 
 
-def unreachable(host: str, port: int, scheme: str, timeout: float = REACH_TIMEOUT_S) -> str:
-    """Why a TCP connection to ``host:port`` fails ("" when it succeeds, or when a proxy from the environment
-    would carry the request instead: then only the proxy can tell)."""
+def _host_port(url: str) -> tuple[str, int]:
+    """An http(s) URL's host and port (the scheme's default when none is written); ValueError for a bad port."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme.lower() == "https" else 80)
+
+
+def unreachable(url: str, timeout: float = REACH_TIMEOUT_S) -> str:
+    """Why a TCP connection to an http(s) ``url``'s host fails ("" when it succeeds, or when a proxy from the
+    environment would carry the request instead: then only the proxy can tell)."""
     import socket
     import urllib.request
 
+    host, port = _host_port(url)
     proxies = urllib.request.getproxies()
-    if (proxies.get(scheme.lower()) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
+    if (proxies.get(url.split(":", 1)[0].lower()) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
         return ""
     try:
         socket.create_connection((host, port), timeout=timeout).close()

@@ -182,11 +182,11 @@ def test_the_reachability_probe_leaves_proxied_hosts_to_the_proxy(monkeypatch):
 
     for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(key, raising=False)
-    assert "refused" in unreachable("127.0.0.1", 1, "http").lower()
+    assert "refused" in unreachable("http://127.0.0.1:1").lower()
     monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
-    assert unreachable("tracking.example", 1, "http") == ""
+    assert unreachable("http://tracking.example:1") == ""
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    assert "refused" in unreachable("127.0.0.1", 1, "http").lower()  # bypassed: probed directly
+    assert "refused" in unreachable("http://127.0.0.1:1").lower()  # bypassed: probed directly
 
 
 def test_compare_filters_all_hold_or_say_they_cannot():

@@ -101,11 +101,9 @@ def _hub_problem() -> str:
 
     if any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         return ""
-    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    scheme = endpoint.scheme or "https"
-    problem = unreachable(endpoint.hostname or "", endpoint.port or (443 if scheme == "https" else 80), scheme,
-                          timeout=HUB_TIMEOUT_S)
-    return f"{endpoint.hostname}: {problem}" if problem else ""
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    problem = unreachable(endpoint, timeout=HUB_TIMEOUT_S)
+    return f"{urlsplit(endpoint).hostname}: {problem}" if problem else ""
 
 
 def _first_line(err: BaseException) -> str:
