@@ -66,20 +66,24 @@ def _load(name: str, config: str | None):
                 raise AblateError(f"hf:{name}: no split {split!r}; it has {', '.join(ds)}; give hf:{name}:SPLIT")
             ds = ds[split]
         return ds
-    unreachable_hub = AblateError(
-        f"hf:{name}: cannot reach the Hugging Face Hub (offline? {problem}) and the dataset is not in the Hugging Face "
-        f"cache; load it where you are online (then it is cached, or save it with save_to_disk and pass "
-        f"hf:/path/to/that/folder)")
     if problem and not from_cache:  # datasets was imported online: it would retry for a minute, a line per retry
-        raise AblateError(f"hf:{name}: cannot reach the Hugging Face Hub (offline? {problem}); if the dataset is in "
-                          f"your Hugging Face cache, set HF_HUB_OFFLINE=1, or save it with save_to_disk where you are "
-                          f"online and pass hf:/path/to/that/folder")
+        raise _unreachable_hub(name, problem, cache_read=False)
     try:
         return datasets.load_dataset(name, config, split="train")
     except Exception as err:  # noqa: BLE001 - offline mode raises several kinds for a dataset it does not hold
         if from_cache:
-            raise unreachable_hub from None
+            raise _unreachable_hub(name, problem, cache_read=True) from None
         raise _load_error(name, config, err) from None
+
+
+def _unreachable_hub(name: str, problem: str, cache_read: bool) -> AblateError:
+    """The Hub is out of reach; ``cache_read``: the dataset was looked for in the cache, and is not there."""
+    head = f"hf:{name}: cannot reach the Hugging Face Hub (offline? {problem})"
+    if cache_read:
+        return AblateError(f"{head} and the dataset is not in the Hugging Face cache; load it where you are online "
+                           f"(then it is cached, or save it with save_to_disk and pass hf:/path/to/that/folder)")
+    return AblateError(f"{head}; if the dataset is in your Hugging Face cache, set HF_HUB_OFFLINE=1, or save it "
+                       f"with save_to_disk where you are online and pass hf:/path/to/that/folder")
 
 
 def _load_error(name: str, config: str | None, err: Exception) -> AblateError:
