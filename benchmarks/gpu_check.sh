@@ -56,6 +56,8 @@ limit 45 "$PY" -m ablate bench train --size "$SIZE" --variants baseline --dtype 
 step "decoding: MHA vs GQA vs MQA"
 limit 60 "$PY" -m ablate bench decode --size "$SIZE" --variants baseline,"gqa(kv_heads=4)",mqa,lstm,gru --batch 8 \
     --prompt "$PROMPT" --new-tokens "$NEW" --out "$OUT/decode-$SIZE.json"
+limit 60 "$PY" -m ablate bench decode --size "$SIZE" --variants baseline,"gqa(kv_heads=4)",mqa,lstm,gru --batch 8 \
+    --prompt "$PROMPT" --new-tokens "$NEW" --dtype bfloat16 --out "$OUT/decode-$SIZE-bf16.json"
 
 step "token mixers vs context"
 limit 60 "$PY" -m ablate bench mixers --contexts "$CONTEXTS" --width 768 --heads 12 --batch-tokens 16384 \

@@ -42,6 +42,22 @@ def test_decode_bench_measures_the_cache_each_token_keeps():
     assert mha.prefill_tokens_per_s > 0 and mha.decode_tokens_per_s > 0
 
 
+def test_decode_bench_in_bfloat16_keeps_a_bfloat16_cache(tmp_path, capsys):
+    """--dtype bfloat16 decodes under autocast with caches of that dtype: half float32's bytes per token,
+    and the same greedy tokens' worth of work for every kind of mixer."""
+    out = tmp_path / "decode.json"
+    assert main(["bench", "decode", "--size", "tiny", "--variants", "baseline,gqa(kv_heads=2),alibi,lstm", "--prompt",
+                 "4", "--new-tokens", "4", "--repeats", "1", "--dtype", "bfloat16", "--out", str(out)]) == 0
+    assert "bfloat16 autocast and cache" in capsys.readouterr().out
+    numbers = json.loads(out.read_text())
+    assert numbers["setup"]["dtype"] == "bfloat16"
+    kv = [r["cache_bytes_per_token"] for r in numbers["results"]]
+    fp32 = bench_decode.bench_variant("baseline", size="tiny", prompt=4, new_tokens=4, repeats=1,
+                                      device=torch.device("cpu"))
+    assert kv[:3] == [fp32.cache_bytes_per_token / 2, fp32.cache_bytes_per_token / 4, fp32.cache_bytes_per_token / 2]
+    assert kv[3] == 0 and numbers["results"][3]["state_bytes_per_sequence"] > 0
+
+
 def test_a_size_with_its_own_vocabulary_is_benched_at_that_vocabulary():
     """gpt2-small is GPT-2's 124,439,808 parameters (50,257 tokens), not a 65-character model."""
     r = bench_decode.bench_variant("gpt2", size="gpt2-small", prompt=1, new_tokens=1, repeats=1,
@@ -67,7 +83,7 @@ def test_bench_commands_write_their_numbers(tmp_path, capsys):
 
 @pytest.mark.parametrize("dtype, matmuls", [("auto", "float32"), ("float32", "float32"), ("bfloat16", "bfloat16")])
 def test_every_run_reports_mfu_against_a_peak_measured_in_the_process(dtype, matmuls, small_corpus, tmp_path,
-                                                                     monkeypatch):
+                                                                     monkeypatch, capsys):
     """MFU divides by the peak of the type the run's matmuls run in (auto is float32 on the CPU), probed when
     the run starts and again when it ends."""
     import ablate.train as trainer
@@ -81,6 +97,11 @@ def test_every_run_reports_mfu_against_a_peak_measured_in_the_process(dtype, mat
     assert asked == [("cpu", matmuls)] * 2
     assert result.extra["peak_flops"] == 1e11
     assert result.extra["mfu"] == result.cost["flops_per_token"] * result.tokens_per_s / 1e11
+    if dtype == "auto":  # the summary names the peak it divided by (on a known GPU in bf16: its data sheet's)
+        from ablate.cli.run import print_summary
+
+        print_summary(result)
+        assert "MFU (per device, of 100.0GFLOP/s)" in capsys.readouterr().out
 
 
 def test_the_run_peak_is_the_best_probe_of_the_process(monkeypatch):

@@ -207,3 +207,10 @@ def test_bench_commands(tmp_path):
                  "--out", str(tmp_path / "a.json")]) == 0
     with pytest.raises(AblateError, match="WIDTHxHEADSxCONTEXT"):
         _cli(["bench", "attention", "--sizes", "16x2"])
+
+
+def test_mixer_plot_labels_ticks_below_one():
+    """A GPU's µs/token falls below 1: its log axis read 0 at 0.5 (labels rounded to whole numbers)."""
+    from ablate.bench.mixers import tick_label
+
+    assert [tick_label(v) for v in (0.2, 0.5, 1, 2, 5000, 2_000_000)] == ["0.2", "0.5", "1", "2", "5,000", "2,000,000"]

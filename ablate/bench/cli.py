@@ -5,6 +5,7 @@
     ablate bench attention [--sizes 64x4x128,128x4x256,...] [--batch 8] [--threads N] [--out FILE.json]
     ablate bench train [--variants baseline,rope,...] [--size cpu] [--steps 30] [--dtype bfloat16] [--threads N]
     ablate bench decode [--variants baseline,gqa(kv_heads=2),mqa] [--size cpu] [--prompt 32] [--new-tokens 32]
+                        [--dtype bfloat16]
 
 Each prints a table and writes a JSON file of the numbers (and, for mixers, the plot).
 """
@@ -172,11 +173,13 @@ def cmd_bench_decode(args) -> int:
     variants, out, device = _variants(args.variants), _out(args.out), pick_device(args.device)
     with torch_threads(args.threads) as threads:
         results = [bench_decode.bench_variant(v, size=args.size, batch=args.batch, prompt=args.prompt,
-                                              new_tokens=args.new_tokens, repeats=args.repeats, device=device)
+                                              new_tokens=args.new_tokens, repeats=args.repeats, dtype=args.dtype,
+                                              device=device)
                    for v in variants]
-        console.print(bench_decode.table(results, device, args.batch, args.prompt, args.new_tokens).to_rich())
+        console.print(bench_decode.table(results, device, args.batch, args.prompt, args.new_tokens,
+                                         args.dtype).to_rich())
     setup = {"size": args.size, "batch": args.batch, "prompt": args.prompt, "new_tokens": args.new_tokens,
-             "repeats": args.repeats, "dtype": "float32", "device": str(device), "threads": threads}
+             "repeats": args.repeats, "dtype": args.dtype, "device": str(device), "threads": threads}
     _write_json(out, bench_decode.to_dict(results, setup))
     return 0
 
@@ -244,6 +247,8 @@ def add_bench_commands(subparsers) -> None:
     p.add_argument("--prompt", type=int, default=32, help="prompt tokens (default 32)")
     p.add_argument("--new-tokens", type=int, default=32, help="tokens generated after the prompt (default 32)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; medians reported (default 3)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="float32, or bfloat16 autocast with a bfloat16 cache (default float32)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when there is one)")
     p.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="bench/decode.json", help="where the numbers go (JSON)")

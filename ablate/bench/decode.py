@@ -48,7 +48,8 @@ def time_decode(model, *, batch: int = 1, prompt: int = 32, new_tokens: int = 32
                 amp: torch.dtype | None = None) -> tuple[float, float, int, int]:
     """Prefill tokens/s, decode tokens/s (medians over ``repeats`` rounds after one warm-up round), the
     bytes the caches hold after decoding and the positions they hold, for ``model`` as it is (weights do
-    not change the speed). The prompt and the new tokens fit the model's context together."""
+    not change the speed). The prompt and the new tokens fit the model's context together. Under ``amp``
+    (autocast) the caches hold that dtype, as an inference server's would."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -61,7 +62,7 @@ def time_decode(model, *, batch: int = 1, prompt: int = 32, new_tokens: int = 32
     held = 0
     with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
         for _ in range(repeats + 1):  # the first round warms up
-            caches = model.new_caches(batch, length)
+            caches = model.new_caches(batch, length, dtype=amp)  # under autocast, a cache of its dtype
             synchronize(device)
             t0 = time.perf_counter()
             logits, _ = model(idx, caches=caches)
@@ -97,7 +98,7 @@ def decode_rate(model, amp: torch.dtype | None = None) -> float | None:
 
 
 def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int | None = None, batch: int = 1, prompt: int = 32,
-                  new_tokens: int = 32, repeats: int = 3, device: torch.device) -> DecodeBench:
+                  new_tokens: int = 32, repeats: int = 3, dtype: str = "float32", device: torch.device) -> DecodeBench:
     """One variant at ``size`` (its vocabulary: see ``variant_dims``)."""
     from ablate.accounting import cost
     from ablate.errors import AblateError
@@ -109,9 +110,10 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int | None = N
                           f"size {size!r}; lower --prompt or --new-tokens, or pick a size with a longer context")
     torch.manual_seed(0)
     model = build_model(variant, dims, device=str(device)).eval()
+    amp = torch.bfloat16 if dtype == "bfloat16" else None
     prefill, decode, held, positions = time_decode(model, batch=batch, prompt=prompt, new_tokens=new_tokens,
-                                                   repeats=repeats)
-    c = cost(model, kv_dtype="float32")
+                                                   repeats=repeats, amp=amp)
+    c = cost(model, kv_dtype=dtype)
     per_token = c.kv_cache_bytes_per_token
     if per_token and held:
         per_token = held / positions
@@ -128,10 +130,12 @@ def rows(results: list[DecodeBench]) -> list[list[str]]:
              f"{r.state_bytes_per_sequence:,}"] for r in results]
 
 
-def table(results: list[DecodeBench], device: torch.device, batch: int, prompt: int, new_tokens: int):
+def table(results: list[DecodeBench], device: torch.device, batch: int, prompt: int, new_tokens: int,
+          dtype: str = "float32"):
     from ablate.report.tables import CellTable
 
-    cells = CellTable(f"decoding on {describe_device(device)}, float32: batch {batch}, prompt {prompt}, "
+    mode = "bfloat16 autocast and cache" if dtype == "bfloat16" else dtype
+    cells = CellTable(f"decoding on {describe_device(device)}, {mode}: batch {batch}, prompt {prompt}, "
                       f"{new_tokens} new tokens (greedy, KV-cached); median of the repeats", list(COLUMNS),
                       right=range(1, 7))
     for row in rows(results):

@@ -140,7 +140,7 @@ class MixerBench:
             ax.set_xlabel("context length T")
             ax.set_ylabel(ylabel)
             ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: tick_label(v)))
             ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xticks([t.context for t in self.timings], [str(t.context) for t in self.timings])
             ax.grid(True, which="both", alpha=0.3)
@@ -151,6 +151,11 @@ class MixerBench:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return path
+
+
+def tick_label(value: float) -> str:
+    """A log axis's label: thousands separated, and below 1 the digits that matter (0.5, not 0)."""
+    return f"{value:,.0f}" if value >= 1 else f"{value:.3g}"
 
 
 def run_mixers(

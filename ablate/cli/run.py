@@ -57,7 +57,10 @@ def print_summary(result) -> None:
     ]
     rows[2:2] = [(f"final {k}", f"{v:.1%}") for k, v in result.final.items() if k.startswith("acc")]
     if "mfu" in result.extra:
-        rows.append(("MFU (per device, against its measured peak)", f"{result.extra['mfu']:.1%}"))
+        from ablate.format import si
+
+        peak = result.extra.get("peak_flops")  # measured in the run, or a known GPU's data-sheet bf16 peak
+        rows.append((f"MFU (per device, of {si(peak)}FLOP/s)" if peak else "MFU (per device)", f"{result.extra['mfu']:.1%}"))
     if result.extra.get("decode_tokens_per_s"):
         rows.append(("decode tokens/s (batch 1, KV cache)", f"{result.extra['decode_tokens_per_s']:,.0f}"))
     for name, value in rows:
