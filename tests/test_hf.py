@@ -105,6 +105,18 @@ def test_an_unreachable_hub_is_one_line_at_once(tmp_path, monkeypatch):
     assert time.perf_counter() - started < 5
 
 
+@pytest.mark.parametrize("endpoint", ["http://localhost:99999", "https://hub.example:port"])
+def test_an_hf_endpoint_that_cannot_be_read_is_one_line(endpoint, tmp_path, monkeypatch):
+    """A bad port in HF_ENDPOINT raised ValueError from the reachability probe (a traceback)."""
+    from ablate.data.hf import _hub_problem
+
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    with pytest.raises(AblateError, match=r"HF_ENDPOINT=.* cannot be read .*write https://host\[:port\]"):
+        _hub_problem()
+
+
 def test_an_unreachable_hub_falls_back_to_the_cache_in_a_new_process(tmp_path):
     """A command (datasets not yet imported) that cannot reach the Hub reads datasets' cache in offline mode;
     a dataset that is not there is one line, at once."""

@@ -106,7 +106,11 @@ def _hub_problem() -> str:
     if any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         return ""
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    problem = unreachable(endpoint, timeout=HUB_TIMEOUT_S)
+    try:
+        problem = unreachable(endpoint, timeout=HUB_TIMEOUT_S)
+    except ValueError as err:  # a port that is not a number, or out of range
+        raise AblateError(f"HF_ENDPOINT={endpoint} cannot be read ({err}); write https://host[:port], "
+                          "or unset it for the Hugging Face Hub") from None
     return f"{urlsplit(endpoint).hostname}: {problem}" if problem else ""
 
 
