@@ -232,13 +232,14 @@ def interval_at(paired: Paired, level: float) -> tuple[float, float]:
 
 def unstable_verdict(
     diverged: int, stalled: int, seeds: int,
-    baseline_diverged: int = 0, baseline_stalled: int = 0, baseline_seeds: int = 0,
+    baseline_diverged: int = 0, baseline_stalled: int = 0, baseline_seeds: int = 0, baseline_name: str = "",
 ) -> str | None:
     """``"unstable: diverged on 2 of 5 seeds"`` (or stalled, or both, or about the baseline), or ``None``
     when neither the variant nor the baseline has a diverged or stalled seed.
 
     The verdict of a variant with such seeds is this, never helps/hurts from the seeds that survived;
-    a baseline with such seeds makes every variant's verdict this too.
+    a baseline with such seeds makes every variant's verdict this too (named when it is not the variant
+    called ``baseline``: "baseline rope stalled on 1 of 3 seeds").
     """
     def part(div: int, stall: int, n: int, who: str) -> str | None:
         bits = [f"{word} on {k}" for word, k in (("diverged", div), ("stalled", stall)) if k]
@@ -247,7 +248,9 @@ def unstable_verdict(
         return f"{who}{', '.join(bits)} of {n} seed{'s' if n != 1 else ''}"
 
     parts = [x for x in (part(diverged, stalled, seeds, ""),
-                         part(baseline_diverged, baseline_stalled, baseline_seeds, "baseline ")) if x]
+                         part(baseline_diverged, baseline_stalled, baseline_seeds,
+                              f"baseline {baseline_name} " if baseline_name not in ("", "baseline") else "baseline "))
+             if x]
     return f"{UNSTABLE}: " + "; ".join(parts) if parts else None
 
 

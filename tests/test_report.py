@@ -154,6 +154,9 @@ def test_unstable_baseline_makes_every_verdict_say_so():
     assert c.row("swiglu").verdict == "unstable: baseline diverged on 1 of 3 seeds"
     table = verdict_table(c)
     assert table.rows[0][table.headers.index("verdict")] == "unstable: diverged on 1 of 3 seeds"
+    other = build_comparison(replace(make_records(), "rope-1", status="diverged", metric=float("nan")), "rope",
+                             "val_bpb")  # --baseline rope: the verdicts name it
+    assert other.row("swiglu").verdict == "unstable: baseline rope diverged on 1 of 3 seeds"
 
 
 def test_baseline_with_only_diverged_runs_is_reported_not_raised():

@@ -346,7 +346,7 @@ def build_comparison(
 
     base_seeds = seeds_of(baseline)
     base_unstable = (len(diverged.get(baseline, ())), len(stalled.get(baseline, set()) & base_seeds),
-                     len(base_seeds))
+                     len(base_seeds), baseline)
 
     rows: list[VariantRow] = []
     for v in [baseline, *others]:

@@ -100,7 +100,8 @@ def run_until_decided(ctx: Context, design: Design, run_round: Callable[[], int]
         diffs, counts = observed(ctx)
         unstable = {v for v in spec.variants if _unstable_text(counts, v)}
         if spec.baseline in unstable:
-            raise AblateError(f"the baseline {_unstable_text(counts, spec.baseline)}; no sequential verdict is "
+            name = "" if spec.baseline == "baseline" else f" {spec.baseline}"
+            raise AblateError(f"the baseline{name} {_unstable_text(counts, spec.baseline)}; no sequential verdict is "
                               "possible: give it a budget and learning rate it trains well with (tune the "
                               "learning rate, or train longer) and run the study again")
         result = plan({v: d for v, d in diffs.items() if v not in unstable}, design)
