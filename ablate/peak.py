@@ -3,19 +3,31 @@ matmuls at the run's dtype), or a known GPU's data-sheet dense bf16 peak for bf1
 
 from __future__ import annotations
 
+import re
 import time
 
 import torch
 
-# dense bf16 data-sheet peaks (FLOP/s) by device-name fragment
-KNOWN_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
+# dense bf16 data-sheet peaks (FLOP/s) by the model in the device's name, the more specific first: the
+# PCIe and NVL cards run at lower clocks than the SXM parts ("NVIDIA H100 80GB HBM3"), and "L4" must not
+# match an L40 or L40S
+KNOWN_PEAKS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H200 NVL", 835e12), ("H100", 989e12),
+               ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12),
+               ("A10G", 125e12), ("4090", 165e12))
+
+
+def peak_for_name(name: str) -> float | None:
+    """The data-sheet dense bf16 peak of a GPU called ``name`` (as torch reports it), or None if unknown."""
+    for model, value in KNOWN_PEAKS:
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(model)}(?![A-Za-z0-9])", name, re.IGNORECASE):
+            return value
+    return None
 
 
 def known_peak(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in KNOWN_PEAKS.items() if k in name), None)
+    return peak_for_name(torch.cuda.get_device_name(device))
 
 
 def measured_peak(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 10) -> float:

@@ -183,3 +183,14 @@ def test_compile_with_a_short_warmup_is_warned_about(tmp_path, capsys, monkeypat
     assert "warning" not in capsys.readouterr().err
     assert main(["bench", "mixers", "--width", "0", "--out", str(tmp_path / "m.png")]) == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_data_sheet_peaks_match_the_card_not_a_fragment_of_its_name():
+    """"L4" matched "NVIDIA L40S" (121 instead of 362 TFLOP/s) and a PCIe H100 got the SXM part's peak."""
+    from ablate.peak import peak_for_name
+
+    names = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
+             "NVIDIA H200": 989e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12,
+             "NVIDIA L4": 121e12, "NVIDIA L40S": 362e12, "NVIDIA L40": 181e12, "NVIDIA GeForce RTX 4090": 165e12,
+             "NVIDIA GeForce RTX 3090": None, "Tesla T4": None}
+    assert {name: peak_for_name(name) for name in names} == names

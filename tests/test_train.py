@@ -258,6 +258,19 @@ def test_run_bad_inputs_exit_2(extra, needle, corpus, tmp_path, capsys):
     assert needle in err and "Traceback" not in err and err.count("\n") == 1
 
 
+def test_a_device_this_machine_lacks_is_refused_also_for_a_finished_run(corpus, tmp_path, capsys):
+    """Asking a finished CPU run again with --device cuda printed the old CPU result and exited 0."""
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    argv = ["run", "--no-track", "--size", "tiny", "--data", str(corpus), "--budget", "2steps", "--eval-points", "1",
+            "--out-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv + ["--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and "finished already" not in err
+
+
 def test_run_json_and_sample(cfg, capsys):
     argv = ["run", "--no-track", "--json", "--size", "tiny", "--context", "32", "--data", cfg.data,
             "--budget", "10steps", "--batch-size", "4", "--eval-points", "1", "--eval-batches", "1",

@@ -85,6 +85,9 @@ def cmd_run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from ablate.optim import pick_device
+
+    pick_device(config.device)  # a device this machine lacks is an error, also when the run finished elsewhere
     done = None if args.force else finished_result(config)
     if done is not None:  # the same (config, seed) has finished: report it, train nothing, log nothing
         _report(args, done)
