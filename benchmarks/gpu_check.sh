@@ -18,8 +18,8 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MLFLOW_DISA
 PY=${PY:-python3}
 step() { echo; echo "=== $1"; }
 limit() { timeout "$@"; local rc=$?; [ $rc = 124 ] && echo "(stopped: over its $1 s)"; return $rc; }
-compile=--compile
-[ -n "${DRY:-}" ] && compile=""
+compile=--compile mixers=(--width 768 --heads 12 --batch-tokens 16384)
+[ -n "${DRY:-}" ] && compile="" && mixers=(--width 64 --heads 4 --batch-tokens 1024)
 
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
@@ -60,7 +60,7 @@ limit 60 "$PY" -m ablate bench decode --size "$SIZE" --variants baseline,"gqa(kv
     --prompt "$PROMPT" --new-tokens "$NEW" --dtype bfloat16 --out "$OUT/decode-$SIZE-bf16.json"
 
 step "token mixers vs context"
-limit 60 "$PY" -m ablate bench mixers --contexts "$CONTEXTS" --width 768 --heads 12 --batch-tokens 16384 \
+limit 60 "$PY" -m ablate bench mixers --contexts "$CONTEXTS" "${mixers[@]}" \
     --out "$OUT/mixers.png"
 
 step "ablate run on the device (no tracking): MFU in the summary"

@@ -55,7 +55,12 @@ def test_decode_bench_in_bfloat16_keeps_a_bfloat16_cache(tmp_path, capsys):
     fp32 = bench_decode.bench_variant("baseline", size="tiny", prompt=4, new_tokens=4, repeats=1,
                                       device=torch.device("cpu"))
     assert kv[:3] == [fp32.cache_bytes_per_token / 2, fp32.cache_bytes_per_token / 4, fp32.cache_bytes_per_token / 2]
-    assert kv[3] == 0 and numbers["results"][3]["state_bytes_per_sequence"] > 0
+    lstm = bench_decode.bench_variant("lstm", size="tiny", prompt=4, new_tokens=4, repeats=1, device=torch.device("cpu"))
+    assert kv[3] == 0 and numbers["results"][3]["state_bytes_per_sequence"] == lstm.state_bytes_per_sequence / 2
+    gru = bench_decode.bench_variant("gru", size="tiny", prompt=4, new_tokens=4, repeats=1, dtype="bfloat16",
+                                     device=torch.device("cpu"))
+    held = bench_decode.bench_variant("gru", size="tiny", prompt=4, new_tokens=4, repeats=1, device=torch.device("cpu"))
+    assert gru.state_bytes_per_sequence == held.state_bytes_per_sequence  # measured: the GRU's state stays float32
 
 
 def test_a_size_with_its_own_vocabulary_is_benched_at_that_vocabulary():

@@ -5,7 +5,8 @@ and grouped-query attention exist.
 Prefill runs the whole prompt through the model once, filling the cache; decode then feeds one token at
 a time (greedy), ``new_tokens`` steps. KV bytes/token is measured from the caches themselves (bytes held
 after decoding divided by the positions held) and matches the accounting's ``kv_cache_bytes_per_token``
-at the model's dtype.
+at the model's dtype; a recurrent mixer's state per sequence is measured the same way (bytes held over
+the batch), so a state a mixer keeps in float32 under bf16 autocast counts as float32.
 """
 
 from __future__ import annotations
@@ -114,11 +115,12 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int | None = N
     prefill, decode, held, positions = time_decode(model, batch=batch, prompt=prompt, new_tokens=new_tokens,
                                                    repeats=repeats, amp=amp)
     c = cost(model, kv_dtype=dtype)
-    per_token = c.kv_cache_bytes_per_token
-    if per_token and held:
-        per_token = held / positions
+    per_token, per_sequence = c.kv_cache_bytes_per_token, c.state_bytes_per_sequence
+    if held:  # what the caches hold, in the dtype they hold it in (a GRU keeps its state in float32 under autocast)
+        per_token = held / positions if per_token else 0
+        per_sequence = held // batch if per_sequence else 0
     return DecodeBench(variant.name, sum(p.numel() for p in model.parameters()), model.blocks[0].attn.kv_heads,
-                       prefill, decode, per_token, c.state_bytes_per_sequence)
+                       prefill, decode, per_token, per_sequence)
 
 
 COLUMNS = ("variant", "params", "KV heads", "prefill tok/s", "decode tok/s", "KV bytes/token", "state bytes/seq")
