@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from ablate.cli import main
 from ablate.catalog import all_specs
@@ -203,3 +204,30 @@ def test_compare_filters_all_hold_or_say_they_cannot():
     for clash in (args(["budget=20steps"], budget="30steps"), args(["budget=30steps", "budget=20steps"])):
         with pytest.raises(AblateError, match="both 30steps and 20steps|both 20steps and 30steps"):
             _where(clash)
+
+
+@pytest.mark.parametrize("raised", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
+                 "allocate 5200000000000 bytes."),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB."),
+])
+def test_sizes_that_do_not_fit_in_memory_are_one_line(raised, tmp_path, monkeypatch, capsys):
+    """`bench train --batch-size 100000000` (or a run as large) ended in an allocator traceback."""
+    from ablate.bench import train as bench_train
+
+    def too_big(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(bench_train, "run_train", too_big)
+    assert main(["bench", "train", "--size", "tiny", "--out", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ablate: error: out of memory (") and err.count("\n") == 1 and "enforce fail" not in err and "data." not in err
+    assert "batch size, context" in err
+
+
+def test_other_runtime_errors_stay_bugs(tmp_path, monkeypatch):
+    from ablate.bench import train as bench_train
+
+    monkeypatch.setattr(bench_train, "run_train", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        main(["bench", "train", "--size", "tiny", "--out", str(tmp_path / "t.json")])

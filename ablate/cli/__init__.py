@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(err: RuntimeError) -> bool:
+    """Whether ``err`` is torch failing to allocate (CPU or GPU memory)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(err, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(err)
+    return any(s in text for s in ("can't allocate memory", "not enough memory", "CUDA out of memory",
+                                   "MPS backend out of memory"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -83,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ablate: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as err:  # torch.OutOfMemoryError too: the sizes asked for do not fit the device
+        if not _out_of_memory(err):
+            raise
+        first = (str(err).strip().splitlines() or ["out of memory"])[0]
+        first = first[max(first.find("DefaultCPUAllocator"), 0):][:200]  # not c10's "[enforce fail at ...] err == 0."
+        print(f"ablate: error: out of memory ({first}); make the work smaller (batch size, context, width or "
+              "layers) or use a device with more memory", file=sys.stderr)
+        return 2
     finally:
         sys.stdout.flush()  # a closed pipe is dropped here too, not at exit
         sys.stderr.flush()
