@@ -247,7 +247,9 @@ def validate(config: RunConfig) -> None:
         raise AblateError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     for key in ("batch_size", "grad_accum", "eval_points", "eval_batches", "log_every"):
         if getattr(config, key) < 1:
-            raise AblateError(f"{key} must be at least 1, got {getattr(config, key)}")
+            flag = key.replace("_", "-")
+            raise AblateError(f"--{flag} ({key} in a config file) must be at least 1, got {getattr(config, key)}; "
+                              f"e.g. --{flag} {getattr(RunConfig, key)}")
     if config.lr <= 0 or config.min_lr < 0 or config.min_lr > config.lr:
         raise AblateError(f"need 0 <= min_lr <= lr and lr > 0; got lr={config.lr}, min_lr={config.min_lr}")
     if not 0.0 <= config.label_smoothing < 1.0:

@@ -147,4 +147,6 @@ def build_model(variant: Variant, dims: Dims, device: str | torch.device | None 
         with torch.device(device or "cpu"):
             return GPT(variant, dims)
     except ValueError as err:
-        raise AblateError(f"cannot build {variant.name} at these dims: {err}") from None
+        raise AblateError(f"cannot build {variant.name} at width {dims.d_model}, {dims.n_heads} heads: {err}; change "
+                          "the component's options or the size (`ablate describe NAME` lists a component's "
+                          "options)") from None

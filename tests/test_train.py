@@ -246,6 +246,9 @@ def test_config_layering_and_strictness(tmp_path):
         (["--context", "100000"], "context"),
         (["--device", "cuda:0"], "CUDA is not available"),
         (["--budget", "30s", "--warmup", "100"], "warmup 100 is a number of steps"),
+        (["--eval-points", "0"], "--eval-points (eval_points in a config file) must be at least 1, got 0; e.g. "),
+        (["--log-every", "0"], "--log-every (log_every in a config file) must be at least 1"),
+        (["--variant", "gqa(kv_heads=3)"], "at width 64, 4 heads: kv_heads=3 must divide n_heads=4; change the "),
     ],
 )
 def test_run_bad_inputs_exit_2(extra, needle, corpus, tmp_path, capsys):
