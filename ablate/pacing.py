@@ -26,11 +26,13 @@ class Meter:
     first_seconds: float = 0.0
 
     def add(self, tokens: int, seconds: float) -> None:
-        if self.first_tokens:
+        """``tokens`` trained in ``seconds``; 0 tokens: waiting for the device to finish the steps before."""
+        if self.first_tokens and (tokens or self.session_tokens):  # steps after the first, and waits for them
             self.session_tokens += tokens
             self.session_seconds += seconds
-        else:
-            self.first_tokens, self.first_seconds = tokens, seconds
+        elif tokens or self.first_tokens:  # the first step, and the wait for it
+            self.first_tokens += tokens
+            self.first_seconds += seconds
         self.window_tokens += tokens
         self.window_seconds += seconds
 
@@ -42,7 +44,7 @@ class Meter:
 
     @property
     def session_rate(self) -> float:
-        if self.session_seconds:
+        if self.session_tokens:
             return self.session_tokens / self.session_seconds
         return self.first_tokens / self.first_seconds if self.first_seconds else 0.0
 

@@ -135,6 +135,30 @@ def test_the_session_rate_leaves_out_the_first_step_unless_it_is_the_only_one():
     assert meter.window_rate() == 300 / 21.0  # a logging window is what it is
 
 
+def test_waiting_for_the_device_counts_with_the_steps_it_waits_for():
+    """The loss read after a one-step run's only step (0 tokens, some seconds) made its tokens/s 0."""
+    from ablate.pacing import Meter
+
+    meter = Meter()
+    meter.add(0, 9.0)  # nothing trained yet: no rate to charge it to
+    meter.add(100, 1.0)
+    meter.add(0, 1.0)  # waiting for that first step
+    assert meter.session_rate == 50.0
+    meter.add(100, 0.5)
+    meter.add(0, 0.5)
+    assert meter.session_rate == 100.0
+
+
+def test_a_one_step_run_reports_the_rate_of_its_step(small_corpus, tmp_path):
+    from ablate.config import RunConfig
+    from ablate.train import train
+
+    cfg = RunConfig(size="tiny", context=16, data=str(small_corpus), budget="1steps", batch_size=2, eval_points=1,
+                    eval_batches=1, out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
+    result = train(cfg)
+    assert result.steps == 1 and result.tokens_per_s > 0 and result.extra["mfu"] > 0
+
+
 def test_every_finished_run_measures_its_decode_speed(small_corpus, tmp_path, monkeypatch):
     """The report's cost columns include decode throughput: each finished run times KV-cached decoding of
     its own model (half the context as the prompt), recurrent mixers included; an unfinished run does not."""
