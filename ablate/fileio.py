@@ -85,6 +85,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], digests: Path | 
     killed between the two writes never leaves a good file looking damaged (see ``digest_matches``).
     """
     path = Path(path)
+    if path.is_symlink():  # replace the file the link points to, not the link
+        path = path.resolve()
+    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/null, /dev/stdout, a pipe: written
+        with open(path, "wb") as f:  # through; replacing it would put a plain file where the device was
+            write(f)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     try:

@@ -122,3 +122,29 @@ def test_a_long_checkpoint_error_is_cut_at_a_word():
     text = "Weights only load failed. This file can still be loaded, to do so you have two options, do those"
     assert _clip(text, 60) == "Weights only load failed. This file can still be loaded, to …"
     assert _clip("short", 60) == "short"
+
+
+def test_a_pipe_or_device_is_written_through_not_replaced(tmp_path):
+    """`--out /dev/null` (as root) replaced the device with a plain file: os.replace swaps the directory
+    entry. A path that is not a regular file is written through instead; a FIFO stands in for a device."""
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    atomic_write_text(fifo, '{"ok": 1}')
+    reader.join(timeout=10)
+    assert got == ['{"ok": 1}'] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert not list(tmp_path.glob(f"*{TMP_SUFFIX}"))
+
+
+def test_a_symlink_keeps_pointing_at_the_file_it_names(tmp_path):
+    target, link = tmp_path / "numbers.json", tmp_path / "latest.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
