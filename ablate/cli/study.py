@@ -232,6 +232,9 @@ def cmd_run(args) -> int:
     ctx.spec = rounds.first_round(spec, design) if design is not None else spec
     create(ctx, fresh=args.fresh)
     ctx.spec = spec
+    if design is None and rounds.forget(ctx):
+        console.print("  the whole grid this time: the earlier --until-decided verdicts are dropped (run with "
+                      "--until-decided to keep adding seeds only where undecided)", highlight=False, markup=False)
     console.print(f"  tracking: {redact(ctx.tracking_uri)} (experiment {ctx.experiment or 'ablate'})", highlight=False,
                   markup=False)
     reap(ctx)

@@ -67,7 +67,7 @@ def compare_report(ctx, out: Path, console: Console, wide: bool = False, found: 
     found = found if found is not None else Findings()  # the cells and header of `ablate compare --json`
     found.main, found.runs_used = verdict_table(comparison, unadjusted=True), comparison_header(comparison, records)
     found.warnings += comparison.warnings
-    if "ablate.sequential" in ctx.main().user_attrs:  # --until-decided: the seeds it did not need are not missing
+    if ctx.main().user_attrs.get("ablate.sequential"):  # --until-decided: the seeds it did not need are not missing
         missing = []
     found.extra["missing"] = missing
     if missing:

@@ -133,6 +133,16 @@ def save(ctx: Context, result: Plan, counts: dict[str, dict[str, int]], design: 
     return record
 
 
+def forget(ctx: Context) -> bool:
+    """Drop an earlier --until-decided record (True if there was one): a plain `study run` trains the whole
+    grid, and its status and report are the fixed design's, not the seeds the sequential test needed."""
+    study = ctx.main()
+    if not study.user_attrs.get(K_SEQUENTIAL):
+        return False
+    study.set_user_attr(K_SEQUENTIAL, None)
+    return True
+
+
 def table(record: dict[str, Any], baseline: str, metric: str):
     """The sequential verdict table (one row per variant) as a CellTable."""
     from ablate.format import num
