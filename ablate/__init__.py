@@ -34,6 +34,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("train", "compare"):  # `import ablate; ablate.train(...)`: the callable module
+        return importlib.import_module(f"ablate.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)

@@ -221,8 +221,13 @@ class _CallableModule(type(sys)):  # ``from ablate import compare; compare(group
             records, where["group"] = None, records
         load = {k: v for k, v in where.items() if k in _LOAD_KEYS}
         select = {k: str(v) for k, v in where.items() if k in _SELECT_KEYS}
+        if not (records is None or isinstance(records, (list, tuple))):
+            raise TypeError(f"compare() takes a list of RunRecord or a group's name, not {type(records).__name__}")
         if records is None:
             records = load_records(metric=metric, **load)
+        elif not records:
+            raise AblateError("compare() got an empty list of runs; pass RunRecords (ablate.compare.load_records) "
+                              "or where to load them from (group=...)")
         elif load:
             raise TypeError("give records, or where to load them from (group=, experiment=, ...), not both")
         elif not all(isinstance(r, RunRecord) for r in records):

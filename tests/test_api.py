@@ -32,6 +32,9 @@ def test_importing_ablate_stays_light():
     code = "import sys, ablate; ablate.__version__; print('torch' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+    code = "import ablate; print(callable(ablate.train), callable(ablate.compare), ablate.train.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "ablate.train"]  # README: help(ablate.train) in a new interpreter
 
 
 def test_run_study_runs_a_study_file_and_returns_its_verdicts(small_corpus, tmp_path, mlflow_uri, capsys):
@@ -51,8 +54,8 @@ def test_run_study_runs_a_study_file_and_returns_its_verdicts(small_corpus, tmp_
     again = ablate.run_study(file, state_dir=tmp_path / "state", tracking_uri=mlflow_uri, set={"seeds": 3},
                              experiment="t-api")
     assert again["rows"] == report["rows"]
-    with pytest.raises(AblateError, match="^unrecognized arguments: --colour red$"):  # no CLI prefix or hint
-        ablate.run_study(file, colour="red")
+    with pytest.raises(TypeError, match=r"^run_study\(\) got unexpected keyword argument\(s\) 'colour'$"):
+        ablate.run_study(file, colour="red")  # in Python's terms, not the CLI's "--colour red"
     with pytest.raises(AblateError, match="no such study file|not found|does not exist"):
         ablate.run_study(tmp_path / "missing.toml")
 
@@ -87,6 +90,14 @@ def test_the_api_says_what_it_takes_when_called_wrongly(tmp_path):
         compare("g", group="h")
     with pytest.raises(TypeError, match="not a dict"):
         train({"variant": "rope"})
+    with pytest.raises(TypeError, match="not int"):
+        compare(5)
+    with pytest.raises(AblateError, match="empty list of runs"):
+        compare([])
+    from ablate import run_study
+
+    with pytest.raises(TypeError, match=r"run_study\(\) got unexpected keyword argument\(s\) 'foo', 'bar_baz'$"):
+        run_study(Path(__file__).parents[1] / "studies" / "quickstart.toml", foo=1, bar_baz=2, report=False)
     with pytest.raises(TypeError, match="set= takes a dict"):
         _flags({"set": "seeds=2"})
     with pytest.raises(AblateError, match="did you mean 'seeds'"):
