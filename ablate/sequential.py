@@ -206,15 +206,18 @@ def repeated_ci(values: Sequence[float], design: Design = Design(),
     return _rci(mean, sd, looks[k], c)
 
 
-def decide(diffs: Mapping[str, Sequence[float]], design: Design = Design()) -> dict[str, Look]:
+def decide(diffs: Mapping[str, Sequence[float]], design: Design = Design(), family: int = 0) -> dict[str, Look]:
     """Sequential verdict of every variant from its per-seed differences (seed order).
 
     The looks are replayed from the first, so the result depends only on the data: a variant stops
     at the first look where it is decided, and its seeds beyond that look are ignored. A variant
     with fewer seeds than its next look is ``UNDECIDED``, with the statistics of its latest look.
+    ``family``: the number of hypotheses Holm's levels are split over when it is more than the variants
+    given (a study's variants that left the test, unstable, stay in the family: dropping them would raise
+    the others' levels after the fact, on the strength of an outcome).
     """
     data = {name: _finite(v, name) for name, v in diffs.items()}
-    looks, m, rejected = design.looks, len(data), 0
+    looks, m, rejected = design.looks, max(len(data), family), 0
     final: dict[str, Look] = {}
     latest = {v: Look(d.size, *_moments(d), _NAN, _NAN, _NAN, _NAN, UNDECIDED, "before first look")
               for v, d in data.items()}
@@ -247,10 +250,11 @@ def decide(diffs: Mapping[str, Sequence[float]], design: Design = Design()) -> d
     return {v: final.get(v, latest[v]) for v in data}
 
 
-def plan(diffs: Mapping[str, Sequence[float]], design: Design = Design()) -> Plan:
+def plan(diffs: Mapping[str, Sequence[float]], design: Design = Design(), family: int = 0) -> Plan:
     """Verdicts so far and the seeds to run next: each undecided variant needs the seeds up to its
-    next look (with no runs yet: seeds 0, 1, 2); the baseline needs their union."""
-    decisions = decide(diffs, design)
+    next look (with no runs yet: seeds 0, 1, 2); the baseline needs their union. ``family``: see
+    :func:`decide`."""
+    decisions = decide(diffs, design, family)
     seeds = {v: tuple(range(len(diffs[v]), next(n for n in design.looks if n > len(diffs[v]))))
              for v, look in decisions.items() if look.decision == UNDECIDED}
     have = [len(diffs[v]) for v in decisions]

@@ -109,6 +109,18 @@ def test_holm_raises_the_level_of_the_others_at_the_same_look():
     assert alone["mid"].decision == UNDECIDED and alone["mid"].boundary == pytest.approx(c2)
 
 
+def test_a_variant_that_leaves_the_test_stays_in_holms_family():
+    """A variant that turns unstable leaves the test, but not the family: with it dropped, the others were
+    re-decided at alpha/(m-1), so an earlier "helps" at level 0.025 was reported at 0.05 with a narrower
+    interval, and a variant undecided at its look could become decided after the fact."""
+    c1, c2 = boundaries(LOOKS, 0.05)[0], boundaries(LOOKS, 0.025)[0]
+    between = (c1 + c2) / 2
+    alone = decide({"mid": with_t(between)}, family=2)
+    assert alone["mid"].decision == UNDECIDED and alone["mid"].level == pytest.approx(0.025)
+    assert decide({"mid": with_t(between)})["mid"].decision == HELPS  # a family of one
+    assert decide({"a": with_t(c2 * 1.5), "b": with_t(between)}, family=1)["b"].level == pytest.approx(0.05)
+
+
 def test_seeds_past_the_deciding_look_are_ignored():
     rope = [-0.192, -0.185, -0.199] + [0.5] * 7
     look = decide({"rope": rope, "other": [0.0] * 10})["rope"]

@@ -128,6 +128,7 @@ def test_a_variant_with_stalled_seeds_is_unstable_never_helps_or_hurts(study):
     result, counts, code = rounds.run_until_decided(ctx, design, lambda: stalling_round(ctx, answered, {"rope"}),
                                                     said.append)
     assert "rope" not in result.decisions and counts["stalled"]["rope"] == 3  # its clear "helps" is not a verdict
+    assert result.decisions["init_seed=1"].level == pytest.approx(design.alpha / 2)  # rope stays in the family
     assert "rope: unstable (stalled on 3 seed(s))" in said[0] and not said[0].startswith("  round at 3 seeds: ;")
     record = rounds.save(ctx, result, counts, design)
     rows = {row[0]: row[-1] for row in rounds.table(record, spec.baseline, spec.metric).rows}

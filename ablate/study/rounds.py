@@ -104,7 +104,8 @@ def run_until_decided(ctx: Context, design: Design, run_round: Callable[[], int]
             raise AblateError(f"the baseline{name} {_unstable_text(counts, spec.baseline)}; no sequential verdict is "
                               "possible: give it a budget and learning rate it trains well with (tune the "
                               "learning rate, or train longer) and run the study again")
-        result = plan({v: d for v, d in diffs.items() if v not in unstable}, design)
+        family = sum(1 for v in spec.variants if v != spec.baseline)  # unstable variants stay in Holm's family
+        result = plan({v: d for v, d in diffs.items() if v not in unstable}, design, family)
         parts = [f"{v}: {look.decision}" for v, look in result.decisions.items()]
         parts += [f"{v}: unstable ({_unstable_text(counts, v)})" for v in sorted(unstable)]
         say(f"  round at {max((len(d) for d in diffs.values()), default=0)} seeds: " + "; ".join(parts))
