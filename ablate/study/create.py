@@ -22,8 +22,10 @@ def preflight(spec: StudySpec, limit: int = 64) -> int:
     """Resolve every variant the study will train (dims, data, its number of steps under the budget, which
     must hold one step and more than a warmup given in steps) before anything is created or trained."""
     from ablate.accounting import cost
+    from ablate.metrics import is_accuracy
     from ablate.model import build_model
     from ablate.optim import check_warmup
+    from ablate.tasks import TaskData
     from ablate.train import prepare_run, row_width
 
     if spec.protocol == "search":
@@ -46,6 +48,9 @@ def preflight(spec: StudySpec, limit: int = 64) -> int:
                 check_warmup(config, budget.total_steps(per_step, flops))
             except AblateError as err:
                 raise AblateError(f"{spec.path}: variant {variant}: {err}") from None
+        if is_accuracy(spec.metric) and not isinstance(data, TaskData):  # the runs would train, then have no metric
+            raise AblateError(f"{spec.path}: metric {spec.metric!r} is a task's accuracy and data {config.data!r} is "
+                              "not a task; use metric = \"val_loss\" (or val_bpb), or data = \"task:...\"")
     return len(seen)
 
 
