@@ -245,6 +245,32 @@ def test_a_task_accuracy_on_a_corpus_is_refused_before_the_study_starts(small_co
     assert preflight(load_study(task)) == 2
 
 
+def test_an_interrupted_trial_is_queued_again_for_any_worker(study):
+    """Ctrl-C on `study run` failed the trial it was training, and only a later `study run` queued it again:
+    a `study worker` then said done with the study unfinished."""
+    from optuna.trial import TrialState
+
+    from ablate.study.queue import make_sampler, grid_space, requeue
+    from ablate.study.work import work_grid
+
+    spec, ctx = study
+    create(ctx)
+    grid = ctx.main(sampler=make_sampler("grid", 0, 0, grid_space(spec, "compare")))
+    waiting = len(grid.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def interrupted(trial):
+        ctx.current_trial = trial.number
+        trial.suggest_categorical("variant", list(spec.variants))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        work_grid(ctx, grid, interrupted)
+    (failed,) = grid.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    again = grid.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert len(again) == waiting and failed.user_attrs["ablate.key"] in {t.user_attrs["ablate.key"] for t in again}
+    assert requeue(grid, failed.number) is False  # queued already: never twice
+
+
 def test_a_queued_trial_survives_a_sampled_one_on_its_grid():
     """Two workers: one asks just as the other pops the last queued trial, so Optuna samples a grid point; the
     next queued trial then failed after training (GridSampler.after_trial: KeyError 'grid_id'), exit 1."""

@@ -107,6 +107,26 @@ def ensure_grid(study, spec: StudySpec, role: str, points: list[dict[str, Any]],
     return added
 
 
+def requeue(study, number: int) -> bool:
+    """Queue trial ``number``'s grid point again (an interrupted trial, which Optuna fails), unless another
+    trial holds that point already; True if it was queued. So a `study worker` finds it, not only a later
+    `study run`."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    trial = next((t for t in trials if t.number == number), None)
+    attrs = trial.user_attrs if trial is not None else {}
+    key, role, point = attrs.get("ablate.key"), attrs.get("ablate.role"), attrs.get(K_POINT)
+    if trial is None or trial.state != TrialState.FAIL or not (key and role and point):
+        return False
+    active = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    if any(t.user_attrs.get("ablate.key") == key and t.state in active for t in trials):
+        return False
+    params, point_attrs = split_point(point, role)
+    study.enqueue_trial(params, user_attrs={**point_attrs, "ablate.key": key, "ablate.role": role, K_POINT: point})
+    return True
+
+
 def _queued_grid_sampler(space: dict):
     """Optuna's GridSampler for a stage whose points are queued trials (fixed params, no ``grid_id``). Its
     ``after_trial`` reads the finished trial's ``grid_id`` once a single grid point is left unvisited, which a

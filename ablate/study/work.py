@@ -11,7 +11,7 @@ from ablate.study.create import settings_changed
 from ablate.study.execute import grid_objective, search_objective
 from ablate.study.keys import K_SKIP, failure_key
 from ablate.study.progress import best_settings
-from ablate.study.queue import compare_points, ensure_grid, grid_space, make_pruner, make_sampler
+from ablate.study.queue import compare_points, ensure_grid, grid_space, make_pruner, make_sampler, requeue
 from ablate.study.workers import reap
 
 def _waiting(study) -> int:
@@ -42,9 +42,14 @@ def _optimize_one(ctx: Context, study, objective) -> None:
 
 
 def work_grid(ctx: Context, study, objective) -> None:
-    """Pop queued trials until none is left."""
+    """Pop queued trials until none is left. An interrupted trial (Ctrl-C, SIGTERM) is queued again."""
     while _waiting(study):
-        _optimize_one(ctx, study, objective)
+        try:
+            _optimize_one(ctx, study, objective)
+        except KeyboardInterrupt:
+            if ctx.current_trial is not None:
+                requeue(study, ctx.current_trial)
+            raise
 
 
 def work_sampled(ctx: Context, study, objective, n_trials: int) -> None:
