@@ -143,7 +143,15 @@ def settings_changed(spec, attrs: dict[str, Any]) -> str:
     when they agree."""
     identity = _as_set(json.loads(json.dumps(spec.identity())))
     old = _as_set(attrs.get("ablate.identity", {}))
-    return "" if old == identity else _diff(old, identity) or "recorded differently"
+    if old == identity:
+        return ""
+    was, now = old.get("variants"), identity.get("variants")
+    if (isinstance(was, list) and isinstance(now, list) and was and now and was[0] != now[0]
+            and sorted(was) == sorted(now)):  # the same variants, another baseline: say that, not a list
+        rest = _diff({**old, "variants": None}, {**identity, "variants": None})
+        return "; ".join(x for x in (f"baseline: {was[0]!r} -> {now[0]!r} (ablate compare --baseline "
+                                     f"{now[0]} reads its runs against another baseline)", rest) if x)
+    return _diff(old, identity) or "recorded differently"
 
 
 def _as_set(identity: dict[str, Any]) -> dict[str, Any]:
