@@ -157,6 +157,9 @@ def test_unstable_baseline_makes_every_verdict_say_so():
     other = build_comparison(replace(make_records(), "rope-1", status="diverged", metric=float("nan")), "rope",
                              "val_bpb")  # --baseline rope: the verdicts name it
     assert other.row("swiglu").verdict == "unstable: baseline rope diverged on 1 of 3 seeds"
+    from ablate.report.render import _noise_floor_sentence
+
+    assert _noise_floor_sentence(other).startswith("Noise floor: the baseline rope's seed-to-seed")
 
 
 def test_baseline_with_only_diverged_runs_is_reported_not_raised():
@@ -491,7 +494,7 @@ def test_one_seed_prints_no_noise_floor_and_no_count_of_zero_comparisons():
     console = Console(record=True, width=200, file=io.StringIO())
     print_comparison(c, console)
     text = console.export_text()
-    assert "noise floor: not available (1 finished baseline seed(s)" in text and "nan" not in text
+    assert "noise floor: not available (1 finished seed(s) of the baseline;" in text and "nan" not in text
     assert "across the 0 variant" not in render_markdown(c)
 
 
