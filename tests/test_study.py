@@ -133,6 +133,12 @@ def test_plan_of_a_factorial_and_gpu_overrides(small_corpus, tmp_path, capsys):
     assert main(["study", "run", str(plain), "--gpu", "--state-dir", str(tmp_path)]) == 2  # nothing to apply
     assert "has no [gpu] table, so --gpu would change nothing" in capsys.readouterr().err
     assert not (tmp_path / "plain-gpu.journal").exists()
+    from ablate.errors import AblateError
+
+    typo = write_study(tmp_path / "typo.toml", small_corpus, {"gpu": {"batch_sise": 64}})
+    with pytest.raises(AblateError, match="gpu.batch_sise"):  # checked without --gpu too: "every key is checked"
+        load_study(typo)
+    assert load_study(file).config.batch_size != 64  # and applied with --gpu only
 
 
 # ------------------------------------------------------------------------------------- workers

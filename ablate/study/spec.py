@@ -299,9 +299,7 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
     if gpu and not data.get("gpu"):  # otherwise a "-gpu" study would rerun the CPU settings under another name
         raise AblateError(f"{path} has no [gpu] table, so --gpu would change nothing; add a [gpu] table with the "
                           "settings for a GPU (e.g. size, batch_size, budget) or run without --gpu")
-    for table in ("train", "gpu"):
-        if table == "gpu" and not gpu:
-            continue
+    for table in ("train", "gpu"):  # [gpu] is checked always, applied with --gpu only
         for key, value in data.get(table, {}).items():
             dotted = f"{table}.{key}"
             if key in PER_TRIAL:
@@ -309,7 +307,9 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
                                           f"list {'variants' if key == 'variant' else 'seeds'} at the top level")
             if table == "train" and key in TOP_CONFIG:
                 raise _fail(path, dotted, f"put {key} at the top level of the file, not in [train]")
-            values[key] = _config_value(path, dotted, key, value)
+            checked = _config_value(path, dotted, key, value)
+            if table == "train" or gpu:
+                values[key] = checked
     run_settings = {f.name for f in dataclasses.fields(RunConfig)}
     for key, value in overrides.items():
         if key in PER_TRIAL:
