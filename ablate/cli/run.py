@@ -92,9 +92,8 @@ def cmd_run(args) -> int:
     if done is not None:  # the same (config, seed) has finished: report it, train nothing, log nothing
         _report(args, done)
         group = getattr(args, "group", None)
-        where = (f" It stays in the group it was trained in: --group {group} names the group of runs this command "
-                 f"trains, so to have it in {group}, train it again there with --force" if group else
-                 " Pass --force to train it again")
+        where = (f" A finished run stays in the group it was trained in; if that was not {group}, pass --force to "
+                 f"train it again in {group}" if group else " Pass --force to train it again")
         print(f"ablate: this run has finished already ({done.run_dir}); its result is above.{where}", file=sys.stderr)
         return 0
     if args.resume and not args.force and os.environ.get("RANK", "0") == "0":
