@@ -103,7 +103,8 @@ def run_until_decided(ctx: Context, design: Design, run_round: Callable[[], int]
             name = "" if spec.baseline == "baseline" else f" {spec.baseline}"
             raise AblateError(f"the baseline{name} {_unstable_text(counts, spec.baseline)}; no sequential verdict is "
                               "possible: give it a budget and learning rate it trains well with (tune the "
-                              "learning rate, or train longer) and run the study again")
+                              "learning rate, or train longer) and run that as a new study (--name NEW, or --fresh "
+                              "to start this one over)")
         family = sum(1 for v in spec.variants if v != spec.baseline)  # unstable variants stay in Holm's family
         result = plan({v: d for v, d in diffs.items() if v not in unstable}, design, family)
         parts = [f"{v}: {look.decision}" for v, look in result.decisions.items()]
