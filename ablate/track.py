@@ -404,6 +404,7 @@ def plot_curves(result: RunResult, path: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(f"{result.variant} · seed {result.seed}")
-    ax.legend()
+    if result.history or result.evals:  # a run stopped before its first step has no curve to label
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path)

@@ -304,3 +304,17 @@ def test_compare_reads_stores_written_before_the_summary_prefix(mlflow_uri, smal
     assert record.metric == old.data.metrics["summary/final_val_loss"] and record.params > 0
     assert record.flops_per_token == old.data.metrics["summary/flops_per_token"]
     assert record.loss_curve == [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "eval/val_loss")]
+
+
+def test_curves_of_a_run_with_no_steps_plot_without_a_warning(tmp_path):
+    """A study run interrupted before its first step leaked matplotlib's "No artists with labels" warning."""
+    import types
+    import warnings
+
+    from ablate.track import plot_curves
+
+    empty = types.SimpleNamespace(history=[], evals=[], variant="baseline", seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_curves(empty, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
