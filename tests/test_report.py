@@ -453,6 +453,8 @@ def test_missing_fairness_key_is_its_own_group_and_the_header_reads_the_runs():
         assert part in header
     uneven = [r for r in recs if not (r.variant == "rope" and r.seed == 2)]  # rope has 2 seeds, the others 3
     assert "8 runs, 3 variants, 2-3 seeds each (0, 1, 2)" in comparison_header(c, uneven)
+    staggered = [r for r in recs if r.seed != (2 if r.variant == "rope" else 0)]  # 2 seeds each, not the same
+    assert "3 variants, 2 seeds each (0, 1, 2)" in comparison_header(c, staggered)
 
 
 @pytest.mark.parametrize("width", [80, 120])

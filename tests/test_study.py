@@ -117,6 +117,15 @@ def test_bad_study_files_name_the_key_and_the_file(top, tables, needles, small_c
         assert needle in err, (needle, err)
 
 
+def test_a_study_not_made_yet_says_the_command_that_makes_it(small_corpus, tmp_path, capsys):
+    file = write_study(tmp_path / "made.toml", small_corpus, {"gpu": {"batch_size": 4}}, variants=["baseline", "rope"])
+    for extra, command in (([], f"run `ablate study run {file}` first"),
+                           (["--name", "other"], f"run `ablate study run {file} --name other` first"),
+                           (["--gpu"], f"run `ablate study run {file} --gpu` first")):
+        assert main(["study", "status", str(file), "--state-dir", str(tmp_path / "none"), *extra]) == 2
+        assert command in capsys.readouterr().err
+
+
 def test_plan_of_a_factorial_and_gpu_overrides(small_corpus, tmp_path, capsys):
     file = write_study(tmp_path / "f.toml", small_corpus,
                        {"search": {"position": ["learned", "rope"], "mlp": ["gelu", "swiglu"]},
@@ -458,6 +467,7 @@ def test_reaper_fails_trials_of_dead_or_silent_workers_and_queues_them_again(sma
     assert main(["study", "status", str(file), "--state-dir", str(tmp_path)]) == 0  # says so, changes nothing
     lines = {int(line.split()[1]): line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("trial ")}
     assert "its worker is gone" in lines[dead.number] and "gone" not in lines[alive.number] + lines[silent.number]
+    assert "{" not in lines[dead.number] and " seed " in lines[dead.number]  # "(rope seed 0)", not a Python dict
     assert {t.state for t in ctx.main().get_trials(deepcopy=False) if t.number in lines} == {TrialState.RUNNING}
     reaped = reap(ctx)
     assert sorted(reaped[spec.name]) == sorted([dead.number, silent.number])

@@ -343,7 +343,9 @@ def _print_progress(ctx) -> None:
             age = (datetime.datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 0
             gone = ("; its worker is gone: `ablate study run` with the same file queues it again"
                     if w and worker_alive(w) is False else "")
-            console.print(f"    trial {t.number} {trial_point(t)} on {w.get('host', '?')} pid {w.get('pid', '?')} "
+            point = trial_point(t)
+            what = " ".join([str(point.get("variant", "?")), *(f"{k} {v}" for k, v in point.items() if k != "variant")])
+            console.print(f"    trial {t.number} ({what}) on {w.get('host', '?')} pid {w.get('pid', '?')} "
                           f"for {age:.0f}s{gone}", highlight=False, markup=False)
         if p.missing:
             more = f" (+{len(p.missing) - 8} more)" if len(p.missing) > 8 else ""

@@ -185,6 +185,12 @@ def render_text(comparison: Comparison, width: int = 200) -> str:
 
 
 
+def _span(counts) -> str:
+    """"2-3" for counts from 2 to 3, "2" when they are all 2."""
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}-{high}"
+
+
 def _named(c: Comparison) -> str:
     """" rope" when the baseline is a variant other than the one called ``baseline``, else ""."""
     return "" if c.baseline == "baseline" else f" {c.baseline}"
@@ -242,7 +248,7 @@ def comparison_header(comparison: Comparison, records: Sequence[RunRecord]) -> s
     per_variant = {v: len({r.seed for r in used if r.variant == v}) for v in variants}
     grid = set(per_variant.values()) == {len(seeds)}  # every variant has every seed
     counts = (f"{_many(len(variants), 'variant')} x {_many(len(seeds), 'seed')}" if grid else
-              f"{_many(len(variants), 'variant')}, {min(per_variant.values())}-{max(per_variant.values())} seeds each")
+              f"{_many(len(variants), 'variant')}, {_span(per_variant.values())} seeds each")
     text = f"{_many(len(used), 'run')}, {counts} ({shown})"
 
     def values(key: str) -> str:
@@ -305,7 +311,8 @@ def write_report(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise AblateError(f"cannot create report directory {out_dir}: {e.strerror or e}") from e
+        hint = "; the report goes into a folder: give another path, or remove the file" if out_dir.is_file() else ""
+        raise AblateError(f"cannot create report directory {out_dir}: {e.strerror or e}{hint}") from e
     figures: list[Path] = []
     curves = out_dir / "curves.png"
     if plot_curves(comparison, records, curves, x_label):

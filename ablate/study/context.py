@@ -46,10 +46,17 @@ class Context:
     def storage(self):
         if self._storage is None:
             if self.must_exist and "://" not in self.storage_url and not Path(self.storage_url).exists():
-                raise AblateError(f"no study state at {self.storage_url}; run `ablate study run {self.spec.path}` "
+                raise AblateError(f"no study state at {self.storage_url}; run `{self.run_command()}` "
                                   "first, or pass the --storage / --state-dir it used")
             self._storage = open_storage(self.storage_url)
         return self._storage
+
+    def run_command(self) -> str:
+        """`ablate study run FILE` with the --gpu and --name that made this study's name."""
+        spec = self.spec
+        default = spec.file_name + ("-gpu" if spec.gpu else "")
+        return (f"ablate study run {spec.path}" + (" --gpu" if spec.gpu else "")
+                + (f" --name {spec.name}" if spec.name != default else ""))
 
     def say(self, text: str) -> None:
         self.echo(f"{self.label}{text}")
@@ -72,7 +79,7 @@ class Context:
             return optuna.load_study(study_name=name, storage=self.storage, sampler=sampler, pruner=pruner)
         except KeyError:
             raise AblateError(f"study {name!r} does not exist in {self.storage_url}; create it with "
-                              f"`ablate study run {self.spec.path}` (with the same --storage)") from None
+                              f"`{self.run_command()}` (with the same --storage)") from None
 
     def main(self, sampler=None, pruner=None):
         return self.load(self.spec.name, sampler, pruner)
