@@ -223,3 +223,14 @@ def test_data_sheet_peaks_match_the_card_not_a_fragment_of_its_name():
              "NVIDIA L4": 121e12, "NVIDIA L40S": 362e12, "NVIDIA L40": 181e12, "NVIDIA GeForce RTX 4090": 165e12,
              "NVIDIA GeForce RTX 3090": None, "Tesla T4": None}
     assert {name: peak_for_name(name) for name in names} == names
+
+
+def test_bench_numbers_go_to_a_json_file(tmp_path, capsys):
+    """`bench train --out x.png` wrote JSON into a .png; a device (/dev/null) still takes the numbers."""
+    for command in (["train", "--size", "tiny"], ["decode", "--size", "tiny"], ["attention"]):
+        assert main(["bench", *command, "--out", str(tmp_path / "x.png")]) == 2
+        assert "the numbers are written as JSON; give a file name ending .json" in capsys.readouterr().err
+    assert main(["bench", "decode", "--size", "tiny", "--variants", "mqa", "--prompt", "2", "--new-tokens", "2",
+                 "--repeats", "1", "--out", "/dev/null"]) == 0
+    assert main(["bench", "mixers", "--out", str(tmp_path / "m.json")]) == 2
+    assert "the plot is written as .png, .svg, .pdf; give a file name ending .png or .svg or .pdf" in capsys.readouterr().err

@@ -68,14 +68,17 @@ def _variants(text: str) -> list[str]:
 
 def _out(path: str, suffixes: tuple[str, ...] = ()) -> Path:
     """``--out``, checked before anything is measured: a file path (not a folder) whose folder can be made,
-    with one of ``suffixes`` when given."""
+    with one of ``suffixes`` when given (JSON may also go to a device such as /dev/null)."""
     from ablate.config import check_folder
 
     out = Path(path)
     if out.is_dir():
         raise AblateError(f"--out {path} is a folder; give a file path, e.g. {out / 'bench.json'}")
-    if suffixes and out.suffix.lower() not in suffixes:
-        raise AblateError(f"--out {path}: the plot is written as {', '.join(suffixes)}; give a file name ending so")
+    # /dev/null or /dev/stdout takes the numbers as they are (not the mixers' plot, whose numbers go beside it)
+    device = suffixes == (".json",) and out.exists() and not out.is_file()
+    if suffixes and out.suffix.lower() not in suffixes and not device:
+        what = "the numbers are written as JSON" if suffixes == (".json",) else f"the plot is written as {', '.join(suffixes)}"
+        raise AblateError(f"--out {path}: {what}; give a file name ending {' or '.join(suffixes)}")
     check_folder(out.parent, "--out's folder")  # a file on the way, not writable, or folders cannot be made there
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
@@ -127,7 +130,7 @@ def cmd_bench_mixers(args) -> int:
 def cmd_bench_attention(args) -> int:
     from ablate.bench.attention import run_attention
 
-    out = _out(args.out)
+    out = _out(args.out, (".json",))
     bench = run_attention(sizes=_sizes(args.sizes), batch=args.batch, warmup=args.warmup, repeats=args.repeats,
                           device=args.device, threads=args.threads, seed=args.seed)
     console.print(bench.table())
@@ -148,7 +151,7 @@ def cmd_bench_train(args) -> int:
 
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise AblateError("need --steps >= 1, --warmup >= 0 and --batch-size >= 1")
-    variants, out, device = _variants(args.variants), _out(args.out), pick_device(args.device)
+    variants, out, device = _variants(args.variants), _out(args.out, (".json",)), pick_device(args.device)
     if args.compile and args.warmup < COMPILE_WARMUP:  # compilation spans the first steps: they are not steady
         print(f"ablate: warning: --compile with --warmup {args.warmup}: compiling takes the first {COMPILE_WARMUP} "
               f"steps, so the timed steps include it; give --warmup {COMPILE_WARMUP} or more", file=sys.stderr)
@@ -170,7 +173,7 @@ def cmd_bench_decode(args) -> int:
 
     if args.prompt < 1 or args.new_tokens < 1 or args.batch < 1 or args.repeats < 1:
         raise AblateError("need --prompt, --new-tokens, --batch and --repeats of at least 1")
-    variants, out, device = _variants(args.variants), _out(args.out), pick_device(args.device)
+    variants, out, device = _variants(args.variants), _out(args.out, (".json",)), pick_device(args.device)
     with torch_threads(args.threads) as threads:
         results = [bench_decode.bench_variant(v, size=args.size, batch=args.batch, prompt=args.prompt,
                                               new_tokens=args.new_tokens, repeats=args.repeats, dtype=args.dtype,
