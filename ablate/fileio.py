@@ -11,7 +11,10 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
+import stat
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, BinaryIO
@@ -74,6 +77,26 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _own_descriptor(path: Path) -> int | None:
+    """The file descriptor ``path`` names in this process (/dev/stdout, /dev/fd/N, /proc/self/fd/N), if any."""
+    text = str(path)
+    named = {"/dev/stdout": 1, "/dev/stderr": 2}
+    if text in named:
+        return named[text]
+    match = re.fullmatch(r"/(?:dev/fd|proc/self/fd)/(\d+)", text)
+    return int(match[1]) if match else None
+
+
+def _write_through(path: Path) -> bool:
+    """Whether ``path`` is written in place: an existing target that is not a regular file or a folder (a
+    device, a pipe), where replacing it would put a plain file where the device was."""
+    try:
+        mode = os.stat(path).st_mode  # follows links
+    except OSError:  # not there yet, a dangling link or a loop: the atomic path (which replaces a link)
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None], digests: Path | None = None) -> None:
     """Create ``path`` atomically: ``write(f)`` fills a temporary file that then replaces ``path``.
 
@@ -85,12 +108,19 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], digests: Path | 
     killed between the two writes never leaves a good file looking damaged (see ``digest_matches``).
     """
     path = Path(path)
-    if path.is_symlink():  # replace the file the link points to, not the link
-        path = path.resolve()
-    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/null, /dev/stdout, a pipe: written
-        with open(path, "wb") as f:  # through; replacing it would put a plain file where the device was
+    fd = _own_descriptor(path)
+    if fd is not None:  # /dev/stdout and the like: this process's own open file, at its own offset
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # what was printed before comes first
+        with os.fdopen(os.dup(fd), "wb") as f:
             write(f)
         return
+    if _write_through(path):  # /dev/null, a named pipe
+        with open(path, "wb") as f:
+            write(f)
+        return
+    if path.is_symlink() and path.is_file():  # replace the file the link points to, not the link
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     try:

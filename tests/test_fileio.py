@@ -148,3 +148,24 @@ def test_a_symlink_keeps_pointing_at_the_file_it_names(tmp_path):
     link.symlink_to(target)
     atomic_write_text(link, "new")
     assert link.is_symlink() and target.read_text() == "new"
+
+
+def test_a_dangling_link_or_a_link_to_a_folder_creates_nothing_elsewhere(tmp_path):
+    """A dangling link is replaced (as before): its target's missing folders are not made."""
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "sub" / "deeper" / "target.json")
+    atomic_write_text(dangling, "x")
+    assert dangling.read_text() == "x" and not dangling.is_symlink() and not (tmp_path / "sub").exists()
+
+
+def test_standard_output_taken_as_a_file_is_written_through(tmp_path):
+    """/dev/stdout redirected to a file resolves to that file: replacing it cut the process off its output."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.txt"
+    code = ("import sys\nfrom ablate.fileio import atomic_write_text\nprint('before', flush=True)\n"
+            "atomic_write_text('/dev/stdout', 'numbers\\n')\nprint('after', flush=True)\n")
+    with open(out, "w") as f:
+        subprocess.run([sys.executable, "-c", code], stdout=f, check=True)
+    assert out.read_text().split() == ["before", "numbers", "after"]

@@ -75,8 +75,11 @@ def _out(path: str, suffixes: tuple[str, ...] = ()) -> Path:
     if out.is_dir():
         raise AblateError(f"--out {path} is a folder; give a file path, e.g. {out / 'bench.json'}")
     # /dev/null or /dev/stdout takes the numbers as they are (not the mixers' plot, whose numbers go beside it)
-    device = suffixes == (".json",) and out.exists() and not out.is_file()
-    if suffixes and out.suffix.lower() not in suffixes and not device:
+    device = suffixes == (".json",) and (str(out) in ("/dev/stdout", "/dev/stderr")
+                                         or out.exists() and not out.is_file())
+    if device:
+        return out
+    if suffixes and out.suffix.lower() not in suffixes:
         what = "the numbers are written as JSON" if suffixes == (".json",) else f"the plot is written as {', '.join(suffixes)}"
         raise AblateError(f"--out {path}: {what}; give a file name ending {' or '.join(suffixes)}")
     check_folder(out.parent, "--out's folder")  # a file on the way, not writable, or folders cannot be made there
@@ -87,7 +90,7 @@ def _out(path: str, suffixes: tuple[str, ...] = ()) -> Path:
 def _write_json(out: Path, numbers: dict) -> None:
     from ablate.fileio import atomic_write_text
 
-    atomic_write_text(out, json.dumps(numbers, indent=2))
+    atomic_write_text(out, json.dumps(numbers, indent=2) + "\n")
     console.print(f"numbers: {out}", highlight=False)
 
 
