@@ -270,6 +270,19 @@ def test_an_interrupted_trial_is_queued_again_for_any_worker(study):
     assert len(again) == waiting and failed.user_attrs["ablate.key"] in {t.user_attrs["ablate.key"] for t in again}
     assert requeue(grid, failed.number) is False  # queued already: never twice
 
+    calls = []
+
+    def failing_then_interrupted_early(trial):
+        calls.append(trial.number)
+        if len(calls) == 1:
+            ctx.current_trial = trial.number
+            raise RuntimeError("a real failure")  # failed, and stays failed
+        raise KeyboardInterrupt  # before this trial's objective took it: nothing to queue, and not the last one
+
+    with pytest.raises(KeyboardInterrupt):
+        work_grid(ctx, grid, failing_then_interrupted_early)
+    assert len(grid.get_trials(deepcopy=False, states=(TrialState.WAITING,))) == waiting - 2
+
 
 def test_a_queued_trial_survives_a_sampled_one_on_its_grid():
     """Two workers: one asks just as the other pops the last queued trial, so Optuna samples a grid point; the

@@ -135,6 +135,7 @@ def queued_point(ctx: Context, trial, role: str) -> dict[str, Any]:
     """The grid point a trial was queued with. A trial that popped none (another worker took the last
     queued one first) is skipped: the queue is the only source of work. The point's unsearched values
     (the seed) are set as user attributes where a trial queued by an older ablate lacks them."""
+    ctx.current_trial = trial.number  # from the first line of every grid objective: an interrupted trial is this one
     point = trial.user_attrs.get(K_POINT)
     if not point:
         skip(ctx, trial, "nothing queued (another worker took the last queued trial)")

@@ -120,7 +120,8 @@ def requeue(study, number: int) -> bool:
     if trial is None or trial.state != TrialState.FAIL or not (key and role and point):
         return False
     active = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    if any(t.user_attrs.get("ablate.key") == key and t.state in active for t in trials):
+    if any(t.user_attrs.get("ablate.key") == key and t.state in active and not t.user_attrs.get(K_SKIP)
+           for t in trials):  # a trial skipped as a duplicate of this one holds nothing
         return False
     params, point_attrs = split_point(point, role)
     study.enqueue_trial(params, user_attrs={**point_attrs, "ablate.key": key, "ablate.role": role, K_POINT: point})

@@ -44,6 +44,7 @@ def _optimize_one(ctx: Context, study, objective) -> None:
 def work_grid(ctx: Context, study, objective) -> None:
     """Pop queued trials until none is left. An interrupted trial (Ctrl-C, SIGTERM) is queued again."""
     while _waiting(study):
+        ctx.current_trial = None  # set by the objective once it has popped its trial
         try:
             _optimize_one(ctx, study, objective)
         except KeyboardInterrupt:
