@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ablate.cli import main
+from ablate.errors import AblateError
 from ablate.study import Context, load_study, storage_url
 from tests.test_study import write_study
 
@@ -80,6 +81,16 @@ def test_bad_pretrain_tables_are_one_line(top, pretrain, finetune, needles, corp
     assert str(file) in err, err
     for needle in needles:
         assert needle in err, (needle, err)
+
+
+def test_stages_that_build_different_models_are_refused_before_training(corpora, tmp_path):
+    """A text corpus pretrained, a task finetuned: the pretraining trials trained, then every finetune arm
+    failed to load their weights (another vocabulary and context)."""
+    from ablate.study import preflight
+
+    file = _study(tmp_path, corpora, tokenizer="byte", data="task:addition(digits=2)", metric="acc")
+    with pytest.raises(AblateError, match=r"different models \(vocab_size 256 vs 20\).*one tokenizer"):
+        preflight(load_study(file))
 
 
 def test_missing_pretrain_table_is_one_line(corpora, tmp_path, capsys):

@@ -40,6 +40,7 @@ def preflight(spec: StudySpec, limit: int = 64) -> int:
             from ablate.study.stages import stage1_config
 
             configs.insert(0, stage1_config(spec, variant, spec.seeds[0]))
+        built = []
         for config in configs:
             try:
                 resolved, dims, budget, data, _, _ = prepare_run(config)
@@ -48,6 +49,17 @@ def preflight(spec: StudySpec, limit: int = 64) -> int:
                 check_warmup(config, budget.total_steps(per_step, flops))
             except AblateError as err:
                 raise AblateError(f"{spec.path}: variant {variant}: {err}") from None
+            built.append(dims)
+        if len(built) == 2 and built[0] != built[1]:  # the finetune arm loads the pretrained weights
+            differ = ", ".join(f"{f} {getattr(built[0], f)} vs {getattr(built[1], f)}"
+                               for f in ("d_model", "n_layers", "n_heads", "context", "vocab_size")
+                               if getattr(built[0], f) != getattr(built[1], f))
+            fix = (f"give both stages the same sizes (e.g. context = {max(built[0].context, built[1].context)} at "
+                   "the top level)" if built[0].vocab_size == built[1].vocab_size else
+                   "the two stages need one tokenizer (a task has its own tokens: pretrain on a task too, or "
+                   "finetune on text)")
+            raise AblateError(f"{spec.path}: variant {variant}: pretraining and finetuning build different models "
+                              f"({differ}), so the finetune arm could not load the pretrained weights; {fix}")
         if is_accuracy(spec.metric) and not isinstance(data, TaskData):  # the runs would train, then have no metric
             raise AblateError(f"{spec.path}: metric {spec.metric!r} is a task's accuracy and data {config.data!r} is "
                               "not a task; use metric = \"val_loss\" (or val_bpb), or data = \"task:...\"")

@@ -75,7 +75,9 @@ def run_trial(ctx: Context, trial, stage: str, role: str, config: RunConfig, par
                                         "ablate.trial": str(trial.number),
                                         "ablate.optuna_trial": f"{stage}#{trial.number}",
                                         **{f"ablate.param.{k}": str(v) for k, v in (extra or {}).items()}})
-    hooks = _TrialHooks(trial, tracker, spec.metric, prune, say=ctx.say)
+    metric = "val_loss" if role == "pretrain" else spec.metric  # pretraining is never a verdict, and has no
+    # task accuracy when the study's metric is one (a corpus, then a task)
+    hooks = _TrialHooks(trial, tracker, metric, prune, say=ctx.say)
     started = time.perf_counter()
     ctx.say(f"trial {trial.number} {_describe(config, extra)} started")
     ctx.current_trial = trial.number
@@ -87,10 +89,10 @@ def run_trial(ctx: Context, trial, stage: str, role: str, config: RunConfig, par
     finally:
         if beat:
             beat.__exit__(None, None, None)
-    value = result.final.get(spec.metric, float("nan"))
+    value = result.final.get(metric, float("nan"))
     if result.status == "finished":  # a stalled run is a result that makes its variant unstable (--until-decided)
-        stalled = result_stall_reason(result.evals, result.final, result.extra.get("unigram_entropy"), spec.metric,
-                                      lower_is_better(spec.metric))
+        stalled = result_stall_reason(result.evals, result.final, result.extra.get("unigram_entropy"), metric,
+                                      lower_is_better(metric))
         if stalled:
             trial.set_user_attr(K_STALLED, stalled)
     for key, v in (("ablate.status", result.status), ("ablate.steps", result.steps),
@@ -98,7 +100,7 @@ def run_trial(ctx: Context, trial, stage: str, role: str, config: RunConfig, par
                    ("ablate.final", {k: v for k, v in result.final.items()})):
         trial.set_user_attr(key, v)
     took = time.perf_counter() - started
-    shown = f"{spec.metric} {value:.4f}" if value == value else f"no {spec.metric}"
+    shown = f"{metric} {value:.4f}" if value == value else f"no {metric}"
     ctx.say(f"trial {trial.number} {_describe(config, extra)} {result.status}: {shown} ({took:.0f}s)")
     if result.status == "pruned":
         ctx.summary.ran += 1
