@@ -77,9 +77,9 @@ def test_status_and_report_of_a_decided_study_need_its_seeds(study, capsys):
         assert "added seeds until decided, up to 5" in capsys.readouterr().err
 
 
-def test_a_plain_run_after_until_decided_is_the_whole_grid(study, capsys, monkeypatch):
-    """`study run` without --until-decided after a sequential study trains the whole grid; its status then
-    counted the seeds rope had not needed as not needed (a stale record), and its report hid them."""
+def test_a_plain_run_of_an_until_decided_study_is_refused(study, capsys, monkeypatch):
+    """`study run` without --until-decided queued the whole grid over a sequential study and left its record:
+    status then counted the seeds a decided variant had not needed as not needed, and the report hid them."""
     import ablate.cli.study as cli_study
     from ablate.cli import main
 
@@ -88,12 +88,12 @@ def test_a_plain_run_after_until_decided_is_the_whole_grid(study, capsys, monkey
     capsys.readouterr()
     monkeypatch.setattr(cli_study, "_run_round", lambda args, ctx, threads: 0)  # train nothing
     where = ["--state-dir", str(spec.path.parent), "--tracking-uri", ctx.tracking_uri]
-    main(["study", "run", str(spec.path), *where])
-    assert "the earlier --until-decided verdicts are dropped" in capsys.readouterr().out
-    assert not ctx.main().user_attrs.get(rounds.K_SEQUENTIAL)
+    assert main(["study", "run", str(spec.path), *where]) == 2
+    assert "adds seeds until decided; continue it with --until-decided" in capsys.readouterr().err
+    assert ctx.main().user_attrs.get(rounds.K_SEQUENTIAL)  # the record is kept and nothing was queued
     (stage,) = progress(ctx)
-    assert (stage.done, stage.expected) == (13, 15) and len(stage.missing) == 2  # rope's seeds 3 and 4
-    assert rounds.forget(ctx) is False
+    assert (stage.done, stage.expected, stage.missing) == (13, 13, [])
+    assert rounds.recorded(ctx)
 
 
 def stalling_round(ctx, answered, stalls):

@@ -229,12 +229,12 @@ def cmd_run(args) -> int:
         if fresh_journal and journal.exists() and journal.stat().st_size == 0:
             journal.unlink()  # nothing was created: leave no empty journal behind
         raise
+    if design is None and not args.fresh and rounds.recorded(ctx):  # before create queues the whole grid
+        raise AblateError(f"study {spec.name!r} adds seeds until decided; continue it with --until-decided, or run "
+                          "the whole grid as a new study (--name NEW) or over again (--fresh)")
     ctx.spec = rounds.first_round(spec, design) if design is not None else spec
     create(ctx, fresh=args.fresh)
     ctx.spec = spec
-    if design is None and rounds.forget(ctx):
-        console.print("  the whole grid this time: the earlier --until-decided verdicts are dropped (run with "
-                      "--until-decided to keep adding seeds only where undecided)", highlight=False, markup=False)
     console.print(f"  tracking: {redact(ctx.tracking_uri)} (experiment {ctx.experiment or 'ablate'})", highlight=False,
                   markup=False)
     reap(ctx)

@@ -135,14 +135,12 @@ def save(ctx: Context, result: Plan, counts: dict[str, dict[str, int]], design: 
     return record
 
 
-def forget(ctx: Context) -> bool:
-    """Drop an earlier --until-decided record (True if there was one): a plain `study run` trains the whole
-    grid, and its status and report are the fixed design's, not the seeds the sequential test needed."""
-    study = ctx.main()
-    if not study.user_attrs.get(K_SEQUENTIAL):
+def recorded(ctx: Context) -> bool:
+    """Whether the study exists and was run --until-decided (its record of verdicts is kept)."""
+    try:
+        return bool(ctx.main().user_attrs.get(K_SEQUENTIAL))
+    except AblateError:  # not made yet
         return False
-    study.set_user_attr(K_SEQUENTIAL, None)
-    return True
 
 
 def table(record: dict[str, Any], baseline: str, metric: str):
