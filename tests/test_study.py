@@ -148,6 +148,10 @@ def test_plan_of_a_factorial_and_gpu_overrides(small_corpus, tmp_path, capsys):
     with pytest.raises(AblateError, match="gpu.batch_sise"):  # checked without --gpu too: "every key is checked"
         load_study(typo)
     assert load_study(file).config.batch_size != 64  # and applied with --gpu only
+    for bad, words in (({"size": "gpt2-smal"}, "unknown size 'gpt2-smal'"), ({"budget": "10 minits"}, "budget"),
+                       ({"batch_size": 0}, "--batch-size")):
+        with pytest.raises(AblateError, match=f"\\[gpu\\]: .*{words}"):  # values too, not only names
+            load_study(write_study(tmp_path / "bad.toml", small_corpus, {"gpu": bad}))
 
 
 # ------------------------------------------------------------------------------------- workers

@@ -299,6 +299,7 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
     if gpu and not data.get("gpu"):  # otherwise a "-gpu" study would rerun the CPU settings under another name
         raise AblateError(f"{path} has no [gpu] table, so --gpu would change nothing; add a [gpu] table with the "
                           "settings for a GPU (e.g. size, batch_size, budget) or run without --gpu")
+    unapplied: dict[str, Any] = {}  # [gpu] without --gpu: its values are checked as if applied
     for table in ("train", "gpu"):  # [gpu] is checked always, applied with --gpu only
         for key, value in data.get(table, {}).items():
             dotted = f"{table}.{key}"
@@ -310,6 +311,8 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
             checked = _config_value(path, dotted, key, value)
             if table == "train" or gpu:
                 values[key] = checked
+            else:
+                unapplied[key] = checked
     run_settings = {f.name for f in dataclasses.fields(RunConfig)}
     for key, value in overrides.items():
         if key in PER_TRIAL:
@@ -321,16 +324,20 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
                               f"(--set takes seeds and a run's settings: see `ablate run --help`)")
         values[key] = _config_value("--set", key, key, value)
     values.setdefault("out_dir", str(Path("runs") / "studies" / (name or file_name + ("-gpu" if gpu else ""))))
-    try:
-        config = RunConfig(**values)
-        validate(config)
-        from ablate.budget import parse_budget
-        from ablate.presets import get_size
+    from ablate.budget import parse_budget
+    from ablate.presets import get_size
 
-        parse_budget(config.budget)
-        get_size(config.size)
-    except AblateError as err:
-        raise AblateError(f"{path}: {err}") from None
+    for settings, where in ((values, ""), ({**values, **unapplied}, "[gpu]: ")):
+        if where and not unapplied:
+            continue
+        try:
+            config = RunConfig(**settings)
+            validate(config)
+            parse_budget(config.budget)
+            get_size(config.size)
+        except AblateError as err:
+            raise AblateError(f"{path}: {where}{err}") from None
+    config = RunConfig(**values)
 
     # variants, search space, tuning
     search_table = dict(data.get("search", {}))
