@@ -74,6 +74,13 @@ def run_study(file: str | Path, *, workers: int = 1, report: bool = True, **opti
         if load_study(file).pretrain is not None:  # before training, not after
             raise AblateError("run_study cannot return the report of a pretrain-then-finetune study yet; pass "
                               "report=False, then run `ablate study report` with the same flags and read its report.md")
+    from ablate.cli import build_parser
+
+    takes = set(vars(build_parser().parse_args(["study", "run", file]))) - {"func", "file", "command", "study_command",
+                                                                          "plugin"}
+    unknown = sorted(set(options) - takes)  # exact names: argparse would take --until for --until-decided
+    if unknown:
+        raise TypeError(f"run_study() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
     shared = {k: options.pop(k) for k in ("storage", "state_dir", "gpu", "set", "name", "tracking_uri", "experiment")
               if k in options}
     run = _command(["study", "run", file, "--workers", str(workers), *_flags(shared), *_flags(options)])

@@ -12,7 +12,7 @@ import torch
 # PCIe and NVL cards run at lower clocks than the SXM parts ("NVIDIA H100 80GB HBM3"), and "L4" must not
 # match an L40 or L40S
 KNOWN_PEAKS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H200 NVL", 835e12), ("H100", 989e12),
-               ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12),
+               ("H200", 989e12), ("GH200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12),
                ("A10G", 125e12), ("4090", 165e12))
 
 

@@ -96,8 +96,10 @@ def test_the_api_says_what_it_takes_when_called_wrongly(tmp_path):
         compare([])
     from ablate import run_study
 
-    with pytest.raises(TypeError, match=r"run_study\(\) got unexpected keyword argument\(s\) 'foo', 'bar_baz'$"):
+    with pytest.raises(TypeError, match=r"run_study\(\) got unexpected keyword argument\(s\) 'bar_baz', 'foo'$"):
         run_study(Path(__file__).parents[1] / "studies" / "quickstart.toml", foo=1, bar_baz=2, report=False)
+    with pytest.raises(TypeError, match="'until'"):  # not argparse's abbreviation of --until-decided
+        run_study(Path(__file__).parents[1] / "studies" / "quickstart.toml", until=True, report=False)
     with pytest.raises(TypeError, match="set= takes a dict"):
         _flags({"set": "seeds=2"})
     with pytest.raises(AblateError, match="did you mean 'seeds'"):

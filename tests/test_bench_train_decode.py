@@ -221,7 +221,7 @@ def test_data_sheet_peaks_match_the_card_not_a_fragment_of_its_name():
     names = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
              "NVIDIA H200": 989e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12,
              "NVIDIA L4": 121e12, "NVIDIA L40S": 362e12, "NVIDIA L40": 181e12, "NVIDIA GeForce RTX 4090": 165e12,
-             "NVIDIA GeForce RTX 3090": None, "Tesla T4": None}
+             "NVIDIA GH200 480GB": 989e12, "NVIDIA GeForce RTX 3090": None, "Tesla T4": None}
     assert {name: peak_for_name(name) for name in names} == names
 
 

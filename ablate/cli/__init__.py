@@ -62,7 +62,7 @@ def _out_of_memory(err: RuntimeError) -> bool:
         return True
     text = str(err)
     return any(s in text for s in ("can't allocate memory", "not enough memory", "CUDA out of memory",
-                                   "MPS backend out of memory"))
+                                   "CUDA error: out of memory", "MPS backend out of memory"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         first = (str(err).strip().splitlines() or ["out of memory"])[0]
         first = first[max(first.find("DefaultCPUAllocator"), 0):][:200]  # not c10's "[enforce fail at ...] err == 0."
-        print(f"ablate: error: out of memory ({first}); make the work smaller (batch size, context, width or "
-              "layers) or use a device with more memory", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # under torchrun, once per machine
+            print(f"ablate: error: out of memory ({first}); make the work smaller (batch size, context, width or "
+                  "layers) or use a device with more memory", file=sys.stderr)
         return 2
     finally:
         sys.stdout.flush()  # a closed pipe is dropped here too, not at exit

@@ -96,7 +96,7 @@ def pretrain_report(ctx, out: Path, console: Console, wide: bool = False) -> lis
     trials, missing = finetune_trials(ctx)
     if not trials:
         raise AblateError(f"study {spec.name!r} has no finished finetune trials yet; run "
-                          f"`ablate study run {spec.path}` first")
+                          f"`{ctx.run_command()}` first")
     records = load_records(tracking_uri=ctx.tracking_uri, experiment=ctx.experiment,
                            run_ids=[t.user_attrs[K_RUN] for t in trials.values()], metric=spec.metric)
     by_id = {r.run_id: r for r in records}

@@ -57,7 +57,7 @@ def compare_report(ctx, out: Path, console: Console, wide: bool = False, found: 
     trials, missing = compare_trials(ctx)
     if not trials:
         raise AblateError(f"study {spec.name!r} has no finished comparison trials yet; run "
-                          f"`ablate study run {spec.path}` first")
+                          f"`{ctx.run_command()}` first")
     records = load_records(tracking_uri=ctx.tracking_uri, experiment=ctx.experiment,
                            run_ids=[t.user_attrs[K_RUN] for t in trials], metric=spec.metric)
     comparison = compare(records, baseline=spec.baseline, metric=spec.metric, alpha=spec.alpha)
@@ -212,7 +212,7 @@ def search_report(ctx, out: Path, console: Console, found: Findings | None = Non
     trials = [t for t in study.get_trials(deepcopy=False)
               if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not t.user_attrs.get(K_SKIP)]
     if not trials:
-        raise AblateError(f"study {spec.name!r} has no finished trials yet; run `ablate study run {spec.path}` first")
+        raise AblateError(f"study {spec.name!r} has no finished trials yet; run `{ctx.run_command()}` first")
     sign = 1.0 if lower_is_better(spec.metric) else -1.0
     ranked = sorted(trials, key=lambda t: _search_score(t, sign))
     params = sorted({k for t in trials for k in t.params if k not in spec.slots and k != "variant"})

@@ -158,8 +158,8 @@ def settings_changed(spec, attrs: dict[str, Any]) -> str:
     if old == identity:
         return ""
     was, now = old.get("variants"), identity.get("variants")
-    if (isinstance(was, list) and isinstance(now, list) and was and now and was[0] != now[0]
-            and sorted(was) == sorted(now)):  # the same variants, another baseline: say that, not a list
+    if (identity.get("protocol") != "search" and isinstance(was, list) and isinstance(now, list) and was and now
+            and was[0] != now[0] and sorted(was) == sorted(now)):  # the same variants, another baseline
         rest = _diff({**old, "variants": None}, {**identity, "variants": None})
         return "; ".join(x for x in (f"baseline: {was[0]!r} -> {now[0]!r} (ablate compare --baseline "
                                      f"{now[0]} reads its runs against another baseline)", rest) if x)
