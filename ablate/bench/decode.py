@@ -116,7 +116,8 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int | None = N
                                                    repeats=repeats, amp=amp)
     c = cost(model, kv_dtype=dtype)
     per_token, per_sequence = c.kv_cache_bytes_per_token, c.state_bytes_per_sequence
-    if held:  # what the caches hold, in the dtype they hold it in (a GRU keeps its state in float32 under autocast)
+    if held and not (per_token and per_sequence):  # what the caches hold, in the dtype they hold it in (a GRU
+        # keeps its state in float32 under autocast); a plugin's mixer with both kinds keeps the accounting's
         per_token = held / positions if per_token else 0
         per_sequence = held // batch if per_sequence else 0
     return DecodeBench(variant.name, sum(p.numel() for p in model.parameters()), model.blocks[0].attn.kv_heads,
