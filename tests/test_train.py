@@ -322,3 +322,21 @@ def test_a_warmup_as_long_as_the_budget_is_a_user_error():
     assert check_warmup(RunConfig(warmup=19), 20) == 20
     assert check_warmup(RunConfig(warmup=0.5), 1) == 1  # a fraction always fits
     assert check_warmup(RunConfig(warmup=500), None) is None  # a time budget: steps unknown
+
+
+def test_an_interrupted_run_is_not_started_over_without_resume_or_force(corpus, tmp_path, capsys):
+    """The same command again after Ctrl-C trained from step 0 and overwrote the checkpoint, silently."""
+    import json
+
+    argv = ["run", "--no-track", "--size", "tiny", "--data", str(corpus), "--budget", "6steps", "--eval-points", "1",
+            "--out-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    (run_dir,) = (tmp_path / "r").iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    (run_dir / "result.json").write_text(json.dumps({**result, "status": "interrupted", "steps": 3}))
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "stopped at step 3 and its checkpoint is in" in err and "--resume" in err and "--force" in err
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "interrupted"  # untouched
+    assert main(argv + ["--force"]) == 0

@@ -96,6 +96,8 @@ def cmd_run(args) -> int:
                  f"train it again in {group}" if group else " Pass --force to train it again")
         print(f"ablate: this run has finished already ({done.run_dir}); its result is above.{where}", file=sys.stderr)
         return 0
+    if not args.resume and not args.force:
+        _refuse_to_start_over(config)
     if args.resume and not args.force and os.environ.get("RANK", "0") == "0":
         _say_if_nothing_to_resume(config)
     callbacks = [LiveView(quiet=args.json)]
@@ -138,6 +140,27 @@ def _report(args, result) -> None:
         print(json.dumps(json_safe(summary), default=str))  # strict JSON: a missing number is null, never NaN
     else:
         print_summary(result)
+
+
+def _refuse_to_start_over(config) -> None:
+    """A run directory that holds the checkpoint of an unfinished run is continued with --resume or started
+    over with --force, never overwritten from step 0 by the same command without either."""
+    from ablate.train import CHECKPOINT, run_dir_for
+    from ablate.variant import parse_variant
+
+    run_dir = run_dir_for(config, parse_variant(config.variant).name)
+    if not (run_dir / CHECKPOINT).exists():
+        return
+    try:
+        summary = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    status, steps = (summary.get("status"), summary.get("steps")) if isinstance(summary, dict) else (None, None)
+    if status in ("diverged", "pruned"):  # a result: training it again gives it again
+        raise AblateError(f"this run ended {status} ({run_dir}); pass --force to train it again")
+    at = f" at step {steps}" if isinstance(steps, int) else ""
+    raise AblateError(f"this run was stopped{at} and its checkpoint is in {run_dir}; continue it with --resume, "
+                      "or pass --force to start it over")
 
 
 def _say_if_nothing_to_resume(config) -> None:
