@@ -231,3 +231,11 @@ def test_other_runtime_errors_stay_bugs(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_train, "run_train", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         main(["bench", "train", "--size", "tiny", "--out", str(tmp_path / "t.json")])
+
+
+def test_a_path_of_an_unknown_users_home_is_one_line(tmp_path, capsys):
+    """`--data ~nouser/x.txt` (or an export folder so written) ended in Path.expanduser's RuntimeError."""
+    assert main(["run", "--no-track", "--size", "tiny", "--budget", "2steps", "--data", "~no-such-user-here/x.txt",
+                 "--out-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "~user for a user this machine does not know" in err and err.count("\n") == 1

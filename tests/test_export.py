@@ -186,6 +186,13 @@ def test_force_writes_into_a_non_empty_folder_and_keeps_other_files(hf, runs, tm
     assert main(["export", str(runs("baseline")), "--to", "hf", str(out), "--force"]) == 0
     assert (out / "notes.txt").read_text() == "mine" and (out / "model.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+    blocked = tmp_path / "blocked"
+    (blocked / "model.safetensors").mkdir(parents=True)  # a folder where a file goes: nothing is half-replaced
+    (blocked / "config.json").write_text("{}")
+    assert main(["export", str(runs("baseline")), "--to", "hf", str(blocked), "--force"]) == 2
+    assert "has a folder where the export writes a file (model.safetensors)" in capsys.readouterr().err
+    assert (blocked / "config.json").read_text() == "{}"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_an_mlflow_run_id_is_resolved_as_ablate_sample_does(hf, runs, tmp_path, monkeypatch, capsys):

@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         print("ablate: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as err:  # torch.OutOfMemoryError too: the sizes asked for do not fit the device
+        if "Could not determine home directory" in str(err):  # Path.expanduser() of "~nosuchuser/..."
+            print("ablate: error: a path starts with ~user for a user this machine does not know; write the "
+                  "folder in full", file=sys.stderr)
+            return 2
         if not _out_of_memory(err):
             raise
         first = (str(err).strip().splitlines() or ["out of memory"])[0]

@@ -103,6 +103,9 @@ def export_hf(model, out_dir: str | Path, *, tokenizer=None, source: dict[str, A
         if not out.exists():
             os.replace(tmp, out)
         else:  # empty, or --force: same-named files are replaced, others left alone
+            if blocked := [name for name in files if (out / name).is_dir() and not (out / name).is_symlink()]:
+                raise AblateError(f"{out} has a folder where the export writes a file ({', '.join(blocked)}); "
+                                  "move it away or export into another folder; nothing was written")
             for name in files:
                 os.replace(tmp / name, out / name)
     finally:
