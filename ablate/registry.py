@@ -178,6 +178,11 @@ def register(
         raise ValueError(f"unknown slot {slot!r}; slots are: {', '.join(SLOTS)}")
     if not dataclasses.is_dataclass(options) or not options.__dataclass_params__.frozen:
         raise TypeError(f"options of {name!r} must be a frozen dataclass")
+    bare = [f.name for f in dataclasses.fields(options)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if bare:  # a variant names only the options it changes: every option needs a default (which fixes its type)
+        raise TypeError(f"options of {name!r} need a default for every field; {', '.join(bare)} has none "
+                        f"(e.g. {bare[0]}: float = 1e-5)")
 
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name) or name.endswith(".toml"):
         raise ValueError(f"component name {name!r} cannot be written in a variant; use letters, digits, '_', "

@@ -281,6 +281,9 @@ def test_generated_checks_run_on_a_file_plugin(isolated_plugins, monkeypatch):
         (LOCAL_PLUGIN.replace("(Norm)", "(object)"), "does not subclass Norm"),
         (LOCAL_PLUGIN.replace(', paper="Nguyen & Salazar 2019, Transformers without Tears (ScaleNorm)"', ""),
          "needs paper="),
+        ("from dataclasses import dataclass\n\n@dataclass(frozen=True)\nclass Opts:\n    eps: float\n"
+         + LOCAL_PLUGIN.replace('paper="Nguyen', 'options=Opts, paper="Nguyen'),
+         "need a default for every field; eps has none"),
     ],
 )
 def test_bad_plugin_files_are_one_line_errors(tmp_path, text, needle, capsys, isolated_plugins):
