@@ -33,6 +33,9 @@ def test_describe_a_variant_marks_the_slots_it_changes(capsys):
     assert "*" in rows["position"].split("│")[1] and "*" in rows["mlp"].split("│")[1] and "hidden=300" in rows["mlp"]
     assert "*" not in rows["norm"].split("│")[1] and "*" not in rows["model"].split("│")[1]
     assert main(["describe", "rope+nope"]) == 2 and "unknown component or preset 'nope'" in capsys.readouterr().err
+    assert main(["describe", "baseline"]) == 0 and "baseline (variant" in capsys.readouterr().out  # the default
+    assert main(["describe", "modern-small"]) == 0 and "rope+rmsnorm+swiglu" in capsys.readouterr().out  # a file's
+    assert main(["describe", "nosuch"]) == 2 and "unknown component 'nosuch'" in capsys.readouterr().err
 
 
 def test_describe_slot_colon_name_and_list_of_presets(capsys):

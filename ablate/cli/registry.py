@@ -79,7 +79,18 @@ def cmd_describe(args) -> int:
     from ablate.registry import SLOTS
 
     slot, _, name = args.name.rpartition(":")
-    spec = lookup(name, slot) if slot in SLOTS else lookup(args.name)  # "mlp:swiglu": one slot's component
+    try:
+        spec = lookup(name, slot) if slot in SLOTS else lookup(args.name)  # "mlp:swiglu": one slot's component
+    except AblateError as unknown:
+        if slot:
+            raise
+        from ablate.variant import parse_variant
+
+        try:  # "baseline", or a named variant file (variants/NAME.toml, $ABLATE_VARIANTS_PATH)
+            parse_variant(args.name)
+        except AblateError:
+            raise unknown from None
+        return _describe_variant(args.name)
     console.print(f"[bold]{spec.name}[/] ({spec.slot}) — {spec.summary}")
     console.print(f"paper:    {spec.paper}")
     console.print(f"origin:   {spec.origin}")
