@@ -82,6 +82,8 @@ class RunConfig:
         items.update({k: v for k, v in NOT_THE_RESULT.items() if k in items})
         if variant is not None and "variant" in items:
             items["variant"] = variant
+        if isinstance(items.get("tokenizer"), str):  # "BPE:300" and "bpe:300" are one tokenizer, so one run
+            items["tokenizer"] = items["tokenizer"].strip().lower()
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -60,6 +60,8 @@ def test_one_variant_spelled_differently_or_saved_more_often_is_one_run(cfg):
     assert cfg.fingerprint(variant="baseline") == cfg.fingerprint()  # a canonical spelling keeps its directory
     assert run_dir(cfg.replace(checkpoint_every=100)) == run_dir(cfg)
     assert run_dir(cfg.replace(variant="rope")) != run_dir(cfg)
+    spelled = [run_dir(cfg.replace(tokenizer=t)) for t in ("bpe:300", "BPE:300", " bpe:300")]
+    assert len(set(spelled)) == 1 and run_dir(cfg.replace(tokenizer="Char")) == run_dir(cfg.replace(tokenizer="char"))
     assert run_dir(cfg.replace(eval_points=5)) != run_dir(cfg)  # what is recorded differs
 
 
