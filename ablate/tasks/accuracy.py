@@ -16,8 +16,9 @@ Positions: decoding a problem of total length S feeds S-1 positions. A model who
 has a table (learned absolute positions) must be built with ``context >= task.eval_context()`` (what
 ``TaskData.context`` gives) to be evaluated at longer lengths; its positions beyond the training
 context are then simply untrained, which is the point of the length-generalisation question. If the
-model still refuses a set (its forward raises ``ValueError``, e.g. a table too small), that set's
-metrics are left out and the reason is returned in ``AccuracyResult.skipped``.
+model still refuses a set (its forward raises ``ValueError``, e.g. a table too small), or the set's
+problems need more positions than the model's context (their answers would be cut off and counted
+wrong), that set's metrics are left out and the reason is returned in ``AccuracyResult.skipped``.
 """
 
 from __future__ import annotations
@@ -115,8 +116,14 @@ def evaluate_task(model, task: Task, device="cpu", sets: dict[str, list[Problem]
     metrics: dict[str, float] = {}
     skipped: dict[str, str] = {}
     examples: dict[str, list[tuple[str, str, bool]]] = {}
+    context = getattr(getattr(model, "dims", None), "context", None)
     try:
         for name, problems in sets.items():
+            need = max((len(task.tokenizer.encode(q)) + len(task.tokenizer.encode(a)) - 1
+                        for q, a in map(task.render, problems)), default=0)  # the last answer token is never read
+            if context is not None and need > context:  # its answers would be cut at the context: not wrong, unasked
+                skipped[name] = f"its problems need {need} positions and the context is {context}"
+                continue
             try:
                 res = score_problems(model, task, problems, device, batch_size, amp_dtype)
             except ValueError as err:  # e.g. learned positions asked beyond their table
