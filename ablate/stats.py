@@ -230,6 +230,12 @@ def interval_at(paired: Paired, level: float) -> tuple[float, float]:
     return _t_interval(paired.mean_diff, paired.sd_diff, paired.n, level)
 
 
+def named_baseline(baseline: str) -> str:
+    """"baseline", or "baseline rope" when the baseline is another variant than the one called ``baseline``
+    (which can then be a row of its own): how verdicts, warnings and messages name it."""
+    return "baseline" if baseline in ("", "baseline") else f"baseline {baseline}"
+
+
 def unstable_verdict(
     diverged: int, stalled: int, seeds: int,
     baseline_diverged: int = 0, baseline_stalled: int = 0, baseline_seeds: int = 0, baseline_name: str = "",
@@ -248,8 +254,7 @@ def unstable_verdict(
         return f"{who}{', '.join(bits)} of {n} seed{'s' if n != 1 else ''}"
 
     parts = [x for x in (part(diverged, stalled, seeds, ""),
-                         part(baseline_diverged, baseline_stalled, baseline_seeds,
-                              f"baseline {baseline_name} " if baseline_name not in ("", "baseline") else "baseline "))
+                         part(baseline_diverged, baseline_stalled, baseline_seeds, named_baseline(baseline_name) + " "))
              if x]
     return f"{UNSTABLE}: " + "; ".join(parts) if parts else None
 

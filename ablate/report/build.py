@@ -335,8 +335,7 @@ def build_comparison(
         missing = sorted(set(base_values) - set(values))
         if missing and values:
             warnings.append(
-                f"{v}: no finished run for seed(s) {_seed_list(missing)} of the baseline"
-                f"{'' if baseline == 'baseline' else ' ' + baseline}; "
+                f"{v}: no finished run for seed(s) {_seed_list(missing)} of the {stats.named_baseline(baseline)}; "
                 f"its paired comparison uses {paired[v].n} seed(s)."
             )
     adjusted = stats.holm({v: p.p_value for v, p in paired.items()})

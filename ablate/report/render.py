@@ -165,10 +165,11 @@ def print_comparison(comparison: Comparison, console: Console, wide: bool = Fals
         for table in narrow_tables(comparison):
             console.print(table)
     if comparison.noise_floor_n < 2:
-        console.print(f"noise floor: not available ({comparison.noise_floor_n} finished seed(s) of the baseline"
-                      f"{_named(comparison)}; it needs 2 or more)", highlight=False)
+        console.print(f"noise floor: not available ({comparison.noise_floor_n} finished seed(s) of the "
+                      f"{stats.named_baseline(comparison.baseline)}; it needs 2 or more)", highlight=False)
     else:
-        console.print(f"noise floor (the baseline{_named(comparison)}'s seed-to-seed sd): {comparison.noise_floor:.4g} "
+        console.print(f"noise floor (the {stats.named_baseline(comparison.baseline)}'s seed-to-seed sd): "
+                      f"{comparison.noise_floor:.4g} "
                       f"over {comparison.noise_floor_n} seeds", highlight=False)
     for warning in comparison.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
@@ -191,17 +192,13 @@ def _span(counts) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
-def _named(c: Comparison) -> str:
-    """" rope" when the baseline is a variant other than the one called ``baseline``, else ""."""
-    return "" if c.baseline == "baseline" else f" {c.baseline}"
-
-
 def _noise_floor_sentence(c: Comparison) -> str:
+    baseline = stats.named_baseline(c.baseline)
     if c.noise_floor_n < 2:
-        return (f"Noise floor: not available; the baseline{_named(c)} has {c.noise_floor_n} finished seed(s) "
+        return (f"Noise floor: not available; the {baseline} has {c.noise_floor_n} finished seed(s) "
                 "and its seed-to-seed spread needs at least 2.")
     d = _decimals(c)
-    return (f"Noise floor: the baseline{_named(c)}'s seed-to-seed standard deviation of {c.metric_name} is "
+    return (f"Noise floor: the {baseline}'s seed-to-seed standard deviation of {c.metric_name} is "
             f"{_num(c.noise_floor, d)} over {c.noise_floor_n} seeds. A single run that differs from "
             "the baseline by less than this is within seed noise; the paired differences above "
             "cancel the per-seed variation that all variants share, so they can resolve smaller "

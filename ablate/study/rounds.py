@@ -18,6 +18,7 @@ from typing import Any
 from ablate.errors import AblateError
 from ablate.metrics import lower_is_better
 from ablate.sequential import UNDECIDED, Design, Plan, plan
+from ablate.stats import named_baseline
 from ablate.study.context import Context
 from ablate.study.keys import K_SKIP, K_STALLED
 from ablate.study.queue import COMPARE_KEY, ensure_grid, key_of, trial_point
@@ -100,11 +101,10 @@ def run_until_decided(ctx: Context, design: Design, run_round: Callable[[], int]
         diffs, counts = observed(ctx)
         unstable = {v for v in spec.variants if _unstable_text(counts, v)}
         if spec.baseline in unstable:
-            name = "" if spec.baseline == "baseline" else f" {spec.baseline}"
-            raise AblateError(f"the baseline{name} {_unstable_text(counts, spec.baseline)}; no sequential verdict is "
-                              "possible: give it a budget and learning rate it trains well with (tune the "
-                              "learning rate, or train longer) and run that as a new study (--name NEW, or --fresh "
-                              "to start this one over)")
+            raise AblateError(f"the {named_baseline(spec.baseline)} {_unstable_text(counts, spec.baseline)}; no "
+                              "sequential verdict is possible: give it a budget and learning rate it trains well "
+                              "with (tune the learning rate, or train longer) and run that as a new study (--name "
+                              "NEW, or --fresh to start this one over)")
         family = sum(1 for v in spec.variants if v != spec.baseline)  # unstable variants stay in Holm's family
         result = plan({v: d for v, d in diffs.items() if v not in unstable}, design, family)
         parts = [f"{v}: {look.decision}" for v, look in result.decisions.items()]
