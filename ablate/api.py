@@ -45,12 +45,7 @@ def _command(argv: list[str]):
             args = parser.parse_args(argv)
         except SystemExit:  # argparse's own message: an unknown option or a bad value
             message = err.getvalue().strip().splitlines()[-1].removeprefix("ablate: error: ")
-            message = message.split(" (see ablate")[0]  # the CLI's prefix and --help hint
-            if message.startswith("unrecognized arguments:"):  # a keyword run_study does not take
-                flags = [w for w in message.split(":", 1)[1].split() if w.startswith("--")]
-                names = ", ".join(repr(f.removeprefix("--").replace("-", "_")) for f in flags)
-                raise TypeError(f"run_study() got unexpected keyword argument(s) {names}") from None
-            raise AblateError(message) from None
+            raise AblateError(message.split(" (see ablate")[0]) from None  # the CLI's prefix and --help hint
     return args
 
 

@@ -97,6 +97,12 @@ def _write_through(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def written_in_place(path: Path) -> bool:
+    """Whether ``atomic_write`` writes ``path`` in place (a process's own descriptor, a device, a pipe), so it
+    needs no file name or writable folder of its own."""
+    return _own_descriptor(Path(path)) is not None or _write_through(Path(path))
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None], digests: Path | None = None) -> None:
     """Create ``path`` atomically: ``write(f)`` fills a temporary file that then replaces ``path``.
 

@@ -70,15 +70,13 @@ def _out(path: str, suffixes: tuple[str, ...] = ()) -> Path:
     """``--out``, checked before anything is measured: a file path (not a folder) whose folder can be made,
     with one of ``suffixes`` when given (JSON may also go to a device such as /dev/null)."""
     from ablate.config import check_folder
+    from ablate.fileio import written_in_place
 
     out = Path(path)
     if out.is_dir():
         raise AblateError(f"--out {path} is a folder; give a file path, e.g. {out / 'bench.json'}")
-    # /dev/null or /dev/stdout takes the numbers as they are (not the mixers' plot, whose numbers go beside it)
-    device = suffixes == (".json",) and (str(out) in ("/dev/stdout", "/dev/stderr")
-                                         or out.exists() and not out.is_file())
-    if device:
-        return out
+    if suffixes == (".json",) and written_in_place(out):  # /dev/null, /dev/stdout (not the mixers' plot, whose
+        return out  # numbers go beside it)
     if suffixes and out.suffix.lower() not in suffixes:
         what = "the numbers are written as JSON" if suffixes == (".json",) else f"the plot is written as {', '.join(suffixes)}"
         raise AblateError(f"--out {path}: {what}; give a file name ending {' or '.join(suffixes)}")

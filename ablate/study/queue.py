@@ -101,10 +101,15 @@ def ensure_grid(study, spec: StudySpec, role: str, points: list[dict[str, Any]],
             continue
         if any(t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING) for t in by_key.get(key, [])):
             continue
-        params, attrs = split_point(point, role)
-        study.enqueue_trial(params, user_attrs={**attrs, "ablate.key": key, "ablate.role": role, K_POINT: point})
+        _enqueue(study, point, role, key)
         added += 1
     return added
+
+
+def _enqueue(study, point: dict[str, Any], role: str, key: str) -> None:
+    """Queue ``point``: its searched values as the trial's params, the rest (and the point) as attributes."""
+    params, attrs = split_point(point, role)
+    study.enqueue_trial(params, user_attrs={**attrs, "ablate.key": key, "ablate.role": role, K_POINT: point})
 
 
 def requeue(study, number: int) -> bool:
@@ -123,8 +128,7 @@ def requeue(study, number: int) -> bool:
     if any(t.user_attrs.get("ablate.key") == key and t.state in active and not t.user_attrs.get(K_SKIP)
            for t in trials):  # a trial skipped as a duplicate of this one holds nothing
         return False
-    params, point_attrs = split_point(point, role)
-    study.enqueue_trial(params, user_attrs={**point_attrs, "ablate.key": key, "ablate.role": role, K_POINT: point})
+    _enqueue(study, point, role, key)
     return True
 
 

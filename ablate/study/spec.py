@@ -255,6 +255,21 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _checked_config(path: Path, values: dict[str, Any], where: str = "") -> RunConfig:
+    """The trials' shared settings as a RunConfig, with its values checked (ranges, budget, size)."""
+    from ablate.budget import parse_budget
+    from ablate.presets import get_size
+
+    try:
+        config = RunConfig(**values)
+        validate(config)
+        parse_budget(config.budget)
+        get_size(config.size)
+    except AblateError as err:
+        raise AblateError(f"{path}: {where}{err}") from None
+    return config
+
+
 def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (), name: str | None = None) -> StudySpec:
     """Read and check a study file; ``gpu`` applies its [gpu] table, ``sets`` are ``key=value`` overrides."""
     path = Path(path)
@@ -324,20 +339,9 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
                               f"(--set takes seeds and a run's settings: see `ablate run --help`)")
         values[key] = _config_value("--set", key, key, value)
     values.setdefault("out_dir", str(Path("runs") / "studies" / (name or file_name + ("-gpu" if gpu else ""))))
-    from ablate.budget import parse_budget
-    from ablate.presets import get_size
-
-    for settings, where in ((values, ""), ({**values, **unapplied}, "[gpu]: ")):
-        if where and not unapplied:
-            continue
-        try:
-            config = RunConfig(**settings)
-            validate(config)
-            parse_budget(config.budget)
-            get_size(config.size)
-        except AblateError as err:
-            raise AblateError(f"{path}: {where}{err}") from None
-    config = RunConfig(**values)
+    config = _checked_config(path, values)
+    if unapplied:
+        _checked_config(path, {**values, **unapplied}, "[gpu]: ")
 
     # variants, search space, tuning
     search_table = dict(data.get("search", {}))

@@ -102,6 +102,12 @@ def score_problems(model, task: Task, problems: Sequence[Problem], device="cpu",
     return results  # type: ignore[return-value]
 
 
+def _positions_needed(task: Task, problems: Sequence[Problem]) -> int:
+    """Positions the longest of ``problems`` feeds the model: prompt and answer, less the last answer token."""
+    return max((len(task.tokenizer.encode(q)) + len(task.tokenizer.encode(a)) - 1
+                for q, a in map(task.render, problems)), default=0)
+
+
 def _mean(xs: Sequence[bool]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
@@ -119,10 +125,8 @@ def evaluate_task(model, task: Task, device="cpu", sets: dict[str, list[Problem]
     context = getattr(getattr(model, "dims", None), "context", None)
     try:
         for name, problems in sets.items():
-            need = max((len(task.tokenizer.encode(q)) + len(task.tokenizer.encode(a)) - 1
-                        for q, a in map(task.render, problems)), default=0)  # the last answer token is never read
-            if context is not None and need > context:  # its answers would be cut at the context: not wrong, unasked
-                skipped[name] = f"its problems need {need} positions and the context is {context}"
+            if context is not None and (need := _positions_needed(task, problems)) > context:  # answers would be cut
+                skipped[name] = f"its problems need {need} positions and the context is {context}"  # off: unasked
                 continue
             try:
                 res = score_problems(model, task, problems, device, batch_size, amp_dtype)
