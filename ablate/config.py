@@ -84,7 +84,22 @@ class RunConfig:
             items["variant"] = variant
         if isinstance(items.get("tokenizer"), str):  # "BPE:300" and "bpe:300" are one tokenizer, so one run
             items["tokenizer"] = items["tokenizer"].strip().lower()
+        if isinstance(items.get("data"), str):  # "task:Addition" and "task:addition(digits=3)" are one task
+            items["data"] = canonical_task(items["data"])
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def canonical_task(data: str) -> str:
+    """``data`` as the task's canonical spec (``task:addition(digits=3,reverse=true)``) when it names a
+    task that parses, else unchanged (a corpus, or a spelling that ``prepare_run`` will refuse)."""
+    if not data.strip().lower().startswith("task:"):
+        return data
+    from ablate.tasks import parse_task  # lazily: the tasks import torch, the CLI's parser does not
+
+    try:
+        return "task:" + parse_task(data).spec
+    except AblateError:
+        return data
 
 
 # settings that do not change what is trained: their default stands in for any value, so a run resumes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from rich.console import Console
@@ -45,6 +46,42 @@ class Clock:
         return per_step * (run.total_steps - run.step)
 
 
+class Heartbeat:
+    """In plain-line mode, a line after ``every`` seconds without one, so that a long step or evaluation (a
+    huge ``--context``, a slow device) is not minutes of silence; ``touch`` whenever a line is printed."""
+
+    def __init__(self, run: RunState, every: float = 30.0):
+        self.run, self.every = run, every
+        self.last = time.monotonic()
+        self._done = threading.Event()
+        threading.Thread(target=self._beat, name="ablate-heartbeat", daemon=True).start()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _beat(self) -> None:
+        while not self._done.wait(min(1.0, self.every / 4)):
+            silent = time.monotonic() - self.last
+            if silent >= self.every:
+                print(f"step {self.run.step:>6}  still running ({duration(silent)} since the last line)", flush=True)
+                self.touch()
+
+
+def unscored_sets_note(data_meta: dict, context: int) -> str:
+    """For a task run whose context is too short for some held-out sets (``--context``), which accuracy
+    metrics it leaves out and why; empty when every set is scored (or the data is a corpus)."""
+    needs = data_meta.get("eval_positions") or {}
+    short = {name: need for name, need in needs.items() if need > context}
+    if not short:
+        return ""
+    metrics = ", ".join("acc" if name == "id" else f"acc_{name}" for name in short)
+    return (f"note: {metrics} not scored: their held-out problems need up to {max(short.values())} positions and the "
+            f"context is {context} (leave --context out, or give at least {max(needs.values())}, to score every set)")
+
+
 def _num(row: dict, key: str, digits: int = 4) -> str:
     value = row.get(key)
     return "—" if value is None or value != value else f"{value:.{digits}f}"
@@ -53,8 +90,10 @@ def _num(row: dict, key: str, digits: int = 4) -> str:
 class LiveView(Callback):
     """A rich progress bar when stdout is a terminal; per-step and per-eval lines when it is not."""
 
-    def __init__(self, console: Console | None = None, quiet: bool = False):
+    def __init__(self, console: Console | None = None, quiet: bool = False, heartbeat: float = 30.0):
         self.console = console or Console(stderr=False)
+        self.heartbeat_every = heartbeat
+        self.heartbeat: Heartbeat | None = None
         self.interactive = self.console.is_terminal and not quiet
         self.quiet = quiet
         self.progress: Progress | None = None
@@ -72,11 +111,15 @@ class LiveView(Callback):
                            f"{run.cost['params']:,} params, budget {run.budget.text} ({steps}){resumed}",
                            highlight=False, soft_wrap=True)
         self.console.print(f"run dir: {run.run_dir}", highlight=False, markup=False, soft_wrap=True)  # one line
+        if note := unscored_sets_note(run.data_meta, run.dims["context"]):
+            self.console.print(note, highlight=False, markup=False, soft_wrap=True)
         if self.interactive:
             self.progress = Progress(BarColumn(bar_width=24), TaskProgressColumn(), TextColumn("{task.fields[info]}"),
                                      console=self.console, transient=True, refresh_per_second=4)
             self.progress.start()
             self.task = self.progress.add_task("train", total=1.0, completed=run.progress, info=self._info(run))
+        else:  # the bar shows that it is alive; plain lines need a heartbeat
+            self.heartbeat = Heartbeat(run, self.heartbeat_every)
 
     def _info(self, run: RunState) -> str:
         total = f"/{run.total_steps}" if run.total_steps else ""
@@ -100,6 +143,7 @@ class LiveView(Callback):
         if self.progress is not None:
             self._refresh(run)
         elif not self.quiet:
+            self._touch()
             print(f"step {run.step:>6} {row.get('progress', run.progress):6.1%}  loss {_num(row, 'train_loss')}  "
                   f"lr {row['lr']:.2e}  {si(row.get('tokens_per_s', 0))} tok/s  ETA {duration(self.clock.eta(run))}",
                   flush=True)
@@ -118,7 +162,12 @@ class LiveView(Callback):
             self.progress.console.print(line, highlight=False, markup=False)
             self._refresh(run)
         else:
+            self._touch()
             print(line, flush=True)
+
+    def _touch(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.touch()
 
     def on_end(self, run: RunState, result: RunResult) -> None:
         self._stop()
@@ -127,6 +176,9 @@ class LiveView(Callback):
         self._stop()
 
     def _stop(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

@@ -2,6 +2,8 @@
 LLaMA, Mistral); variants without a Hugging Face counterpart and user mistakes are one line, exit 2.
 The loading tests skip where the optional extra (transformers) is not installed; the refusals run anywhere."""
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -211,3 +213,16 @@ def test_an_mlflow_run_id_is_resolved_as_ablate_sample_does(hf, runs, tmp_path, 
     assert main(["export", run_id, "--to", "hf", str(tmp_path / "hf")]) == 0
     assert asked == [run_id] and "as LlamaForCausalLM" in capsys.readouterr().out
     assert hf.AutoConfig.from_pretrained(tmp_path / "hf").model_type == "llama"
+
+
+def test_exporting_an_unfinished_run_says_so(hf, runs, tmp_path, capsys):
+    assert main(["export", str(runs("baseline")), "--to", "hf", str(tmp_path / "done")]) == 0
+    assert "note:" not in capsys.readouterr().out  # a finished run: nothing to add
+    run_dir = tmp_path / "stopped"
+    shutil.copytree(runs("baseline"), run_dir)
+    result = json.loads((run_dir / "result.json").read_text())
+    (run_dir / "result.json").write_text(json.dumps({**result, "status": "interrupted", "steps": 2}))
+    assert main(["export", str(run_dir), "--to", "hf", str(tmp_path / "hf")]) == 0
+    note = capsys.readouterr().out.splitlines()[-1]
+    assert note.startswith("note: the run was interrupted at step 2") and "--resume" in note, note
+    assert "interrupted after 2 steps" in (tmp_path / "hf" / "README.md").read_text()  # and the model card

@@ -50,3 +50,22 @@ def test_the_run_dir_line_is_one_line_for_grep_however_long(tmp_path, capsys):
                  "--eval-batches", "1", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("run dir:")]
     assert len(lines) == 2 and all(line.split()[2].startswith(str(out)) and "-seed0-" in line for line in lines)
+
+
+def test_a_heartbeat_line_when_plain_output_would_be_silent(small_corpus, tmp_path, capsys):
+    """A slow phase (here: a callback that sleeps at each evaluation, as a huge --context's evaluation
+    does) prints a line every ``heartbeat`` seconds; the heartbeat stops with the run."""
+    import time
+
+    from ablate.train import Callback
+
+    class Slow(Callback):
+        def on_eval(self, run, row):
+            time.sleep(0.7)
+
+    console = Console(file=io.StringIO(), force_terminal=False, width=80)
+    train(_config(small_corpus, tmp_path), [LiveView(console, heartbeat=0.25), Slow()])
+    beats = [line for line in capsys.readouterr().out.splitlines() if "still running" in line]
+    assert beats and all(re.fullmatch(r"step +\d+  still running \(0s since the last line\)", b) for b in beats)
+    time.sleep(0.6)
+    assert "still running" not in capsys.readouterr().out  # stopped at the end

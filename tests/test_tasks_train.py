@@ -90,3 +90,25 @@ def test_context_shorter_than_a_training_row_is_a_user_error(tmp_path):
         prepare_run(_config(tmp_path, context=4))
     dims = prepare_run(_config(tmp_path))[1]
     assert dims.context == prepare_run(_config(tmp_path))[3].context  # default: covers every eval problem
+
+
+def test_spellings_of_one_task_are_one_run():
+    one = {RunConfig(data=d).fingerprint() for d in ("task:Addition", "task:addition()", "task:addition(digits=3)",
+                                                    " TASK:addition(reverse=true, digits=3)")}
+    assert len(one) == 1
+    assert RunConfig(data="task:addition(digits=2)").fingerprint() not in one
+    assert RunConfig(data="task:nosuchtask").fingerprint() != RunConfig(data="task:other").fingerprint()  # refused later
+
+
+def test_a_context_too_short_for_some_held_out_sets_is_announced(tmp_path, capsys):
+    argv = ["run", "--data", TASK, "--size", "tiny", "--budget", "2steps", "--no-track", "--eval-points", "1",
+            "--eval-batches", "1", "--out-dir", str(tmp_path)]
+    assert main(argv + ["--context", "10"]) == 0
+    out = capsys.readouterr().out
+    note = next(line for line in out.splitlines() if line.startswith("note:"))
+    assert "acc_len3, acc_len4 not scored" in note and "the context is 10" in note, note
+    result = json.loads(next(tmp_path.iterdir()).joinpath("result.json").read_text())
+    assert "acc" in result["final"] and "acc_len3" not in result["final"]
+    capsys.readouterr()
+    assert main(argv + ["--context", "32"]) == 0  # every set fits: no note
+    assert "note:" not in capsys.readouterr().out

@@ -23,6 +23,14 @@ def cmd_export(args) -> int:
              f"  load: AutoModelForCausalLM.from_pretrained({folder!r})"
              + (f", AutoTokenizer.from_pretrained({folder!r})" if done.tokenizer_saved else
                 "; tokenize with ablate (this tokenizer has no exact Hugging Face form; see README.md there)")]
+    if done.run_status and done.run_status != "finished":  # the model card says so too
+        at = f" at step {done.run_steps}" if done.run_steps is not None else ""
+        if done.run_status == "interrupted":
+            lines.append(f"note: the run was interrupted{at}, before the end of its budget, and this export holds "
+                         "those weights; finish it with the same `ablate run` command and --resume, then export again "
+                         "with --force")
+        else:
+            lines.append(f"note: the run ended {done.run_status}{at}; this export holds its last checkpoint's weights")
     for line in lines:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     return 0

@@ -8,6 +8,7 @@ model's weights (``hf``), check that it computes the same logits, and write it w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -35,6 +36,8 @@ class Export:
     max_logit_gap: float  # max |logit difference| against ablate's model, float32 on CPU
     tokenizer_saved: bool
     files: tuple[str, ...]
+    run_status: str = ""  # the exported run's result.json status (finished, interrupted, diverged); "" if none
+    run_steps: int | None = None  # the steps its checkpoint holds
 
 
 def check_folder(out_dir: str | Path, force: bool) -> Path:
@@ -124,8 +127,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, force: bool = False)
         result = json.loads((Path(run_dir) / "result.json").read_text("utf-8"))
     except (OSError, ValueError):
         result = {}
-    source = {"run_dir": str(run_dir), "config": config.to_dict(), "result": result if isinstance(result, dict) else {}}
-    return export_hf(model, out_dir, tokenizer=tokenizer, source=source, force=force)
+    result = result if isinstance(result, dict) else {}
+    source = {"run_dir": str(run_dir), "config": config.to_dict(), "result": result}
+    done = export_hf(model, out_dir, tokenizer=tokenizer, source=source, force=force)
+    steps = result.get("steps")
+    return dataclasses.replace(done, run_status=str(result.get("status", "")),
+                               run_steps=steps if isinstance(steps, int) else None)
 
 
 __all__ = ["EXPORTABLE", "Export", "check_folder", "export_hf", "export_run", "hf_target"]

@@ -102,7 +102,7 @@ def score_problems(model, task: Task, problems: Sequence[Problem], device="cpu",
     return results  # type: ignore[return-value]
 
 
-def _positions_needed(task: Task, problems: Sequence[Problem]) -> int:
+def positions_needed(task: Task, problems: Sequence[Problem]) -> int:
     """Positions the longest of ``problems`` feeds the model: prompt and answer, less the last answer token."""
     return max((len(task.tokenizer.encode(q)) + len(task.tokenizer.encode(a)) - 1
                 for q, a in map(task.render, problems)), default=0)
@@ -125,7 +125,7 @@ def evaluate_task(model, task: Task, device="cpu", sets: dict[str, list[Problem]
     context = getattr(getattr(model, "dims", None), "context", None)
     try:
         for name, problems in sets.items():
-            if context is not None and (need := _positions_needed(task, problems)) > context:  # answers would be cut
+            if context is not None and (need := positions_needed(task, problems)) > context:  # answers would be cut
                 skipped[name] = f"its problems need {need} positions and the context is {context}"  # off: unasked
                 continue
             try:

@@ -29,7 +29,7 @@ import torch
 
 from ablate.data.batches import EvalBatches
 from ablate.errors import AblateError
-from ablate.tasks.accuracy import AccuracyResult, evaluate_task
+from ablate.tasks.accuracy import AccuracyResult, evaluate_task, positions_needed
 from ablate.tasks.base import (
     SPLIT_RULE,
     TASK_PREFIX,
@@ -124,6 +124,7 @@ def prepare_task(spec: str | Task, *, seed: int, batch_size: int, eval_seed: int
         "eval_seed": int(eval_seed),
         "eval_lengths": lengths,
         "eval_sizes": {k: len(v) for k, v in sets.items()},
+        "eval_positions": {k: positions_needed(task, v) for k, v in sets.items()},  # a shorter context skips the set
         "eval_problems": problems_fingerprint(sets),
         "eval_loss_batches": evals.fingerprint,
         "val_bytes_per_token": 1.0,
