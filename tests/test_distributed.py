@@ -37,6 +37,9 @@ def test_two_processes_match_the_single_process_loss_history(small_corpus, tmp_p
     assert result["status"] == "finished"
     flops = result["cost"]["flops_per_token"] * result["tokens_per_s"]  # global: both processes' tokens
     assert result["extra"]["mfu"] == pytest.approx(flops / (2 * result["extra"]["peak_flops"]))  # per device
+    again = subprocess.run(two.args, capture_output=True, text=True, env=env, timeout=300)  # finished: said once
+    assert again.returncode == 0 and again.stderr.count("this run has finished already") == 1, again.stderr[-2000:]
+    assert len(again.stdout.strip().splitlines()) == 1  # one result, from rank 0
 
 
 def test_a_time_budget_or_an_uneven_batch_is_refused_on_several_processes():

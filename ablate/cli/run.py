@@ -90,6 +90,8 @@ def cmd_run(args) -> int:
     pick_device(config.device)  # a device this machine lacks is an error, also when the run finished elsewhere
     done = None if args.force else finished_result(config)
     if done is not None:  # the same (config, seed) has finished: report it, train nothing, log nothing
+        if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 says it for the run
+            return 0
         _report(args, done)
         group = getattr(args, "group", None)
         where = (f" A finished run stays in the group it was trained in; if that was not {group}, pass --force to "
