@@ -96,6 +96,28 @@ def test_a_plain_run_of_an_until_decided_study_is_refused(study, capsys, monkeyp
     assert rounds.recorded(ctx)
 
 
+def test_the_design_cannot_change_once_the_study_has_run_until_decided(study, capsys, monkeypatch):
+    """A second `--until-decided` run with another --margin or fewer seeds re-decided the verdicts after the
+    data were seen (and saved them): the design is now fixed at the first run and a change is refused."""
+    import ablate.cli.study as cli_study
+    from ablate.cli import main
+
+    spec, ctx = study
+    monkeypatch.setattr(cli_study, "_run_round", lambda args, ctx, threads: fake_round(ctx, []))
+    where = [str(spec.path), "--until-decided", "--state-dir", str(spec.path.parent), "--tracking-uri", ctx.tracking_uri]
+    assert main(["study", "run", *where]) == 0
+    record = ctx.main().user_attrs[rounds.K_SEQUENTIAL]
+    capsys.readouterr()
+    for change in (["--margin", "0.5"], ["--set", "seeds=4"]):
+        assert main(["study", "run", *where, *change]) == 2, change
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "adds seeds until decided with no --margin, at most 5 seeds" in err, err
+        assert ctx.main().user_attrs[rounds.K_SEQUENTIAL] == record  # the verdicts stand
+    assert main(["study", "run", *where]) == 0  # as it was made: fine
+    assert main(["study", "run", *where, "--margin", "0.5", "--fresh"]) == 0  # or over again
+    assert ctx.main().user_attrs[rounds.K_DESIGN]["margin"] == 0.5
+
+
 def stalling_round(ctx, answered, stalls):
     """fake_round, with the trials of the variants in ``stalls`` marked stalled as run_trial marks them."""
     from ablate.study.keys import K_STALLED

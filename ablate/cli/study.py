@@ -235,6 +235,8 @@ def cmd_run(args) -> int:
     ctx.spec = rounds.first_round(spec, design) if design is not None else spec
     create(ctx, fresh=args.fresh)
     ctx.spec = spec
+    if design is not None:
+        rounds.hold_design(ctx, design)
     console.print(f"  tracking: {redact(ctx.tracking_uri)} (experiment {ctx.experiment or 'ablate'})", highlight=False,
                   markup=False)
     reap(ctx)

@@ -25,6 +25,7 @@ from ablate.study.queue import COMPARE_KEY, ensure_grid, key_of, trial_point
 from ablate.study.spec import StudySpec
 
 K_SEQUENTIAL = "ablate.sequential"
+K_DESIGN = "ablate.sequential_design"  # fixed when the first --until-decided round starts
 
 
 def design_for(spec: StudySpec, start: int = 3, step: int = 2, margin: float | None = None) -> Design:
@@ -36,6 +37,27 @@ def design_for(spec: StudySpec, start: int = 3, step: int = 2, margin: float | N
                           f"{spec.path} has {len(spec.seeds)}: set seeds = 10 (the most any variant may get)")
     return Design(start=start, step=step, max_seeds=len(spec.seeds), alpha=spec.alpha, margin=margin,
                   lower_is_better=lower_is_better(spec.metric))
+
+
+def _design_text(d: dict[str, Any]) -> str:
+    margin = "no --margin" if d.get("margin") is None else f"--margin {d['margin']:g}"
+    return f"{margin}, at most {d['max_seeds']} seeds, alpha {d['alpha']:g}"
+
+
+def hold_design(ctx: Context, design: Design) -> None:
+    """Record the sequential design on the study the first time it runs until decided; refuse a later
+    run with another one. The boundaries depend on the margin, the most seeds and alpha, so choosing
+    them again once differences have been seen would void the family-wise error rate."""
+    main = ctx.main()
+    held = main.user_attrs.get(K_DESIGN) or (main.user_attrs.get(K_SEQUENTIAL) or {}).get("design")
+    asked = dataclasses.asdict(design)
+    if not held:
+        main.set_user_attr(K_DESIGN, asked)
+        return
+    if {k: held.get(k) for k in asked} != asked:
+        raise AblateError(f"study {ctx.spec.name!r} adds seeds until decided with {_design_text(held)}; this run "
+                          f"asks {_design_text(asked)}, which would decide its verdicts again after the data are "
+                          "seen: run it as it was made, or as a new study (--name NEW, or --fresh to start over)")
 
 
 def first_round(spec: StudySpec, design: Design) -> StudySpec:
