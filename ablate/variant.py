@@ -318,3 +318,21 @@ def check_compatibility(variant: Variant) -> None:
         for other in specs:
             if other.name in spec.conflicts:
                 raise AblateError(f"{spec.name} cannot be combined with {other.name}: {spec.conflicts[other.name]}")
+
+
+def foreign_origins(texts) -> dict[str, str]:
+    """The origin of every component from outside ablate (a plugin) that the variants or component terms
+    in ``texts`` use: ``{"scalenorm": "file /abs/norms.py sha256:1a2b3c4d5e6f"}``. A study's identity holds
+    it, so runs of two versions of a plugin's code are never pooled. Texts that do not parse are left out
+    (they are refused where they are used)."""
+    out: dict[str, str] = {}
+    for text in texts:
+        try:
+            choices = parse_variant(text).choices
+        except AblateError:
+            continue
+        for choice in choices:
+            spec = lookup(choice.name, choice.slot)
+            if spec.origin != "built-in":
+                out[choice.name] = spec.origin
+    return dict(sorted(out.items()))

@@ -381,3 +381,28 @@ def test_a_plugin_study_hints_its_report_with_the_plugin(tmp_path, isolated_plug
             reg.remove("scalenorm")
     assert main(["study", "status", str(file), *where]) == 2
     assert "needs --plugin FILE.py" in capsys.readouterr().err
+
+
+def test_a_study_refuses_another_version_of_its_plugins_code(tmp_path, isolated_plugins, small_corpus, mlflow_uri,
+                                                             capsys, monkeypatch):
+    """Runs of two versions of a plugin component were pooled in one verdict: the study's identity now holds
+    the origin (file and content hash) of every plugin component its variants use."""
+    import ablate.cli.study as cli_study
+    from test_study import write_study
+
+    monkeypatch.setattr(cli_study, "_run_round", lambda args, ctx, threads: 0)  # train nothing
+    path = tmp_path / "scalenorm.py"
+    path.write_text(LOCAL_PLUGIN)
+    file = write_study(tmp_path / "plug.toml", small_corpus, name="plugv", seeds=1, variants=["baseline", "scalenorm"])
+    where = ["--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)]
+    assert main(["--plugin", str(path), "study", "run", str(file), *where]) == 1  # 1: its trials are not done
+    assert main(["--plugin", str(path), "study", "run", str(file), *where]) == 1  # the same code: no refusal
+    for slot, reg in REGISTRIES.items():  # as a new process with the edited file would be
+        if "scalenorm" in reg.names():
+            reg.remove("scalenorm")
+    del plugins._FILES[str(path.resolve())]
+    path.write_text(LOCAL_PLUGIN + "\n# tuned\n")
+    capsys.readouterr()
+    assert main(["--plugin", str(path), "study", "run", str(file), *where]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "made with other settings (plugins.scalenorm:" in err and "--name NEW" in err, err

@@ -18,6 +18,7 @@ from ablate.errors import AblateError
 from ablate.metrics import ACCURACY_EXAMPLES, LOSS_METRICS, known as known_metric
 from ablate.study.pretrain import PROTOCOL as PRETRAIN, parse_tables as parse_stage_tables
 from ablate.study.recipes import parse_recipes
+from ablate.variant import foreign_origins
 
 PROTOCOLS = ("compare", "search", "tune-then-compare", PRETRAIN)
 METRICS = LOSS_METRICS  # and the task accuracies (ablate.metrics.is_accuracy), higher is better
@@ -100,6 +101,8 @@ class StudySpec:
             out["pretrain"], out["finetune"] = self.pretrain, self.finetune
         if self.recipes:
             out["recipes"] = self.recipes
+        if plugins := foreign_origins([*self.variants, *(t for terms in self.slots.values() for t in terms)]):
+            out["plugins"] = plugins  # another version of a plugin's code is another study
         return out
 
     def fingerprint(self) -> str:
