@@ -57,3 +57,50 @@ def _clip(text: str, limit: int = 120) -> str:
     if len(text) <= limit:
         return text
     return text[:limit].rsplit(" ", 1)[0].rstrip(" ,.;:") + " …"
+
+
+def load_run_model(run_dir: str | Path, device: str = "cpu"):
+    """The model of a run directory, in eval mode, with its settings (a ``RunConfig``) and tokenizer.
+
+    A text run built its model and tokenizer from what it saved (``config.json``, ``tokenizer.json``), so
+    it loads from any folder without its corpus. A task run, or one made before tokenizers were saved,
+    prepares its data again; if that data is no longer what the run was trained on, it says so."""
+    import json
+
+    from ablate.config import RunConfig
+    from ablate.data.tokenizer_file import load_tokenizer
+    from ablate.model import build_model
+    from ablate.slots import Dims
+    from ablate.run_inputs import prepare_run
+    from ablate.variant import parse_variant
+
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        raise AblateError(f"no checkpoint in {run_dir}; pass the run directory printed by `ablate run`")
+    if not path.is_file():
+        raise AblateError(f"{path} is not a checkpoint file; delete it and train the run again")
+    fix = f"train the run again (ablate run ... --force), or delete {path}"
+    ckpt = read_checkpoint(path, device, fix)
+    try:
+        config = RunConfig(**ckpt["config"])
+    except TypeError as err:
+        raise AblateError(f"checkpoint {path} holds settings this version does not know ({err}); {fix}") from None
+    try:
+        saved = json.loads((run_dir / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        saved = {}
+    tokenizer = load_tokenizer(run_dir, Path(config.cache_dir))
+    if tokenizer is not None and isinstance(saved.get("dims"), dict):
+        variant = parse_variant(saved.get("variant_name") or config.variant)
+        dims = Dims(**saved["dims"])
+    else:
+        variant, dims, _, data, *_ = prepare_run(config)
+        trained_on = (saved.get("data") or {}).get("fingerprint")
+        if trained_on and data.meta.get("fingerprint") != trained_on:
+            raise AblateError(f"the data {config.data!r} is not what {run_dir} was trained on (it changed since), so "
+                              "its tokenizer cannot be rebuilt; restore that data, or train the run again")
+        tokenizer = data.tokenizer
+    model = build_model(variant, dims, device=device)
+    load_weights(model, ckpt["model"], path, fix)
+    return model.eval(), config, tokenizer

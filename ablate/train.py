@@ -22,19 +22,19 @@ import torch
 
 from ablate import distributed
 from ablate.accounting import cost
-from ablate.budget import Budget, parse_budget
+from ablate.budget import Budget
 from ablate.config import RunConfig
+from ablate.data.tokenizer_file import save_tokenizer
 from ablate.errors import AblateError
 from ablate.fileio import atomic_write, atomic_write_text, remove_stale_tmp
 from ablate.init_from import init_model
-from ablate.model import GPT, build_model, make_dims
-from ablate.checkpoint import digest_path, load_weights, read_checkpoint
+from ablate.model import GPT, build_model
+from ablate.checkpoint import digest_path, load_run_model, load_weights, read_checkpoint
 from ablate.peak import run_peak
 from ablate.optim import autocast_dtype, check_warmup, keep_freed_memory, lr_at, make_optimizer, pick_device, set_matmul_precision
 from ablate.pacing import EvalPlan, Meter, read_losses
-from ablate.presets import get_size
-from ablate.tasks import TaskData, is_task_spec, prepare_task
-from ablate.variant import parse_variant
+from ablate.run_inputs import prepare_run, row_width
+from ablate.tasks import TaskData
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -150,39 +150,6 @@ def evaluate(model: GPT, batches: Sequence, device: str, amp: torch.dtype | None
 
 
 # --------------------------------------------------------------------------------- named steps
-def prepare_run(config: RunConfig):
-    """Resolve everything that can fail on user input (variant, size, budget, data) before training."""
-    from ablate.data.batches import TrainBatches, eval_batches
-    from ablate.data.prepare import prepare
-
-    variant = parse_variant(config.variant)
-    size = get_size(config.size)
-    budget = parse_budget(config.budget)
-    if budget.kind == "seconds" and config.warmup >= 1:
-        raise AblateError(f"warmup {config.warmup:g} is a number of steps, which a time budget ({budget.text}) "
-                          "cannot honour; give it as a fraction of the budget, e.g. --warmup 0.05")
-    overrides = {k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "context") if getattr(config, k)}
-    if is_task_spec(config.data):  # a synthetic task (ablate.tasks): problems generated on the fly
-        data = prepare_task(config.data, seed=config.seed, batch_size=config.batch_size,
-                            eval_seed=config.eval_seed, n_eval_batches=config.eval_batches)
-        if config.context and config.context < data.train_context:
-            raise AblateError(f"--context {config.context} is shorter than the task's training rows; give at least "
-                              f"{data.train_context}, or leave it out for {data.context} (every eval problem)")
-        dims = make_dims(size, variant, data.vocab_size, **{"context": data.context, **overrides})
-        return variant, dims, budget, data, data.train_batches, data.eval_batches
-    data = prepare(config.data, config.tokenizer, cache_dir=Path(config.cache_dir),
-                   data_file=Path(config.data_file) if config.data_file else None, split=config.val_split,
-                   decontaminate=config.decontaminate, decontaminate_n=config.decontaminate_n)
-    dims = make_dims(size, variant, data.vocab_size, **overrides)
-    train_batches = TrainBatches(data.train, config.batch_size, dims.context, config.seed)
-    evals = eval_batches(data.val, config.batch_size, dims.context, config.eval_batches, config.eval_seed)
-    return variant, dims, budget, data, train_batches, evals
-
-
-def row_width(data, context: int) -> int:  # tokens per training row: a task's row width, else the context
-    return data.train_context if isinstance(data, TaskData) else context
-
-
 @dataclass
 class Run:
     """Everything one training run holds while it goes: the state callbacks see, its records, the
@@ -347,6 +314,7 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
     if resume_run and run.checkpoint_path.exists():
         resume(run)
     if world.is_main:
+        save_tokenizer(data.tokenizer, run_dir)  # `ablate sample` and `export` decode with it, from any folder
         _write_json(run_dir / "config.json", {"config": config.to_dict(), "variant": variant.to_dict(),
                                               "variant_name": variant.name, "variant_hash": variant.hash,
                                               "dims": state.dims, "data": state.data_meta, "init": state.init})
@@ -463,23 +431,8 @@ def finish(run: Run, status: str, message: str) -> RunResult:
 
 
 def load_checkpoint_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPT, RunConfig, Any]:
-    """The model of a run directory, with its tokenizer, for sampling."""
-    run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT
-    if not path.exists():
-        raise AblateError(f"no checkpoint in {run_dir}; pass the run directory printed by `ablate run`")
-    if not path.is_file():
-        raise AblateError(f"{path} is not a checkpoint file; delete it and train the run again")
-    fix = f"train the run again (ablate run ... --force), or delete {path}"
-    ckpt = read_checkpoint(path, device, fix)
-    try:
-        config = RunConfig(**ckpt["config"])
-    except TypeError as err:
-        raise AblateError(f"checkpoint {path} holds settings this version does not know ({err}); {fix}") from None
-    variant, dims, _, data, *_ = prepare_run(config)
-    model = build_model(variant, dims, device=device)
-    load_weights(model, ckpt["model"], path, fix)
-    return model.eval(), config, data.tokenizer
+    """The model of a run directory, with its settings and tokenizer (``ablate.checkpoint.load_run_model``)."""
+    return load_run_model(run_dir, device)
 
 
 class _CallableModule(type(json)):  # a module type: ``from ablate import train; train(...)`` runs a training

@@ -146,9 +146,11 @@ class TiktokenTokenizer(Tokenizer):
     is encoded as ordinary text, and the special id is added only on purpose, via ``eot``.
     """
 
-    def __init__(self, name: str, encoding: tiktoken.Encoding, eot: int | None, fingerprint: str) -> None:
+    def __init__(self, name: str, encoding: tiktoken.Encoding, eot: int | None, fingerprint: str,
+                 ranks: dict[bytes, int] | None = None) -> None:
         self.name = name
         self.encoding = encoding
+        self.ranks = ranks  # a trained bpe:N's merges, saved with each run (ablate.data.tokenizer_file)
         self.vocab_size = encoding.n_vocab
         self.eot = eot
         self.fingerprint = fingerprint
@@ -311,6 +313,11 @@ def _bpe_tokenizer(vocab_size: int, train_text: str, cache_dir: Path) -> Tiktoke
                 f"use a smaller N or a larger corpus"
             ) from None
         atomic_write_bytes(path, _bpe.dump_ranks(ranks))
+    return bpe_from_ranks(vocab_size, ranks)
+
+
+def bpe_from_ranks(vocab_size: int, ranks: dict[bytes, int]) -> TiktokenTokenizer:
+    """The ``bpe:N`` tokenizer of trained ``ranks`` (N - 1 of them; ``<|endoftext|>`` is the last id)."""
     special = {_bpe.ENDOFTEXT: vocab_size - 1}
     enc = tiktoken.Encoding(
         f"ablate-bpe{vocab_size}",
@@ -320,7 +327,7 @@ def _bpe_tokenizer(vocab_size: int, train_text: str, cache_dir: Path) -> Tiktoke
         explicit_n_vocab=vocab_size,
     )
     return TiktokenTokenizer(f"bpe:{vocab_size}", enc, vocab_size - 1,
-                             _ranks_fingerprint("bpe", ranks, special))
+                             _ranks_fingerprint("bpe", ranks, special), ranks=ranks)
 
 
 # ----------------------------------------------------------------------------------------- char
