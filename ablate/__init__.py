@@ -5,6 +5,7 @@ The Python API (the CLI calls the same functions)::
     from ablate import RunConfig, compare, parse_variant, train
 
     result = train(variant="rope+swiglu", budget="200steps", seed=0)      # or train(RunConfig(...))
+    train(variant="baseline", budget="200steps", seed=0, group="my-runs")  # logged to MLflow in a group
     result.final["val_loss"], result.run_dir
     table = compare(group="my-runs")             # runs tracked in MLflow -> a Comparison (verdicts)
     table = compare(records, baseline="baseline")   # or RunRecords you built yourself

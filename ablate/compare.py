@@ -1,4 +1,10 @@
-"""`ablate compare`: read runs from MLflow, build the verdict table, write and log the report."""
+"""`ablate compare`: read runs from MLflow, build the verdict table, write and log the report.
+
+Call the module for verdicts: ``from ablate import compare; table = compare(group="my-runs")`` (runs
+logged with ``ablate run --group my-runs`` or ``train(..., group="my-runs")``), then
+``table.row("rope").verdict``; ``baseline=``, ``metric=``, ``alpha=``, ``tracking_uri=`` as the command's
+flags, or ``compare(records)`` over ``RunRecord`` objects you built.
+"""
 
 from __future__ import annotations
 

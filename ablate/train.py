@@ -1,5 +1,10 @@
 """The one trainer. It is variant-blind: it sees a model, a budget and batches, never a component.
 
+Call the module to train: ``from ablate import train; result = train(variant="rope", budget="200steps",
+seed=0, group="my-runs")`` returns a ``RunResult``; ``group=`` (or ``tracking_uri=``, ``track=True``)
+logs the run to MLflow, where ``compare(group="my-runs")`` finds it. Settings are ``RunConfig`` fields,
+or pass a ``RunConfig``.
+
 Fairness it guarantees: the training batch of step k depends on (seed, k) alone and the eval batches
 on ``eval_seed`` alone, so every variant of a seed sees the same tokens in the same order, and every
 run of a comparison is judged on the same held-out batches; the budget is a value (steps, tokens, FLOPs or seconds) and the
@@ -436,9 +441,12 @@ def load_checkpoint_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPT
 
 
 class _CallableModule(type(json)):  # a module type: ``from ablate import train; train(...)`` runs a training
-    def __call__(self, config: RunConfig | None = None, callbacks: Sequence[Callback] = (), resume: bool = False,
-                 **settings) -> RunResult:
-        """``train(config)``, ``train("rope", budget=...)`` or ``train(variant=..., ...)`` (RunConfig fields)."""
+    def __call__(self, config: RunConfig | None = None, callbacks: Sequence[Callback] = (), resume: bool = False, *,
+                 group: str | None = None, tracking_uri: str | None = None, experiment: str | None = None,
+                 track: bool | None = None, **settings) -> RunResult:
+        """``train(config)``, ``train("rope", budget=...)`` or ``train(variant=..., ...)`` (RunConfig fields).
+        ``group=`` (as ``ablate run --group``), ``tracking_uri=`` or ``track=True`` log the run to MLflow
+        (default store ``sqlite:///mlflow.db``), where ``compare(group=...)`` finds it; untracked otherwise."""
         config, settings = (None, {"variant": config, **settings}) if isinstance(config, str) else (config, settings)
         if config is None:
             from ablate.config import make_config
@@ -447,6 +455,12 @@ class _CallableModule(type(json)):  # a module type: ``from ablate import train;
         elif settings or not isinstance(config, RunConfig):
             raise TypeError("train() takes a RunConfig, a variant and settings as keywords (train(\"rope\", budget="
                             "\"100steps\")), or settings alone; not both, and not a " + type(config).__name__)
+        if track if track is not None else (group is not None or tracking_uri is not None):
+            from ablate.track import MLflowTracker
+
+            callbacks = [*callbacks, MLflowTracker(tracking_uri=tracking_uri, experiment=experiment, group=group)]
+        elif group is not None or tracking_uri is not None:
+            raise TypeError("train(track=False) logs nothing, so group= and tracking_uri= have no effect; leave them out")
         return train(config, callbacks, resume=resume)
 
 

@@ -106,3 +106,18 @@ def test_the_api_says_what_it_takes_when_called_wrongly(tmp_path):
         from ablate.study import load_study
 
         load_study(Path(__file__).parents[1] / "studies" / "quickstart.toml", sets=["sedes=2"])
+
+
+def test_readme_train_then_compare_works_as_written(small_corpus, tmp_path, mlflow_uri, monkeypatch):
+    """The README's Python example: runs trained with train(..., group=) are logged to MLflow, and
+    compare(group=) finds them. Before, train() logged nothing and refused group=."""
+    settings = dict(size="tiny", context=16, data=str(small_corpus), budget="3steps", batch_size=2, eval_points=1,
+                    eval_batches=1, out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
+    for seed in range(2):
+        for variant in ("baseline", "rope"):
+            train(variant=variant, seed=seed, group="api-readme", tracking_uri=mlflow_uri, **settings)
+    table = compare(group="api-readme", tracking_uri=mlflow_uri)
+    assert [r.variant for r in table.rows] == ["baseline", "rope"] and list(table.row("rope").seeds) == [0, 1]
+    with pytest.raises(TypeError, match="logs nothing"):
+        train(variant="rope", group="g", track=False, **settings)
+    assert "group=" in ablate.train.__doc__ and 'compare(group="my-runs")' in ablate.compare.__doc__  # help()
