@@ -142,7 +142,8 @@ FIELD_HELP = {
     "beta1": "AdamW beta1 (momentum of the gradient)",
     "beta2": "AdamW beta2 (momentum of its square)",
     "grad_clip": "clip the global gradient norm to this (0: no clipping)",
-    "divergence_factor": "stop as diverged when the loss exceeds this multiple of its first value (or is not finite)",
+    "divergence_factor": "stop as diverged when the loss exceeds this multiple of its first value, or of ln(vocabulary) "
+                         "where that is higher (a finetune), or is not finite",
     "device": "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps",
     "dtype": "auto (bf16 autocast on capable GPUs, fp32 on CPU) | float32 | bfloat16 (autocast) | "
              "tf32 (float32 with TF32 tensor-core matmuls; CUDA only)",

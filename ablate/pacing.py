@@ -73,11 +73,16 @@ class EvalPlan:
 
 
 def divergence(run, loss: float, step: int) -> str:
-    """Why the run has diverged at this loss, or "" (not finite, or above the factor x the first loss)."""
+    """Why the run has diverged at this loss, or "": not finite, or above ``divergence_factor`` times its
+    first loss or, where that is lower (a finetuned run starts near zero), times a uniform guess's loss
+    ln(vocabulary), so that a finetune's ordinary noise is not a divergence."""
     if not math.isfinite(loss):
         return f"loss {loss:.4g} at step {step} (not finite)"
-    if loss > run.config.divergence_factor * run.initial_loss:
-        return f"loss {loss:.4g} at step {step} (> {run.config.divergence_factor}x the initial {run.initial_loss:.4g})"
+    factor, uniform = run.config.divergence_factor, math.log(max(2, run.model.dims.vocab_size))
+    if loss > factor * max(run.initial_loss, uniform):
+        what = (f"the initial {run.initial_loss:.4g}" if run.initial_loss >= uniform
+                else f"{uniform:.4g}, a uniform guess's loss (the initial was {run.initial_loss:.4g})")
+        return f"loss {loss:.4g} at step {step} (> {factor}x {what})"
     return ""
 
 

@@ -1,6 +1,10 @@
 """The trainer's hot loop stays fast: no host sync between log points (a bad loss is still caught),
 a fused optimizer, and the CPU bf16 autocast path still trains."""
 
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -61,9 +65,27 @@ def test_no_host_sync_between_log_points(variant, cfg, count_syncs, monkeypatch)
 def test_divergence_is_caught_within_log_every_steps(cfg):
     result = train(cfg.replace(lr=50.0, min_lr=0.0, warmup=0.0, grad_clip=0.0, budget="200steps", log_every=7))
     assert result.status == "diverged"
-    bad = next(h["step"] for h in result.history if not h["train_loss"] < 3 * result.history[0]["train_loss"])
+    vocab = json.loads((Path(result.run_dir) / "config.json").read_text())["dims"]["vocab_size"]
+    limit = 3 * max(result.history[0]["train_loss"], math.log(vocab))  # pacing.divergence's rule
+    bad = next(h["step"] for h in result.history if not h["train_loss"] < limit)
     assert f"at step {bad} " in result.message
     assert bad <= result.steps < bad + 7 and result.steps % 7 == 0
+
+
+def test_a_finetune_starting_near_zero_loss_is_not_diverged_by_noise():
+    """A converged parent's finetune starts at a loss near 0 (0.013 on a task): 3x that was tripped by its
+    ordinary noise at step 2. The limit is now 3x the larger of the first loss and a uniform guess's, ln V."""
+    from types import SimpleNamespace
+
+    from ablate.pacing import divergence
+
+    run = SimpleNamespace(config=RunConfig(), model=SimpleNamespace(dims=SimpleNamespace(vocab_size=20)),
+                          initial_loss=0.01314)
+    assert divergence(run, 2.779, 2) == ""
+    assert "a uniform guess's loss (the initial was 0.01314)" in divergence(run, 9.5, 3)
+    scratch = SimpleNamespace(config=RunConfig(), model=run.model, initial_loss=4.2)  # above ln 20: as before
+    assert divergence(scratch, 12.0, 5) == "" and "(> 3.0x the initial 4.2)" in divergence(scratch, 12.7, 5)
+    assert "not finite" in divergence(run, float("nan"), 1)
 
 
 def test_optimizer_is_fused_on_cpu():
