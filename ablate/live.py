@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from ablate.format import si
-from ablate.train import Callback, RunResult, RunState
+from ablate.callbacks import Callback, RunResult, RunState
 
 
 def duration(seconds: float | None) -> str:

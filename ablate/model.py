@@ -142,11 +142,60 @@ def make_dims(size: Size | Dims, variant: Variant, vocab_size: int | None = None
 
 
 def build_model(variant: Variant, dims: Dims, device: str | torch.device | None = None) -> GPT:
-    """Assemble ``variant`` at ``dims``; impossible dims for a component are a user error."""
+    """Assemble ``variant`` at ``dims``; impossible dims for a component are a user error. A variant with
+    plugin components is also run forward once on a few tokens, so that a plugin that fails to build or
+    computes the wrong shape is one line naming it, not a traceback from inside torch."""
+    plugged = [spec for spec in map(_spec_of, variant.choices) if spec.origin != "built-in"]
     try:
         with torch.device(device or "cpu"):
-            return GPT(variant, dims)
+            model = GPT(variant, dims)
     except ValueError as err:
         raise AblateError(f"cannot build {variant.name} at width {dims.d_model}, {dims.n_heads} heads: {err}; change "
                           "the component's options or the size (`ablate describe NAME` lists a component's "
                           "options)") from None
+    except Exception as err:
+        if plugged:
+            raise AblateError(_plugin_failure(plugged, "cannot be built", err)) from None
+        raise
+    if plugged and model.tok_emb.weight.device.type != "meta":
+        try:
+            _probe(model)
+        except Exception as err:  # noqa: BLE001 - whatever the plugin's code raised
+            raise AblateError(_plugin_failure(plugged, "fails a forward pass", err)) from None
+    return model
+
+
+def _spec_of(choice):
+    from ablate.catalog import lookup
+
+    return lookup(choice.name, choice.slot)
+
+
+def _probe(model: GPT) -> None:
+    """One forward pass of a few tokens in eval mode, without gradients; the logits' shape checked."""
+    n = min(8, model.dims.context)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits, _ = model(torch.zeros(1, n, dtype=torch.long, device=model.tok_emb.weight.device))
+    finally:
+        model.train(was_training)
+    if tuple(logits.shape) != (1, n, model.dims.vocab_size):
+        raise ValueError(f"the logits have shape {tuple(logits.shape)}, not (1, {n}, {model.dims.vocab_size})")
+
+
+def _plugin_failure(plugged, what: str, err: BaseException) -> str:
+    """One line: which plugin components, where the error was raised in their code, and how to check them."""
+    import inspect
+    import traceback
+
+    files = {inspect.getsourcefile(spec.cls) for spec in plugged}
+    where = ""
+    for frame in traceback.extract_tb(err.__traceback__):  # the deepest line in a plugin's own file
+        if frame.filename in files:
+            where = f" at {frame.filename}, line {frame.lineno}, in {frame.name}"
+    names = ("plugin component " if len(plugged) == 1 else "plugin components ") + ", ".join(s.name for s in plugged)
+    text = " ".join(str(err).split())[:300]
+    return (f"the variant {what} with its {names}: {type(err).__name__}: {text}{where}; fix the plugin and check "
+            f"it with ablate.testing.check_component({plugged[0].name!r})")

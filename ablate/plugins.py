@@ -146,7 +146,11 @@ def load_file(path: str | os.PathLike) -> None:
         if isinstance(err, ImportError) and "relative import" in str(err):
             raise AblateError(f"plugin file {resolved} uses a relative import, which a single file cannot; import "
                               f"by absolute name, or make it an installed package (docs/plugins.md)") from None
-        raise  # the plugin's own bug: its traceback is what its author needs
+        where = next((f", line {f.lineno}" for f in reversed(traceback.extract_tb(err.__traceback__))
+                      if f.filename == resolved), "")
+        text = " ".join(str(err).split())[:300]
+        raise AblateError(f"plugin file {resolved} raised {type(err).__name__} while loading{where}: {text}; fix the "
+                          "file (it registered nothing)") from None
     _FILES[resolved] = digest
     _LOADED.append({"kind": "file", "path": resolved, "sha256": digest})
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from ablate.errors import AblateError
-from ablate.train import Callback, RunResult, RunState
+from ablate.callbacks import Callback, RunResult, RunState
 
 DEFAULT_EXPERIMENT = "ablate"
 # MLflow 3 opens an experiment as a GenAI app (traces, judges) unless told it holds model training

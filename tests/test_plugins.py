@@ -297,10 +297,11 @@ def test_bad_plugin_files_are_one_line_errors(tmp_path, text, needle, capsys, is
     assert not any(p["kind"] == "file" for p in loaded_plugins())
 
 
-def test_a_bug_in_a_plugin_file_keeps_its_traceback_and_registers_nothing(tmp_path, isolated_plugins):
+def test_a_bug_in_a_plugin_file_is_one_line_naming_its_line_and_registers_nothing(tmp_path, isolated_plugins):
     path = tmp_path / "buggy.py"
     path.write_text(LOCAL_PLUGIN + "\nraise RuntimeError('bug in the plugin')\n")
-    with pytest.raises(RuntimeError, match="bug in the plugin"):
+    line = len(LOCAL_PLUGIN.splitlines()) + 2
+    with pytest.raises(AblateError, match=f"raised RuntimeError while loading, line {line}: bug in the plugin; fix"):
         load_file(path)
     assert "scalenorm" not in REGISTRIES["norm"]
     with pytest.raises(AblateError, match="not a .py file"):
@@ -406,3 +407,23 @@ def test_a_study_refuses_another_version_of_its_plugins_code(tmp_path, isolated_
     assert main(["--plugin", str(path), "study", "run", str(file), *where]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "made with other settings (plugins.scalenorm:" in err and "--name NEW" in err, err
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (("self.scale = nn.Parameter(torch.tensor(dim ** 0.5))", "raise RuntimeError('boom in init')"),
+     "cannot be built with its plugin component brokennorm: RuntimeError: boom in init at {path}, line"),
+    (("return self.scale * x", "return (self.scale * x)[..., :-1]"),
+     "fails a forward pass with its plugin component brokennorm: RuntimeError: mat1 and mat2 shapes"),
+    (("return self.scale * x", "return x.sum()"),
+     "fails a forward pass with its plugin component brokennorm"),
+])
+def test_a_plugin_component_that_breaks_at_run_time_is_one_line(edit, needle, tmp_path, isolated_plugins, capsys):
+    """An exception in a plugin component's __init__, or a forward of the wrong shape, was a traceback from
+    inside torch; the variant is now built and run forward once on a few tokens, and a failure names it."""
+    assert edit[0] in LOCAL_PLUGIN
+    path = tmp_path / "brokennorm.py"
+    path.write_text(LOCAL_PLUGIN.replace(edit[0], edit[1]).replace('"scalenorm"', '"brokennorm"'))
+    assert main(["--plugin", str(path), "run", "--variant", "brokennorm", "--size", "tiny", "--budget", "2steps",
+                 "--no-track", "--out-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle.format(path=path) in err and "check_component('brokennorm')" in err, err

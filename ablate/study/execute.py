@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ablate.config import RunConfig
-from ablate.train import Callback, RunResult, RunState, StopRun
+from ablate.callbacks import Callback, RunResult, RunState, StopRun
 from ablate.format import short
 from ablate.metrics import lower_is_better, worst
 from ablate.report.stability import result_stall_reason
