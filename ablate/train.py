@@ -234,7 +234,7 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
     fairness = {
         "budget": budget.text,
         "data": str(data.meta.get("problems_fingerprint", data.meta.get("fingerprint", ""))),
-        "tokenizer": str(data.meta["tokenizer"]) if isinstance(data, TaskData) else config.tokenizer,
+        "tokenizer": str(data.meta["tokenizer"]) if isinstance(data, TaskData) else data.tokenizer.name,  # BYTE: byte
         "eval_batches": str(getattr(evals, "fingerprint", "")),
         "dims": f"{dims.d_model}x{dims.n_layers}x{dims.n_heads}@{dims.context}",
         "batch": f"{config.batch_size}x{config.grad_accum}",

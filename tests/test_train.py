@@ -342,3 +342,10 @@ def test_an_interrupted_run_is_not_started_over_without_resume_or_force(corpus, 
     assert "stopped at step 3 and its checkpoint is in" in err and "--resume" in err and "--force" in err
     assert json.loads((run_dir / "result.json").read_text())["status"] == "interrupted"  # untouched
     assert main(argv + ["--force"]) == 0
+
+
+def test_a_tokenizer_spelling_is_one_fairness_value(cfg):
+    """`--tokenizer BYTE` and `--tokenizer byte` are one run directory, and now one fairness value too:
+    compare refused to pair them ("the runs differ in tokenizer BYTE vs byte")."""
+    result = train(cfg.replace(tokenizer="BYTE", budget="2steps"))
+    assert result.fairness["tokenizer"] == "byte"
