@@ -276,3 +276,6 @@ def validate(config: RunConfig) -> None:
         raise AblateError(f"unknown dtype {config.dtype!r}; choose {', '.join(DTYPES)}")
     if config.device not in ("auto", "cpu", "cuda", "mps") and not config.device.startswith("cuda:"):
         raise AblateError(f"unknown device {config.device!r}; choose auto, cpu, cuda, cuda:N or mps")
+    if config.decontaminate_n != ADDED_LATER["decontaminate_n"] and not config.decontaminate:
+        raise AblateError(f"--decontaminate-n {config.decontaminate_n} sets the n-gram length of --decontaminate, "
+                          "which is not given; add --decontaminate PATH, or leave --decontaminate-n out")

@@ -124,6 +124,8 @@ BAD_FLAGS = [
     ["--data", "{root}/no-such-file.txt"], ["--data", "{root}/empty.txt"], ["--data", "{root}/empty-dir"],
     ["--data-file", "{root}/no-such-file.txt", "--data", "tinyshakespeare"],
     ["--resume", "--force", "--resume-typo"], ["--out-dir", "/proc/no-such/runs"],
+    ["--resume", "--force"], ["--no-track", "--group", "g"], ["--no-track", "--experiment", "e"],
+    ["--decontaminate-n", "5"],
 ]
 for i, extra in enumerate(BAD_FLAGS):
     base = ["run", *TINY, "--data", "{corpus}", "--out-dir", "{out}", "--cache-dir", "{cache}"]
@@ -445,10 +447,13 @@ def test_a_finished_run_is_reported_not_retrained_unless_forced(prepared, capsys
         out, err = capsys.readouterr()
         assert json.loads(out)["status"] == "finished" and "--force" in err
     assert _hashes(run_dir) == before
+    capsys.readouterr()
+    assert main(argv + ["--force", "--resume"]) == 2  # contradictory: force used to win, silently
+    assert "give one of them" in capsys.readouterr().err
     called = []
     monkeypatch.setattr(ablate.train, "train", lambda *a, **k: called.append(k) or pytest.skip("forced"))
     with pytest.raises(pytest.skip.Exception):
-        main(argv + ["--force", "--resume"])
+        main(argv + ["--force"])
     assert called == [{"resume": False}]
 
 

@@ -78,6 +78,11 @@ def cmd_run(args) -> int:
     from ablate.live import LiveView
     from ablate.train import train
 
+    if args.resume and args.force:
+        raise AblateError("--resume continues a run and --force trains it over again from step 0; give one of them")
+    if args.no_track and (args.group or args.experiment):
+        flag = "--group" if args.group else "--experiment"
+        raise AblateError(f"{flag} files the run in MLflow, which --no-track turns off; leave one of them out")
     config = config_from_args(args)
     if args.threads is not None:
         if args.threads < 1:
