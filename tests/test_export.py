@@ -226,3 +226,8 @@ def test_exporting_an_unfinished_run_says_so(hf, runs, tmp_path, capsys):
     note = capsys.readouterr().out.splitlines()[-1]
     assert note.startswith("note: the run was interrupted at step 2") and "--resume" in note, note
     assert "interrupted after 2 steps" in (tmp_path / "hf" / "README.md").read_text()  # and the model card
+    (run_dir / "result.json").unlink()  # killed with SIGKILL: no result at all, only the checkpoint
+    assert main(["export", str(run_dir), "--to", "hf", str(tmp_path / "killed")]) == 0
+    note = capsys.readouterr().out.splitlines()[-1]
+    assert note.startswith("note: the run has not finished (killed, or still training) at step 3"), note
+    assert "unfinished after 3 steps" in (tmp_path / "killed" / "README.md").read_text()

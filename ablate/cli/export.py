@@ -25,8 +25,9 @@ def cmd_export(args) -> int:
                 "; tokenize with ablate (this tokenizer has no exact Hugging Face form; see README.md there)")]
     if done.run_status and done.run_status != "finished":  # the model card says so too
         at = f" at step {done.run_steps}" if done.run_steps is not None else ""
-        if done.run_status == "interrupted":
-            lines.append(f"note: the run was interrupted{at}, before the end of its budget, and this export holds "
+        if done.run_status in ("interrupted", "unfinished"):
+            how = "was interrupted" if done.run_status == "interrupted" else "has not finished (killed, or still training)"
+            lines.append(f"note: the run {how}{at}, before the end of its budget, and this export holds "
                          "those weights; finish it with the same `ablate run` command and --resume, then export again "
                          "with --force")
         else:

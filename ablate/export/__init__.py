@@ -128,6 +128,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, force: bool = False)
     except (OSError, ValueError):
         result = {}
     result = result if isinstance(result, dict) else {}
+    if not result:  # no result.json: killed (kill -9, a lost machine), or still training
+        from ablate.checkpoint import read_checkpoint
+
+        step = read_checkpoint(Path(run_dir) / "checkpoint.pt", "cpu", "train the run again")["step"]
+        result = {"status": "unfinished", "steps": int(step)}
     source = {"run_dir": str(run_dir), "config": config.to_dict(), "result": result}
     done = export_hf(model, out_dir, tokenizer=tokenizer, source=source, force=force)
     steps = result.get("steps")
