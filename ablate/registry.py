@@ -68,6 +68,13 @@ class ComponentSpec:
         return dataclasses.asdict(self.options())
 
 
+def _admits_none(annotation: Any) -> bool:
+    """Whether an options field's annotation (a type, or its text under ``from __future__ import annotations``)
+    allows None: ``float | None``, ``Optional[int]``, ``None``, ``Any``."""
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return bool(re.search(r"\bNone\b|\bOptional\b|\bAny\b", text))
+
+
 def _coerce(component: str, key: str, value: Any, f: dataclasses.Field) -> Any:
     """Check one option value against the field's default type (configs hold strings and numbers)."""
     default = f.default if f.default is not dataclasses.MISSING else None
@@ -183,6 +190,12 @@ def register(
     if bare:  # a variant names only the options it changes: every option needs a default (which fixes its type)
         raise TypeError(f"options of {name!r} need a default for every field; {', '.join(bare)} has none "
                         f"(e.g. {bare[0]}: float = 1e-5)")
+    untyped = [f for f in dataclasses.fields(options) if f.default is None and not _admits_none(f.type)]
+    if untyped:  # `eps: float = None`: the default fixes no type, and the forward fails on None later
+        declared = getattr(untyped[0].type, "__name__", untyped[0].type)
+        raise TypeError(f"options of {name!r}: {untyped[0].name} is declared {declared} but defaults to None; "
+                        f"give it a default of its type (e.g. {untyped[0].name}: float = 1e-5), or declare it "
+                        f"Optional ({untyped[0].name}: float | None = None)")
 
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name) or name.endswith(".toml"):
         raise ValueError(f"component name {name!r} cannot be written in a variant; use letters, digits, '_', "

@@ -284,6 +284,9 @@ def test_generated_checks_run_on_a_file_plugin(isolated_plugins, monkeypatch):
         ("from dataclasses import dataclass\n\n@dataclass(frozen=True)\nclass Opts:\n    eps: float\n"
          + LOCAL_PLUGIN.replace('paper="Nguyen', 'options=Opts, paper="Nguyen'),
          "need a default for every field; eps has none"),
+        ("from dataclasses import dataclass\n\n@dataclass(frozen=True)\nclass Opts:\n    eps: float = None\n"
+         + LOCAL_PLUGIN.replace('paper="Nguyen', 'options=Opts, paper="Nguyen'),
+         "eps is declared float but defaults to None"),
     ],
 )
 def test_bad_plugin_files_are_one_line_errors(tmp_path, text, needle, capsys, isolated_plugins):
