@@ -3,6 +3,7 @@ PostgreSQL), recovery from a SIGKILLed worker, tune-then-compare, search with pr
 factorial analysis of the report."""
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -542,3 +543,18 @@ def test_sigterm_stops_a_study_with_143_and_no_verdict_hint(small_corpus, tmp_pa
     spec = load_study(file)
     ctx = Context(spec, storage_url(spec, None, tmp_path), tracking_uri=mlflow_uri, echo=lambda _: None)
     assert not [t for t in ctx.main().get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.parametrize("setting,needle", [
+    ('variants=["baseline","rope"]', "variants is part of the study's design, which --set does not change; edit"),
+    ("metric=val_bpb", "metric is part of the study's design"),
+    ("name=other", "give --name NEW"),
+    ("lrr=0.1", "unknown setting; did you mean 'lr'?"),
+])
+def test_set_names_what_it_cannot_change(small_corpus, tmp_path, setting, needle):
+    """`--set variants=[...]` said "unknown setting; did you mean 'eval_points'?"."""
+    from ablate.errors import AblateError
+
+    file = write_study(tmp_path / "s.toml", small_corpus)
+    with pytest.raises(AblateError, match=re.escape(needle)):
+        load_study(file, sets=[setting])

@@ -336,6 +336,9 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
         if key in PER_TRIAL:
             raise AblateError(f"--set {key}: {key} is set by the study for every trial; "
                               + ("give how many with --set seeds=N" if key == "seed" else "list the variants in the study file"))
+        if key in (*STUDY_KEYS, *TABLES) and key not in run_settings:  # variants, baseline, metric, [search] ...
+            fix = "give --name NEW" if key == "name" else "edit it in a copy of the file and run that as a new study"
+            raise AblateError(f"--set {key}: {key} is part of the study's design, which --set does not change; {fix}")
         if key not in run_settings:  # suggest among what --set takes: the run's settings and seeds
             close = difflib.get_close_matches(key, [*sorted(run_settings - set(PER_TRIAL)), "seeds"], n=1)
             raise AblateError(f"--set {key}: unknown setting{f'; did you mean {close[0]!r}?' if close else ''} "
