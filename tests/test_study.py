@@ -512,10 +512,11 @@ def test_the_factorial_table_calls_effects_unstable_when_a_cell_stalled(tmp_path
     assert "helps" not in md and "hurts" not in md
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_sigterm_stops_a_study_with_143_and_no_verdict_hint(small_corpus, tmp_path, mlflow_uri, workers):
+@pytest.mark.parametrize("workers,how", [(1, "term"), (2, "term"), (1, "ctrl-c"), (2, "ctrl-c")])
+def test_sigterm_stops_a_study_with_143_and_no_verdict_hint(small_corpus, tmp_path, mlflow_uri, workers, how):
     """What a job scheduler sends: the trials are closed (none left RUNNING), the study says how to resume,
-    exit 143; in this process (1 worker) as with worker processes."""
+    exit 143; in this process (1 worker) as with worker processes. Ctrl-C at a terminal (SIGINT to the whole
+    process group) exits 130 and says it once, with the same hint (each worker used to print 'interrupted')."""
     import subprocess
     import sys
     import time
@@ -528,18 +529,23 @@ def test_sigterm_stops_a_study_with_143_and_no_verdict_hint(small_corpus, tmp_pa
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "ablate", "study", "run", str(file), "--workers", str(workers),
                              "--threads", "1", "--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if sum("started" in seen for seen in lines) == workers:  # every worker is training
             time.sleep(1)
-            proc.send_signal(signal.SIGTERM)
+            if how == "term":
+                proc.send_signal(signal.SIGTERM)
+            else:
+                os.killpg(proc.pid, signal.SIGINT)
             break
     rest, _ = proc.communicate(timeout=120)
     out = "".join(lines) + rest
-    assert proc.returncode == 143, out[-2000:]
-    assert "run the same command to resume" in out and "verdict:" not in out and "Traceback" not in out
+    assert proc.returncode == (143 if how == "term" else 130), out[-2000:]
+    assert out.count("the finished trials are kept, run the same command to resume") == 1, out[-2000:]
+    assert out.count("ablate: interrupted") == (how == "ctrl-c") and "verdict:" not in out and "Traceback" not in out
     spec = load_study(file)
     ctx = Context(spec, storage_url(spec, None, tmp_path), tracking_uri=mlflow_uri, echo=lambda _: None)
     assert not [t for t in ctx.main().get_trials(deepcopy=False) if t.state == TrialState.RUNNING]

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from ablate.cli.console import console, echo
-from ablate.cli.study_workers import STORAGE_ENV, run_workers, work_here
+from ablate.cli.study_workers import CHILD_ENV, STORAGE_ENV, run_workers, work_here
 from ablate.errors import AblateError
 from ablate.urls import redact
 
@@ -311,7 +311,12 @@ def cmd_worker(args) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     _set_threads(args.threads or default_threads(1))
-    summary = work(ctx)
+    try:
+        summary = work(ctx)
+    except KeyboardInterrupt:
+        if os.environ.get(CHILD_ENV):  # started by `study run`, which says it once for the study
+            return 130
+        raise
     ctx.say(f"done: {summary.ran} trial(s) run, {summary.skipped} skipped as duplicates, {summary.failed} failed")
     return 1 if summary.failed else 0
 

@@ -12,6 +12,8 @@ import time
 STORAGE_ENV = "ABLATE_STUDY_STORAGE"  # the storage URL a worker joins (set for the workers `study run` starts)
 
 TERMINATED = "ablate: terminated (SIGTERM); the finished trials are kept, run the same command to resume"
+CHILD_ENV = "ABLATE_STUDY_CHILD"  # set for the workers `study run` starts: it speaks for them when interrupted
+INTERRUPTED = "ablate: interrupted; the finished trials are kept, run the same command to resume"
 
 
 def work_here(ctx, threads: int, set_threads) -> int:
@@ -34,10 +36,8 @@ def work_here(ctx, threads: int, set_threads) -> int:
     try:
         summary = work(ctx)
     except KeyboardInterrupt:
-        if not terminated:
-            raise
-        print(TERMINATED, file=sys.stderr)
-        return 143
+        print(TERMINATED if terminated else INTERRUPTED, file=sys.stderr)
+        return 143 if terminated else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
         torch.set_num_threads(before)
@@ -66,7 +66,7 @@ def worker_argv(args, ctx, index: int, threads: int | None) -> list[str]:
 
 def worker_env(ctx) -> dict[str, str]:
     """The workers' environment: this one, plus the study's storage and tracking URLs."""
-    return {**os.environ, STORAGE_ENV: ctx.storage_url, "MLFLOW_TRACKING_URI": ctx.tracking_uri}
+    return {**os.environ, STORAGE_ENV: ctx.storage_url, "MLFLOW_TRACKING_URI": ctx.tracking_uri, CHILD_ENV: "1"}
 
 
 def run_workers(args, ctx, threads: int) -> int:
@@ -95,6 +95,7 @@ def run_workers(args, ctx, threads: int) -> int:
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
+        print(INTERRUPTED, file=sys.stderr)  # once, for the study (its workers say nothing)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
