@@ -239,6 +239,8 @@ CASES += [(f"study-cli-{i}", ["study", *argv]) for i, argv in enumerate([
     ["status", "{root}/study-ok.toml", "--storage", "{root}/journal-middle.journal"],
     ["report", "{root}/study-ok.toml", "--storage", "{root}/journal-garbage.journal", "--no-log"],
     ["run", "{root}/study-ok.toml", "--storage", "{root}/journal-garbage.journal"],
+    ["run", "{root}/study-ok.toml", "--storage", "{root}/no-such-folder/deeper/x.journal"],
+    ["status", "{root}/study-ok.toml", "--storage", "{root}/no-such-folder/x.db"],
 ])]
 
 CHECKPOINTS = ["truncated", "garbage", "empty", "wrong-keys", "wrong-shapes", "pickle", "other-config", "a-folder"]
@@ -336,6 +338,17 @@ def test_bad_input_is_one_line_and_exit_2(name, argv, prepared, capsys, monkeypa
     assert {str(g): _hashes(g) for g in guarded} == before, f"{name} changed an existing run"
     assert {p: p.read_bytes() for p in journals} == journals, f"{name} changed a journal"
     assert not Path("/tmp/ablate-pwned").exists()
+
+
+def test_a_storage_typo_makes_no_folder_and_a_damaged_journal_names_its_line(prepared, capsys):
+    """`--storage /nonexistent/dir/x.journal` made that folder tree and a new, empty study; the message for a
+    damaged journal gave the position inside one record ("line 1 column 23"), not the file's line."""
+    root = prepared["root"]
+    code, err = run_case(["study", "run", str(root / "study-ok.toml"), "--storage", str(root / "typo/x.journal")], capsys)
+    assert code == 2 and "the folder" in err and "does not exist" in err and not (root / "typo").exists()
+    code, err = run_case(["study", "status", str(root / "study-ok.toml"), "--storage",
+                          str(root / "journal-middle.journal")], capsys)
+    assert code == 2 and "is damaged (line 2: " in err, err
 
 
 def test_the_corpus_has_at_least_200_cases():

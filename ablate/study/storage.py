@@ -19,6 +19,9 @@ def storage_url(spec: StudySpec, storage: str | None, state_dir: str | Path | No
     if storage and "://" in storage:
         return storage
     path = Path(storage) if storage else default_storage_path(spec, state_dir)
+    if storage and not path.parent.is_dir():  # a typo would start a new, empty study in a folder made for it
+        raise AblateError(f"--storage {storage}: the folder {path.parent} does not exist; create it first, or fix "
+                          "the path")
     if path.suffix in (".db", ".sqlite", ".sqlite3"):
         return f"sqlite:///{path.resolve()}"
     return str(path.resolve())
@@ -88,7 +91,26 @@ def open_storage(url: str):
         raise AblateError(f"cannot open the study journal {path}: {err.strerror or err}; "
                           "pass --storage PATH or --state-dir DIR") from None
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, AssertionError) as err:  # garbage, unknown op
-        raise AblateError(damaged.format(" ".join(str(err).split())[:100] or type(err).__name__)) from None
+        why = " ".join(str(err).split())[:100] or type(err).__name__
+        raise AblateError(damaged.format(f"{_first_bad_line(path)}{why}")) from None
+
+
+def _first_bad_line(path: Path) -> str:
+    """``line 50: `` for the journal's first line that is not a JSON object, or "" (the error names the
+    position inside one record, which is no help in finding it)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    if not isinstance(json.loads(line), dict):
+                        return f"line {number}: "
+                except ValueError:
+                    return f"line {number}: "
+    except OSError:
+        pass
+    return ""
 
 
 def repair_journal(path: Path) -> int:
