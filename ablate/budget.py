@@ -63,8 +63,10 @@ def parse_budget(text: str) -> Budget:
     if not math.isfinite(amount) or amount > _LARGEST[kind]:
         raise AblateError(f"budget {text!r} is too large to run (at most {_LARGEST[kind]:.0e} {kind}); "
                           "give a finite amount, e.g. 500steps, 2Mtokens, 1e14flops or 90s")
-    if amount <= 0 or (kind == "steps" and amount < 1):
+    if amount <= 0:
         raise AblateError(f"budget {text!r} is empty; give a positive amount, e.g. 500steps")
+    if kind == "steps" and amount < 1:
+        raise AblateError(f"budget {text!r} is less than one step; give a whole number of steps, e.g. 500steps")
     if kind == "steps" and amount != int(amount):
         raise AblateError(f"budget {text!r}: steps must be a whole number")
     return Budget(kind, amount, f"{match.group(1)}{scale}{_CANONICAL[unit]}")

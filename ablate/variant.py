@@ -249,7 +249,8 @@ def parse_variant(text: str, _seen: tuple[str, ...] = ()) -> Variant:
             spec = lookup(name, also={"preset": list(ARCHITECTURES)})
         except AblateError as err:  # say where a variant file of that name was looked for
             looked = " or ".join(str(folder / f"{name}.toml") for folder in variant_dirs())
-            raise AblateError(f"{err}; no variant file {looked} either") from None
+            raise AblateError(f"{err}; no variant file {looked} either (variant files are looked up in ./variants "
+                              "and the folders on ABLATE_VARIANTS_PATH)") from None
         if spec.slot in explicit:
             other = explicit[spec.slot][0]
             raise AblateError(

@@ -218,6 +218,7 @@ def test_an_mlflow_run_id_is_resolved_as_ablate_sample_does(hf, runs, tmp_path, 
 def test_exporting_an_unfinished_run_says_so(hf, runs, tmp_path, capsys):
     assert main(["export", str(runs("baseline")), "--to", "hf", str(tmp_path / "done")]) == 0
     assert "note:" not in capsys.readouterr().out  # a finished run: nothing to add
+    assert "with no unknown token" in (tmp_path / "done" / "README.md").read_text()  # char: the card warns
     run_dir = tmp_path / "stopped"
     shutil.copytree(runs("baseline"), run_dir)
     result = json.loads((run_dir / "result.json").read_text())

@@ -304,3 +304,22 @@ def test_batched_encoding_equals_whole_encoding(tiny_text, tmp_path, monkeypatch
         for text in (tiny_text, tricky):
             assert tok.encode_array(text).tolist() == tok.encode(text)
     assert len(gpt2.encode_array(tiny_text)) == 338025  # nanoGPT's count for Tiny Shakespeare
+
+
+def test_a_bad_rank_file_named_by_the_user_is_never_to_be_deleted(tmp_path, monkeypatch):
+    """The message told the user to delete their own file; it now says where to point the variable."""
+    bad = tmp_path / "small.txt"
+    bad.write_text("not a rank file\n")
+    monkeypatch.setenv("ABLATE_GPT2_RANKS", str(bad))
+    with pytest.raises(AblateError) as err:
+        get_tokenizer("gpt2", cache_dir=tmp_path)
+    assert "point ABLATE_GPT2_RANKS at GPT-2's gpt2.tiktoken" in str(err.value) and "delete" not in str(err.value)
+
+
+def test_a_budget_under_one_step_says_so():
+    from ablate.budget import parse_budget
+
+    with pytest.raises(AblateError, match="is less than one step"):
+        parse_budget("0.5steps")
+    with pytest.raises(AblateError, match="is empty"):
+        parse_budget("0steps")

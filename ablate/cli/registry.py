@@ -88,8 +88,8 @@ def cmd_describe(args) -> int:
 
         try:  # "baseline", or a named variant file (variants/NAME.toml, $ABLATE_VARIANTS_PATH)
             parse_variant(args.name)
-        except AblateError:
-            raise unknown from None
+        except AblateError as as_variant:
+            raise (as_variant if "no variant file" in str(as_variant) else unknown) from None
         return _describe_variant(args.name)
     console.print(f"[bold]{spec.name}[/] ({spec.slot}) — {spec.summary}")
     console.print(f"paper:    {spec.paper}")

@@ -201,7 +201,7 @@ def _ranks_fingerprint(kind: str, ranks: dict[bytes, int], special: dict[str, in
     return h.hexdigest()[:16]
 
 
-def _load_ranks(path: Path) -> dict[bytes, int]:
+def _load_ranks(path: Path, fix: str = "delete it or point to a valid .tiktoken file") -> dict[bytes, int]:
     """Read a ``.tiktoken`` rank file with ``tiktoken.load.load_tiktoken_bpe``.
 
     tiktoken keeps a copy of every file it loads in a cache keyed by the path string, so a file
@@ -212,7 +212,7 @@ def _load_ranks(path: Path) -> dict[bytes, int]:
     try:
         return tiktoken.load.load_tiktoken_bpe(str(path), expected_hash=sha256_bytes(data))
     except (ValueError, OSError) as e:
-        raise AblateError(f"cannot read the rank file {path} ({e}); delete it or point to a valid .tiktoken file") from None
+        raise AblateError(f"cannot read the rank file {path} ({e}); {fix}") from None
 
 
 # ----------------------------------------------------------------------------------------- gpt2
@@ -268,7 +268,8 @@ def _gpt2(cache_dir: Path) -> TiktokenTokenizer:
                 f"{GPT2_RANKS_ENV}={env} is not a file; point it at GPT-2's gpt2.tiktoken rank file "
                 f"or unset it"
             )
-        return _gpt2_from_ranks(_load_ranks(path), str(path))
+        fix = f"point {GPT2_RANKS_ENV} at GPT-2's gpt2.tiktoken ({GPT2_RANKS_URL_HINT})"
+        return _gpt2_from_ranks(_load_ranks(path, fix), str(path))
     cached = Path(cache_dir) / GPT2_RANKS_FILE
     if cached.is_file():
         return _gpt2_from_ranks(_load_ranks(cached), str(cached))

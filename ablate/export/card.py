@@ -83,6 +83,9 @@ def card_text(model, target: str, *, gap: float, tokenizer: Any, tokenizer_saved
         notes += "- The variant has no biases; GPT-2 always has them, so they are stored as zeros.\n"
     beyond = "outside the learned position table" if target == "gpt2" else "untrained (RoPE computes them anyway)"
     notes += f"- Trained at context {dims.context}; positions past it are {beyond}.\n"
+    if tokenizer_saved and getattr(tokenizer, "name", None) == "char":
+        notes += ("- The tokenizer is the training text's characters, with no unknown token: text with other "
+                  "characters cannot be tokenized (transformers raises an error).\n")
     if dims.dropout:
         notes += f"- Dropout {dims.dropout} is in the config for further training; inference (eval mode) uses none.\n"
     return f"""---
