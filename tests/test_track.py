@@ -177,6 +177,33 @@ def test_ui_serves_the_runs_over_rest(mlflow_uri, small_corpus, tmp_path):
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_ui_killed_outright_leaves_no_server_on_its_port(mlflow_uri):
+    """`kill -9` of `ablate ui` left MLflow's server, uvicorn and huey running on the port (their own session);
+    a watchdog now stops them when the ui process is gone."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "ui", "--tracking-uri", mlflow_uri, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert f"http://127.0.0.1:{port}" in proc.stdout.readline()
+        deadline = time.time() + 60
+        while True:  # the server is up
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.time() < deadline, "MLflow UI did not come up in 60 s"
+            time.sleep(0.5)
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)
+    deadline = time.time() + 30
+    while True:  # and then gone, with nothing listening
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        assert time.time() < deadline, "the MLflow server outlived a killed `ablate ui` by 30 s"
+        time.sleep(0.5)
+
+
 class _Unigram(Callback):
     def on_start(self, run):
         run.data_meta["unigram_entropy"] = 1.0  # far below any loss of a 10-step run: the rule calls it stalled

@@ -70,6 +70,18 @@ def _experiment_id(uri: str, name: str) -> str | None:
     return exp.experiment_id if exp is not None else None
 
 
+_WATCHDOG = """
+import os, signal, sys, time
+parent, group = int(sys.argv[1]), int(sys.argv[2])
+while os.getppid() == parent:
+    time.sleep(0.5)
+try:
+    os.killpg(group, signal.SIGTERM)
+except ProcessLookupError:
+    pass
+"""
+
+
 def cmd_ui(args) -> int:
     import signal
     import subprocess
@@ -88,6 +100,10 @@ def cmd_ui(args) -> int:
     log = None if args.verbose else tempfile.NamedTemporaryFile("w+", prefix="ablate-ui-", suffix=".log")
     env = os.environ if args.verbose else {**os.environ, "PYTHONWARNINGS": "ignore", "MLFLOW_LOGGING_LEVEL": "WARNING"}
     proc = subprocess.Popen(cmd, start_new_session=True, env=env, stdout=log, stderr=log)
+    # a watchdog outlives this process if it is killed outright (kill -9), and stops the server's process group:
+    # MLflow's server, uvicorn and huey would otherwise keep the port
+    subprocess.Popen([sys.executable, "-P", "-c", _WATCHDOG, str(os.getpid()), str(proc.pid)], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
     print(f"MLflow UI for {uri} at {base} (Ctrl-C to stop)", flush=True)
     exp_id = _experiment_id(uri, args.experiment)
