@@ -73,7 +73,7 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def fingerprint(self, exclude: tuple[str, ...] = ("device", "out_dir", "cache_dir", "log_every", "compile"),
-                    variant: str | None = None) -> str:
+                    variant: str | None = None, task_as_typed: bool = False) -> str:
         """A hash of what determines the result (not where it runs or how often it saves). ``variant``: the
         canonical name of ``self.variant`` where the caller has resolved it, so that two spellings of one
         variant (``swiglu+rope``, ``rope+swiglu``) are one run; canonical spellings keep their hash."""
@@ -84,8 +84,8 @@ class RunConfig:
             items["variant"] = variant
         if isinstance(items.get("tokenizer"), str):  # "BPE:300" and "bpe:300" are one tokenizer, so one run
             items["tokenizer"] = items["tokenizer"].strip().lower()
-        if isinstance(items.get("data"), str):  # "task:Addition" and "task:addition(digits=3)" are one task
-            items["data"] = canonical_task(items["data"])
+        if isinstance(items.get("data"), str) and not task_as_typed:  # task:Addition, task:addition(digits=3): one
+            items["data"] = canonical_task(items["data"])  # (task_as_typed: the hash before, of older run dirs)
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -47,8 +47,12 @@ CHECKPOINT = "checkpoint.pt"
 
 # ------------------------------------------------------------------------------------- helpers
 def run_dir_for(config: RunConfig, variant_name: str) -> Path:
+    """The run's directory: its variant, seed and settings' hash; a task run's directory made before one task's
+    spellings were one run (its hash took the spelling as typed) is kept where it exists."""
     slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", variant_name)[:80]
-    return Path(config.out_dir) / f"{slug}-seed{config.seed}-{config.fingerprint(variant=variant_name)}"
+    path = Path(config.out_dir) / f"{slug}-seed{config.seed}-{config.fingerprint(variant=variant_name)}"
+    older = path.with_name(f"{slug}-seed{config.seed}-{config.fingerprint(variant=variant_name, task_as_typed=True)}")
+    return older if older != path and older.is_dir() and not path.exists() else path
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -133,7 +137,8 @@ def resume(run: Run) -> None:
     state, device = run.state, run.state.device
     fix = f"start over with --force, or delete {run.checkpoint_path}"
     ckpt = read_checkpoint(run.checkpoint_path, device, fix)
-    if ckpt["fingerprint"] not in (run.config.fingerprint(variant=state.variant_name), run.config.fingerprint()):
+    if ckpt["fingerprint"] not in {run.config.fingerprint(variant=variant, task_as_typed=typed)  # older spellings
+                                   for variant in (state.variant_name, None) for typed in (False, True)}:
         raise AblateError(f"checkpoint in {state.run_dir} belongs to a different configuration; run without --resume")
     load_weights(run.model, ckpt["model"], run.checkpoint_path, fix)
     load_weights(run.optimizer, ckpt["optimizer"], run.checkpoint_path, fix)

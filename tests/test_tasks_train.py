@@ -112,3 +112,15 @@ def test_a_context_too_short_for_some_held_out_sets_is_announced(tmp_path, capsy
     capsys.readouterr()
     assert main(argv + ["--context", "32"]) == 0  # every set fits: no note
     assert "note:" not in capsys.readouterr().out
+
+
+def test_a_task_run_made_before_spellings_were_one_run_keeps_its_directory(tmp_path):
+    """Its directory's hash took the spelling as typed; the same command finds it (to resume it, or to say it
+    finished) instead of training it again in a new directory."""
+    from ablate.train import run_dir_for
+
+    config = _config(tmp_path, data="task:addition")
+    old = run_dir_for(config, "baseline").with_name(f"baseline-seed0-{config.fingerprint(variant='baseline', task_as_typed=True)}")
+    assert run_dir_for(config, "baseline") != old
+    old.mkdir(parents=True)
+    assert run_dir_for(config, "baseline") == old
