@@ -323,7 +323,7 @@ def check_compatibility(variant: Variant) -> None:
 
 def foreign_origins(texts) -> dict[str, str]:
     """The origin of every component from outside ablate (a plugin) that the variants or component terms
-    in ``texts`` use: ``{"scalenorm": "file /abs/norms.py sha256:1a2b3c4d5e6f"}``. A study's identity holds
+    in ``texts`` use: ``{"scalenorm": "file sha256:1a2b3c4d5e6f"}`` (a file by its content). A study's identity holds
     it, so runs of two versions of a plugin's code are never pooled. Texts that do not parse are left out
     (they are refused where they are used)."""
     out: dict[str, str] = {}
@@ -334,6 +334,6 @@ def foreign_origins(texts) -> dict[str, str]:
             continue
         for choice in choices:
             spec = lookup(choice.name, choice.slot)
-            if spec.origin != "built-in":
-                out[choice.name] = spec.origin
+            if spec.origin != "built-in":  # a file by its content, not its path (moved checkouts, other hosts)
+                out[choice.name] = re.sub(r"^file .* (sha256:\w+)$", r"file \1", spec.origin)
     return dict(sorted(out.items()))

@@ -401,15 +401,32 @@ def test_a_study_refuses_another_version_of_its_plugins_code(tmp_path, isolated_
     where = ["--tracking-uri", mlflow_uri, "--state-dir", str(tmp_path)]
     assert main(["--plugin", str(path), "study", "run", str(file), *where]) == 1  # 1: its trials are not done
     assert main(["--plugin", str(path), "study", "run", str(file), *where]) == 1  # the same code: no refusal
-    for slot, reg in REGISTRIES.items():  # as a new process with the edited file would be
-        if "scalenorm" in reg.names():
-            reg.remove("scalenorm")
-    del plugins._FILES[str(path.resolve())]
+
+    def as_a_new_process():
+        for slot, reg in REGISTRIES.items():
+            if "scalenorm" in reg.names():
+                reg.remove("scalenorm")
+        plugins._FILES.clear()
+
+    as_a_new_process()
+    moved = tmp_path / "elsewhere" / "scalenorm.py"  # the same code at another path (a moved checkout, another host)
+    moved.parent.mkdir()
+    moved.write_text(LOCAL_PLUGIN)
+    assert main(["--plugin", str(moved), "study", "run", str(file), *where]) == 1
+    as_a_new_process()
     path.write_text(LOCAL_PLUGIN + "\n# tuned\n")
     capsys.readouterr()
     assert main(["--plugin", str(path), "study", "run", str(file), *where]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "made with other settings (plugins.scalenorm:" in err and "--name NEW" in err, err
+    from ablate.study import Context, load_study, storage_url
+
+    spec = load_study(file)  # a study made before plugin code was part of its identity: no record to compare
+    main_study = Context(spec, storage_url(spec, None, tmp_path), tracking_uri=mlflow_uri).main()
+    identity = dict(main_study.user_attrs["ablate.identity"])
+    identity.pop("plugins")
+    main_study.set_user_attr("ablate.identity", identity)
+    assert main(["--plugin", str(path), "study", "run", str(file), *where]) == 1
 
 
 @pytest.mark.parametrize("edit,needle", [

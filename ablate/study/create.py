@@ -155,6 +155,8 @@ def settings_changed(spec, attrs: dict[str, Any]) -> str:
     when they agree."""
     identity = _as_set(json.loads(json.dumps(spec.identity())))
     old = _as_set(attrs.get("ablate.identity", {}))
+    if "plugins" not in old:  # made before plugin code was part of a study's identity: nothing to compare with
+        identity.pop("plugins", None)
     if old == identity:
         return ""
     was, now = old.get("variants"), identity.get("variants")
