@@ -339,3 +339,19 @@ def test_a_diverged_variant_needs_only_the_seeds_it_ran():
     record = {"decisions": {}, "diverged": {"baseline": 0, "rope": 2}, "stalled": {"baseline": 0, "rope": 0}}
     ran = {(v, s) for v in spec.variants for s in range(3)}
     assert sorted((p["variant"], p["seed"]) for p in needed_points(spec, points, record, ran)) == sorted(ran)
+
+
+@pytest.mark.parametrize("code", [130, 143])
+def test_an_interrupted_until_decided_study_saves_no_verdicts(study, capsys, monkeypatch, code):
+    """Ctrl-C (or SIGTERM) during a round printed 'round at 0 seeds', saved the verdicts of the seeds that had
+    finished (rope: 'undecided (most seeds reached)') and the report showed them as the study's."""
+    import ablate.cli.study as cli_study
+    from ablate.cli import main
+
+    spec, ctx = study
+    monkeypatch.setattr(cli_study, "_run_round", lambda args, ctx, threads: code)
+    where = [str(spec.path), "--until-decided", "--state-dir", str(spec.path.parent), "--tracking-uri", ctx.tracking_uri]
+    assert main(["study", "run", *where]) == code
+    out = capsys.readouterr().out
+    assert "round at" not in out and "repeated CI" not in out
+    assert not ctx.main().user_attrs.get(rounds.K_SEQUENTIAL)

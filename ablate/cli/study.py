@@ -245,6 +245,8 @@ def cmd_run(args) -> int:
                   + ("" if args.threads else " (--threads to choose)"), highlight=False, markup=False)
     if design is not None:
         result, counts, code = rounds.run_until_decided(ctx, design, lambda: _run_round(args, ctx, threads), echo)
+        if code in (2, 130, 143):  # stopped, not decided: no verdicts are saved (the same command goes on)
+            return code
         record = rounds.save(ctx, result, counts, design)
         console.print(rounds.table(record, spec.baseline, spec.metric).to_rich())
         console.print(f"  took {time.perf_counter() - started:.0f}s; {record['runs_used']} runs where a fixed design "
@@ -272,7 +274,7 @@ def _run_round(args, ctx, threads: int) -> int:
     for _ in range(MAX_RETRY + 1):
         if args.workers == 1:
             code = work_here(ctx, threads, _set_threads)
-            if code == 143:
+            if code in (130, 143):
                 return code
         else:
             code = run_workers(args, ctx, threads)

@@ -112,14 +112,17 @@ def next_points(spec: StudySpec, decided: Plan) -> list[dict[str, Any]]:
 
 
 def run_until_decided(ctx: Context, design: Design, run_round: Callable[[], int],
-                      say: Callable[[str], None]) -> tuple[Plan, dict[str, dict[str, int]], int]:
+                      say: Callable[[str], None]) -> tuple[Plan | None, dict[str, dict[str, int]], int]:
     """Run rounds until every variant is decided (or unstable, or at the most seeds); returns the last
-    plan, the diverged and stalled counts (see :func:`observed`) and the last round's exit code. A variant
+    plan, the diverged and stalled counts (see :func:`observed`) and the last round's exit code (no plan when a
+    round was stopped: exit 2, 130 or 143). A variant
     with a diverged or stalled seed is unstable and leaves the sequential test; so is the baseline, and
     then no verdict is possible."""
     spec = ctx.spec
     while True:
         code = run_round()
+        if code in (2, 130, 143):  # a user error, Ctrl-C or SIGTERM: stopped, not decided (no round line)
+            return None, {}, code
         diffs, counts = observed(ctx)
         unstable = {v for v in spec.variants if _unstable_text(counts, v)}
         if spec.baseline in unstable:
