@@ -308,6 +308,9 @@ def cmd_worker(args) -> int:
     ctx.worker_index = args.worker_id
 
     def interrupt(*_):  # once: the parent forwards SIGTERM, and a process-group kill sends it too
+        from ablate.study.execute import request_stop
+
+        request_stop()  # in case this exception is lost (see ablate.study.execute.STOP)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 

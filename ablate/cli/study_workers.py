@@ -28,7 +28,10 @@ def work_here(ctx, threads: int, set_threads) -> int:
     terminated = []
 
     def on_sigterm(signum, _frame):
+        from ablate.study.execute import request_stop
+
         terminated.append(signum)
+        request_stop()  # in case this exception is lost (see ablate.study.execute.STOP)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
@@ -39,6 +42,9 @@ def work_here(ctx, threads: int, set_threads) -> int:
         print(TERMINATED if terminated else INTERRUPTED, file=sys.stderr)
         return 143 if terminated else 130
     finally:
+        from ablate.study.execute import reset_stop
+
+        reset_stop()
         signal.signal(signal.SIGTERM, previous)
         torch.set_num_threads(before)
     return 1 if summary.failed else 0

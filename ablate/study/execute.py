@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +20,36 @@ from ablate.study.queue import COMPARE_KEY, TUNE_KEY, _claim, split_point
 from ablate.study.spec import Range, compose_variant
 from ablate.study.storage import native_heartbeat
 from ablate.study.workers import _Heartbeat, worker_identity
+
+# Set by a worker's SIGTERM handler before it raises KeyboardInterrupt. That exception can be lost (raised
+# while Python runs a weakref callback, e.g. SQLAlchemy's, it is printed as "Exception ignored" and
+# dropped) and the handler ignores further SIGTERMs, so the trial checks the flag at each step and eval.
+STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """What a worker's SIGTERM handler does before it raises KeyboardInterrupt: remember the stop, and keep
+    an interrupt that Python drops ("Exception ignored in ...") off the terminal."""
+    STOP.set()
+    sys.unraisablehook = _drop_lost_interrupt
+
+
+def reset_stop() -> None:
+    """After a study in this process: a later one (the Python API) starts afresh."""
+    STOP.clear()
+    if sys.unraisablehook is _drop_lost_interrupt:
+        sys.unraisablehook = sys.__unraisablehook__
+
+
+def _drop_lost_interrupt(unraisable) -> None:
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
+def stop_if_asked() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt
+
 
 class _TrialHooks(Callback):
     """Records the MLflow run id on the trial, reports evals to Optuna and prunes; on long trials it
@@ -35,7 +67,11 @@ class _TrialHooks(Callback):
             self.trial.set_user_attr(K_RUN, self.tracker.run_id)
         self.trial.set_user_attr("ablate.run_dir", str(run.run_dir))
 
+    def on_step(self, run: RunState, row: dict[str, float]) -> None:
+        stop_if_asked()
+
     def on_eval(self, run: RunState, row: dict[str, float]) -> None:
+        stop_if_asked()
         value = row.get(self.metric)
         if value is None or not math.isfinite(value):
             return

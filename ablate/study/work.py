@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from ablate.errors import AblateError
 from ablate.study.context import Context, WorkSummary, _quiet_optuna, pretrain_study_name, tune_study_name
 from ablate.study.create import settings_changed
-from ablate.study.execute import grid_objective, search_objective
+from ablate.study.execute import grid_objective, search_objective, stop_if_asked
 from ablate.study.keys import K_SKIP, failure_key
 from ablate.study.progress import best_settings
 from ablate.study.queue import compare_points, ensure_grid, grid_space, make_pruner, make_sampler, requeue
@@ -44,6 +44,7 @@ def _optimize_one(ctx: Context, study, objective) -> None:
 def work_grid(ctx: Context, study, objective) -> None:
     """Pop queued trials until none is left. An interrupted trial (Ctrl-C, SIGTERM) is queued again."""
     while _waiting(study):
+        stop_if_asked()
         ctx.current_trial = None  # set by the objective once it has popped its trial
         try:
             _optimize_one(ctx, study, objective)
