@@ -314,7 +314,10 @@ def cmd_worker(args) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    from ablate.study.execute import on_ctrl_c
+
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, on_ctrl_c)
     _set_threads(args.threads or default_threads(1))
     try:
         summary = work(ctx)

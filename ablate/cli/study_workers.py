@@ -35,7 +35,10 @@ def work_here(ctx, threads: int, set_threads) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    from ablate.study.execute import on_ctrl_c
+
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous_int = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         summary = work(ctx)
     except KeyboardInterrupt:
@@ -46,6 +49,7 @@ def work_here(ctx, threads: int, set_threads) -> int:
 
         reset_stop()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         torch.set_num_threads(before)
     return 1 if summary.failed else 0
 

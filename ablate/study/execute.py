@@ -34,6 +34,12 @@ def request_stop() -> None:
     sys.unraisablehook = _drop_lost_interrupt
 
 
+def on_ctrl_c(signum, frame) -> None:
+    """SIGINT's handler while a study works: Python's own, with the stop remembered (see ``STOP``)."""
+    request_stop()
+    raise KeyboardInterrupt
+
+
 def reset_stop() -> None:
     """After a study in this process: a later one (the Python API) starts afresh."""
     STOP.clear()
