@@ -62,6 +62,29 @@ def _check_reachable(uri: str) -> None:
         raise AblateError(f"cannot reach the MLflow tracking server at {redact(uri)} ({problem}); start it (e.g. "
                           f"mlflow server --backend-store-uri sqlite:///mlflow.db --port {_host_port(uri)[1]}) or "
                           "give another --tracking-uri / MLFLOW_TRACKING_URI") from None
+    if (answer := _not_mlflow(uri)):
+        raise AblateError(f"{redact(uri)} answers, but not as an MLflow tracking server ({answer} from its REST API); "
+                          "check the address and port of --tracking-uri / MLFLOW_TRACKING_URI")
+
+
+def _not_mlflow(uri: str, timeout: float = 5.0) -> str:
+    """Why a server that accepts connections is not MLflow's (an HTTP 404 from MLflow's REST API, or a page
+    that is not JSON), or "" when it may be (it answers JSON, asks for credentials, or does not answer)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            json.loads(response.read(1 << 20) or b"{}")
+    except urllib.error.HTTPError as err:
+        return f"HTTP {err.code}" if err.code == 404 else ""
+    except ValueError:
+        return "a page that is not JSON"
+    except Exception:  # noqa: BLE001 - timeouts, TLS, proxies: MLflow's client will say what it finds
+        return ""
+    return ""
 
 
 def _host_port(url: str) -> tuple[str, int]:

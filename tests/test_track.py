@@ -345,3 +345,36 @@ def test_curves_of_a_run_with_no_steps_plot_without_a_warning(tmp_path):
         warnings.simplefilter("error")
         plot_curves(empty, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_web_server_that_is_not_mlflow_is_one_line_and_a_tracking_server_needs_no_ui(capsys):
+    """`compare --tracking-uri http://<a web server that is not MLflow>` was a traceback (MLflow's 404); `ablate ui
+    --tracking-uri http://<an MLflow server>` passed the URL to `mlflow server` as a store and printed its traceback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        mlflow = False
+
+        def do_GET(self):
+            body = b'{"experiments": []}' if Page.mlflow else b"<html>not found</html>"
+            self.send_response(200 if Page.mlflow else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert main(["compare", "--tracking-uri", url]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "answers, but not as an MLflow tracking server (HTTP 404" in err, err
+        Page.mlflow = True
+        assert main(["ui", "--tracking-uri", url, "--port", str(_free_port())]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "serves its own UI: open" in err, err
+    finally:
+        server.shutdown()

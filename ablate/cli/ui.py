@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from ablate.errors import AblateError
+from ablate.urls import redact
 
 
 def _check_port(host: str, port: int) -> None:
@@ -89,6 +90,10 @@ def cmd_ui(args) -> int:
     from ablate.track import tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
+    if uri.lower().startswith(("http://", "https://")):  # a tracking server is its own UI
+        raise AblateError(f"the tracking store {redact(uri)} is an MLflow server, which serves its own UI: open "
+                          f"{redact(uri)} in a browser (ablate ui serves a database store, e.g. --tracking-uri "
+                          "sqlite:///mlflow.db)")
     _check_store(uri)
     _check_port(args.host, args.port)
     # -P: never import a module from the working directory (an mlflow.py there would shadow MLflow);
