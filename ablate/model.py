@@ -141,11 +141,12 @@ def make_dims(size: Size | Dims, variant: Variant, vocab_size: int | None = None
     return dims
 
 
-def build_model(variant: Variant, dims: Dims, device: str | torch.device | None = None) -> GPT:
+def build_model(variant: Variant, dims: Dims, device: str | torch.device | None = None, probe: bool = True) -> GPT:
     """Assemble ``variant`` at ``dims``; impossible dims for a component are a user error. A variant with
     plugin components is also run forward once on a few tokens, so that a plugin that fails to build or
-    computes the wrong shape is one line naming it, not a traceback from inside torch."""
-    plugged = [spec for spec in map(_spec_of, variant.choices) if spec.origin != "built-in"]
+    computes the wrong shape is one line naming it, not a traceback from inside torch (``probe=False``: not,
+    for ``ablate.testing``, whose checks say more)."""
+    plugged = [spec for spec in map(_spec_of, variant.choices) if spec.origin != "built-in"] if probe else []
     try:
         with torch.device(device or "cpu"):
             model = GPT(variant, dims)
@@ -154,12 +155,14 @@ def build_model(variant: Variant, dims: Dims, device: str | torch.device | None 
                           "the component's options or the size (`ablate describe NAME` lists a component's "
                           "options)") from None
     except Exception as err:
-        if plugged:
+        if plugged and not isinstance(err, getattr(torch, "OutOfMemoryError", ())):
             raise AblateError(_plugin_failure(plugged, "cannot be built", err)) from None
         raise
     if plugged and model.tok_emb.weight.device.type != "meta":
         try:
             _probe(model)
+        except torch.OutOfMemoryError:
+            raise
         except Exception as err:  # noqa: BLE001 - whatever the plugin's code raised
             raise AblateError(_plugin_failure(plugged, "fails a forward pass", err)) from None
     return model
@@ -172,17 +175,30 @@ def _spec_of(choice):
 
 
 def _probe(model: GPT) -> None:
-    """One forward pass of a few tokens in eval mode, without gradients; the logits' shape checked."""
+    """Two sequences of a few tokens forward in eval mode, without gradients: the logits' shape, and that
+    changing the last token changes no earlier position's logits (a mixer that looks ahead, or an output
+    averaged over positions or the batch, would train on the future)."""
     n = min(8, model.dims.context)
+    device = model.tok_emb.weight.device
+    x = torch.arange(2 * n, device=device).reshape(2, n) % model.dims.vocab_size
+    y = x.clone()
+    y[0, -1] = (y[0, -1] + 1) % model.dims.vocab_size  # the first sequence's last token only
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            logits, _ = model(torch.zeros(1, n, dtype=torch.long, device=model.tok_emb.weight.device))
+            logits, _ = model(x)
+            other, _ = model(y)
     finally:
         model.train(was_training)
-    if tuple(logits.shape) != (1, n, model.dims.vocab_size):
-        raise ValueError(f"the logits have shape {tuple(logits.shape)}, not (1, {n}, {model.dims.vocab_size})")
+    if tuple(logits.shape) != (2, n, model.dims.vocab_size):
+        raise ValueError(f"the logits have shape {tuple(logits.shape)}, not (2, {n}, {model.dims.vocab_size})")
+    same = dict(atol=1e-4, rtol=1e-4)
+    if not (torch.allclose(logits[0, :-1].float(), other[0, :-1].float(), **same)
+            and torch.allclose(logits[1].float(), other[1].float(), **same)):
+        raise ValueError("changing the last token changed earlier positions' logits, or another sequence's: a "
+                         "component sees later tokens or other sequences of the batch (it must be causal, and keep "
+                         "sequences apart)")
 
 
 def _plugin_failure(plugged, what: str, err: BaseException) -> str:
@@ -196,6 +212,8 @@ def _plugin_failure(plugged, what: str, err: BaseException) -> str:
         if frame.filename in files:
             where = f" at {frame.filename}, line {frame.lineno}, in {frame.name}"
     names = ("plugin component " if len(plugged) == 1 else "plugin components ") + ", ".join(s.name for s in plugged)
-    text = " ".join(str(err).split())[:300]
+    frames = traceback.extract_tb(err.__traceback__)
+    text = " ".join(str(err).split())[:300] or (f"{frames[-1].name}() is not implemented (its slot needs it)"
+                                                 if isinstance(err, NotImplementedError) and frames else "(no message)")
     return (f"the variant {what} with its {names}: {type(err).__name__}: {text}{where}; fix the plugin and check "
             f"it with ablate.testing.check_component({plugged[0].name!r})")

@@ -202,7 +202,7 @@ def register(
                          "'-' and '.', starting with a letter or '_'")
     from ablate.presets import ARCHITECTURES
 
-    if name in ARCHITECTURES:
+    if name in ARCHITECTURES or name == "baseline":  # "baseline" is the GPT-2 preset's other name
         raise ValueError(f"component name {name!r} is an architecture preset's (a variant would mean the preset); "
                          "pick another name")
 

@@ -278,6 +278,7 @@ def test_generated_checks_run_on_a_file_plugin(isolated_plugins, monkeypatch):
         (None, "not found"),
         ("x = (\n", "syntax error in plugin file"),
         (LOCAL_PLUGIN.replace('"scalenorm"', '"rmsnorm"'), "'rmsnorm' is already registered"),
+        (LOCAL_PLUGIN.replace('"scalenorm"', '"baseline"'), "is an architecture preset's"),
         (LOCAL_PLUGIN.replace("(Norm)", "(object)"), "does not subclass Norm"),
         (LOCAL_PLUGIN.replace(', paper="Nguyen & Salazar 2019, Transformers without Tears (ScaleNorm)"', ""),
          "needs paper="),
@@ -436,6 +437,10 @@ def test_a_study_refuses_another_version_of_its_plugins_code(tmp_path, isolated_
      "fails a forward pass with its plugin component brokennorm: RuntimeError: mat1 and mat2 shapes"),
     (("return self.scale * x", "return x.sum()"),
      "fails a forward pass with its plugin component brokennorm"),
+    (("return self.scale * x", "return x.mean(dim=1, keepdim=True) + 0 * x"),  # broadcasts: the shape is right
+     "changing the last token changed earlier positions' logits, or another sequence's"),
+    (("return self.scale * x", "return x.mean(dim=0, keepdim=True) + 0 * x"),  # mixes the batch
+     "changing the last token changed earlier positions' logits, or another sequence's"),
 ])
 def test_a_plugin_component_that_breaks_at_run_time_is_one_line(edit, needle, tmp_path, isolated_plugins, capsys):
     """An exception in a plugin component's __init__, or a forward of the wrong shape, was a traceback from
@@ -447,3 +452,16 @@ def test_a_plugin_component_that_breaks_at_run_time_is_one_line(edit, needle, tm
                  "--no-track", "--out-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle.format(path=path) in err and "check_component('brokennorm')" in err, err
+
+
+def test_check_component_keeps_its_own_diagnosis_of_a_broken_plugin(tmp_path, isolated_plugins):
+    """ablate.testing builds without the run's probe: a causality bug fails check_component's own assertion
+    (which says what changed where), not a message that points back at check_component."""
+    from ablate.testing import check_component
+
+    path = tmp_path / "leaky.py"
+    path.write_text(LOCAL_PLUGIN.replace("return self.scale * x", "return self.scale * x.mean(dim=1, keepdim=True) + 0 * x")
+                    .replace('"scalenorm"', '"leakynorm"'))
+    load_file(path)
+    with pytest.raises(AssertionError, match="changed earlier logits"):
+        check_component("leakynorm")
