@@ -80,6 +80,8 @@ def run_study(file: str | Path, *, workers: int = 1, report: bool = True, **opti
               if k in options}
     run = _command(["study", "run", file, "--workers", str(workers), *_flags(shared), *_flags(options)])
     code = run.func(run)
+    if code == 130:  # Ctrl-C in a notebook or script: an interrupt, as Python gives it (the study resumes)
+        raise KeyboardInterrupt
     if code not in (0, None):
         raise AblateError(f"the study did not complete (exit {code}); see the lines above, then run it again "
                           "to resume")

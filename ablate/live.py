@@ -78,8 +78,10 @@ def unscored_sets_note(data_meta: dict, context: int) -> str:
     if not short:
         return ""
     metrics = ", ".join("acc" if name == "id" else f"acc_{name}" for name in short)
+    partial = "; acc_longer averages the longer lengths that are scored" if any(n.startswith("len") for n in short) else ""
     return (f"note: {metrics} not scored: their held-out problems need up to {max(short.values())} positions and the "
-            f"context is {context} (leave --context out, or give at least {max(needs.values())}, to score every set)")
+            f"context is {context} (leave --context out, or give at least {max(needs.values())}, to score every "
+            f"set){partial}")
 
 
 def _num(row: dict, key: str, digits: int = 4) -> str:

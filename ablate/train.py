@@ -383,7 +383,7 @@ class _CallableModule(type(json)):  # a module type: ``from ablate import train;
                  group: str | None = None, tracking_uri: str | None = None, experiment: str | None = None,
                  track: bool | None = None, **settings) -> RunResult:
         """``train(config)``, ``train("rope", budget=...)`` or ``train(variant=..., ...)`` (RunConfig fields).
-        ``group=`` (as ``ablate run --group``), ``tracking_uri=`` or ``track=True`` log the run to MLflow
+        ``group=`` (as ``ablate run --group``), ``experiment=``, ``tracking_uri=`` or ``track=True`` log the run to MLflow
         (default store ``sqlite:///mlflow.db``), where ``compare(group=...)`` finds it; untracked otherwise."""
         config, settings = (None, {"variant": config, **settings}) if isinstance(config, str) else (config, settings)
         if config is None:
@@ -393,12 +393,14 @@ class _CallableModule(type(json)):  # a module type: ``from ablate import train;
         elif settings or not isinstance(config, RunConfig):
             raise TypeError("train() takes a RunConfig, a variant and settings as keywords (train(\"rope\", budget="
                             "\"100steps\")), or settings alone; not both, and not a " + type(config).__name__)
-        if track if track is not None else (group is not None or tracking_uri is not None):
+        asked = group is not None or tracking_uri is not None or experiment is not None
+        if track if track is not None else asked:
             from ablate.track import MLflowTracker
 
             callbacks = [*callbacks, MLflowTracker(tracking_uri=tracking_uri, experiment=experiment, group=group)]
-        elif group is not None or tracking_uri is not None:
-            raise TypeError("train(track=False) logs nothing, so group= and tracking_uri= have no effect; leave them out")
+        elif asked:
+            raise TypeError("train(track=False) logs nothing, so group=, experiment= and tracking_uri= have no effect; "
+                            "leave them out")
         return train(config, callbacks, resume=resume)
 
 

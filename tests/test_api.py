@@ -121,3 +121,13 @@ def test_readme_train_then_compare_works_as_written(small_corpus, tmp_path, mlfl
     with pytest.raises(TypeError, match="logs nothing"):
         train(variant="rope", group="g", track=False, **settings)
     assert "group=" in ablate.train.__doc__ and 'compare(group="my-runs")' in ablate.compare.__doc__  # help()
+
+
+def test_run_study_passes_ctrl_c_on_as_an_interrupt(monkeypatch):
+    """In a notebook, Ctrl-C during run_study became AblateError('the study did not complete (exit 130)')."""
+    import ablate.cli.study as cli_study
+    from ablate import run_study
+
+    monkeypatch.setattr(cli_study, "cmd_run", lambda args: 130)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(Path(__file__).parents[1] / "studies" / "quickstart.toml", report=False)

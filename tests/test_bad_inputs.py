@@ -125,7 +125,7 @@ BAD_FLAGS = [
     ["--data-file", "{root}/no-such-file.txt", "--data", "tinyshakespeare"],
     ["--resume", "--force", "--resume-typo"], ["--out-dir", "/proc/no-such/runs"],
     ["--resume", "--force"], ["--no-track", "--group", "g"], ["--no-track", "--experiment", "e"],
-    ["--decontaminate-n", "5"],
+    ["--decontaminate-n", "5"], ["--no-track", "--tracking-uri", "sqlite:///{root}/unused.db"],
 ]
 for i, extra in enumerate(BAD_FLAGS):
     base = ["run", *TINY, "--data", "{corpus}", "--out-dir", "{out}", "--cache-dir", "{cache}"]

@@ -349,3 +349,18 @@ def test_a_tokenizer_spelling_is_one_fairness_value(cfg):
     compare refused to pair them ("the runs differ in tokenizer BYTE vs byte")."""
     result = train(cfg.replace(tokenizer="BYTE", budget="2steps"))
     assert result.fairness["tokenizer"] == "byte"
+
+
+def test_an_interrupt_before_the_first_checkpoint_does_not_claim_one(cfg, monkeypatch, capsys):
+    """SIGTERM during data preparation or the first evaluation said 'the checkpoint is saved' when none was."""
+    import ablate.train
+    from ablate.cli import main
+
+    def interrupted(config, callbacks, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ablate.train, "train", interrupted)
+    argv = ["run", "--size", "tiny", "--context", str(cfg.context), "--data", cfg.data, "--budget", "5steps",
+            "--no-track", "--out-dir", cfg.out_dir, "--cache-dir", cfg.cache_dir, "--seed", "7"]
+    assert main(argv) == 130
+    assert "interrupted before its first checkpoint; run the same command again" in capsys.readouterr().err

@@ -76,12 +76,14 @@ def print_summary(result) -> None:
 
 def cmd_run(args) -> int:
     from ablate.live import LiveView
-    from ablate.train import train
+    from ablate.train import CHECKPOINT, run_dir_for, train
+    from ablate.variant import parse_variant
 
     if args.resume and args.force:
         raise AblateError("--resume continues a run and --force trains it over again from step 0; give one of them")
-    if args.no_track and (args.group or args.experiment):
-        flag = "--group" if args.group else "--experiment"
+    unused_uri = args.tracking_uri and not getattr(args, "init_from", None)  # (it also finds an --init-from run id)
+    if args.no_track and (args.group or args.experiment or unused_uri):
+        flag = "--group" if args.group else "--experiment" if args.experiment else "--tracking-uri"
         raise AblateError(f"{flag} files the run in MLflow, which --no-track turns off; leave one of them out")
     config = config_from_args(args)
     if args.threads is not None:
@@ -125,7 +127,9 @@ def cmd_run(args) -> int:
         result = train(config, callbacks, resume=args.resume and not args.force)
     except KeyboardInterrupt:
         how = "terminated (SIGTERM)" if terminated else "interrupted"
-        print(f"ablate: {how}; the checkpoint is saved, continue with the same command and --resume", file=sys.stderr)
+        saved = run_dir_for(config, parse_variant(config.variant).name) / CHECKPOINT
+        print(f"ablate: {how}; the checkpoint is saved, continue with the same command and --resume" if saved.is_file()
+              else f"ablate: {how} before its first checkpoint; run the same command again to start it", file=sys.stderr)
         return 143 if terminated else 130
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -40,7 +40,10 @@ def tokenizer_from_state(state: dict, cache_dir: Path, where: Path) -> Tokenizer
         if name == "byte":
             tok: Tokenizer = ByteTokenizer()
         elif name == "gpt2":
-            tok = get_tokenizer("gpt2", cache_dir=cache_dir)
+            try:
+                tok = get_tokenizer("gpt2", cache_dir=cache_dir)
+            except AblateError as err:  # the run keeps only the ranks' fingerprint: they are GPT-2's, read anew
+                raise AblateError(f"this run was trained with GPT-2's tokenizer: {err}") from None
         elif name == "char":
             tok = CharTokenizer(state["chars"])
         elif isinstance(name, str) and name.startswith("bpe:"):
