@@ -54,6 +54,7 @@ def _record(client, run, metric: str, by_data: bool = False) -> RunRecord | None
         kv_bytes_per_token=float(summary_metric(metrics, "kv_cache_bytes_per_token", 0.0)),
         tokens_per_s=summary_metric(metrics, "tokens_per_s_overall"),
         decode_tokens_per_s=summary_metric(metrics, "decode_tokens_per_s"),
+        code=_code(tags.get("ablate.components", "")),
         status=status,  # a finished run without the metric is excluded as such (build_comparison)
         unigram_entropy=summary_metric(metrics, "unigram_entropy"),
         final_loss=summary_metric(metrics, "final_val_loss"),
@@ -62,6 +63,16 @@ def _record(client, run, metric: str, by_data: bool = False) -> RunRecord | None
         fairness={k[len(FAIRNESS_PREFIX):]: v for k, v in tags.items()
                   if k.startswith(FAIRNESS_PREFIX) and k[len(FAIRNESS_PREFIX):] not in _free_keys(metric)},
     )
+
+
+def _code(tag: str) -> str:
+    """The ``ablate.components`` tag (plugin component -> origin, JSON) as ``scalenorm file sha256:1a2b...``."""
+    import json
+
+    try:
+        return ", ".join(f"{name} {origin}" for name, origin in json.loads(tag).items()) if tag else ""
+    except (ValueError, AttributeError):
+        return ""
 
 
 def variant_label(tags: dict[str, str], by_data: bool = False) -> str:

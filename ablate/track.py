@@ -205,6 +205,8 @@ class MLflowTracker(Callback):
     def _tags(self, run: RunState) -> dict[str, str]:
         import torch
 
+        from ablate.variant import foreign_origins
+
         variant = json.loads((run.run_dir / "config.json").read_text())["variant"]
         tags = {
             "ablate.variant": run.variant_name,
@@ -219,6 +221,7 @@ class MLflowTracker(Callback):
             "ablate.device": run.device + (f" ({torch.cuda.get_device_name()})" if run.device.startswith("cuda") else ""),
             "ablate.torch": torch.__version__,
             "ablate.plugins": json.dumps(plugin_provenance()),
+            "ablate.components": json.dumps(foreign_origins([run.variant_name])),  # its plugin components' code
             "ablate.run_dir": str(run.run_dir),
             "ablate.status": "running",
         }

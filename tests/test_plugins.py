@@ -217,6 +217,7 @@ def test_run_with_plugins_records_their_provenance_in_mlflow(venv, small_corpus)
     digest = hashlib.sha256(venv["local"].read_bytes()).hexdigest()
     assert {"kind": "file", "path": str(venv["local"]), "sha256": digest} in provenance
     assert not any(p.get("distribution") == "ablate-broken" for p in provenance)  # it loaded nothing
+    assert json.loads(run.data.tags["ablate.components"]) == {"dyt": "plugin ablate-dyt 0.1.0"}  # what compare reads
 
 
 def test_example_plugin_tests_pass_once_installed(venv):

@@ -517,3 +517,23 @@ def test_repeated_runs_are_one_warning_per_seed_and_other_settings_are_named():
     assert c.warnings[0].startswith("rope's runs were trained with different settings (lr 0.00185 for seed(s) 0; "
                                     "lr 0.001 for seed(s) 1, 2)")
     assert not any(w.startswith("baseline's runs") for w in c.warnings)
+
+
+def test_runs_of_one_variant_from_two_versions_of_its_plugin_code_are_named():
+    """Each run records its plugin components' code (the ablate.components tag, read into RunRecord.code); seeds
+    trained with another version of it are not replicates, as with other settings."""
+    recs = [dataclasses.replace(r, code=f"scalenorm file sha256:{'aaa' if r.seed == 0 else 'bbb'}")
+            if r.variant == "rope" else r for r in make_records()]
+    c = build_comparison(recs, "baseline", "val_loss")
+    assert c.warnings[0].startswith("rope's runs were trained with different settings (plugin code scalenorm file "
+                                    "sha256:aaa for seed(s) 0; plugin code scalenorm file sha256:bbb for seed(s) 1, 2)")
+    same = [dataclasses.replace(r, code="scalenorm file sha256:aaa") if r.variant == "rope" else r
+            for r in make_records()]
+    assert not any("different settings" in w for w in build_comparison(same, "baseline", "val_loss").warnings)
+
+
+def test_the_components_tag_reads_as_code():
+    from ablate.compare import _code
+
+    assert _code('{"scalenorm": "file sha256:1a2b"}') == "scalenorm file sha256:1a2b"
+    assert _code("{}") == _code("") == _code("not json") == ""

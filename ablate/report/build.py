@@ -70,6 +70,7 @@ class RunRecord:
     recipe: dict[str, str] = field(default_factory=dict)  # lr, warmup, ...: a variant may have its own (tuned),
     # but its seeds are replicates only when they share it
     decode_tokens_per_s: float | None = None  # KV-cached, batch 1 (each run times its own model)
+    code: str = ""  # the plugin code of the variant's components ("scalenorm file sha256:1a2b..."), "" if none
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,7 @@ def build_comparison(
     for variant, runs in by_variant.items():  # seeds trained with other settings are not replicates
         recipes = defaultdict(list)
         for seed, r in sorted(runs.items()):
-            recipes[tuple(sorted(r.recipe.items()))].append(seed)
+            recipes[tuple(sorted(r.recipe.items())) + ((("plugin code", r.code),) if r.code else ())].append(seed)
         if len(recipes) > 1:
             described = "; ".join(", ".join(f"{k} {v}" for k, v in recipe) + f" for seed(s) "
                                   f"{', '.join(map(str, seeds))}" for recipe, seeds in recipes.items())
