@@ -59,12 +59,13 @@ def _clip(text: str, limit: int = 120) -> str:
     return text[:limit].rsplit(" ", 1)[0].rstrip(" ,.;:") + " …"
 
 
-def load_run_model(run_dir: str | Path, device: str = "cpu"):
+def load_run_model(run_dir: str | Path, device: str = "cpu", info: dict | None = None):
     """The model of a run directory, in eval mode, with its settings (a ``RunConfig``) and tokenizer.
 
     A text run built its model and tokenizer from what it saved (``config.json``, ``tokenizer.json``), so
     it loads from any folder without its corpus. A task run, or one made before tokenizers were saved,
-    prepares its data again; if that data is no longer what the run was trained on, it says so."""
+    prepares its data again; if that data is no longer what the run was trained on, it says so. ``info``, if
+    given, receives the checkpoint's ``step``."""
     import json
 
     from ablate.config import RunConfig
@@ -82,6 +83,8 @@ def load_run_model(run_dir: str | Path, device: str = "cpu"):
         raise AblateError(f"{path} is not a checkpoint file; delete it and train the run again")
     fix = f"train the run again (ablate run ... --force), or delete {path}"
     ckpt = read_checkpoint(path, device, fix)
+    if info is not None:
+        info["step"] = int(ckpt["step"])
     try:
         config = RunConfig(**ckpt["config"])
     except TypeError as err:

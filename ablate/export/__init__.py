@@ -119,20 +119,18 @@ def export_hf(model, out_dir: str | Path, *, tokenizer=None, source: dict[str, A
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, force: bool = False) -> Export:
     """Export the model of a run directory (its ``checkpoint.pt``), with its tokenizer and a model card."""
-    from ablate.train import load_checkpoint_model
+    from ablate.checkpoint import load_run_model
 
     check_folder(out_dir, force)  # before the checkpoint is read
-    model, config, tokenizer = load_checkpoint_model(run_dir)
+    info: dict = {}
+    model, config, tokenizer = load_run_model(run_dir, info=info)
     try:
         result = json.loads((Path(run_dir) / "result.json").read_text("utf-8"))
     except (OSError, ValueError):
         result = {}
     result = result if isinstance(result, dict) else {}
     if not result:  # no result.json: killed (kill -9, a lost machine), or still training
-        from ablate.checkpoint import read_checkpoint
-
-        step = read_checkpoint(Path(run_dir) / "checkpoint.pt", "cpu", "train the run again")["step"]
-        result = {"status": "unfinished", "steps": int(step)}
+        result = {"status": "unfinished", "steps": info["step"]}  # the step of the weights exported
     source = {"run_dir": str(run_dir), "config": config.to_dict(), "result": result}
     done = export_hf(model, out_dir, tokenizer=tokenizer, source=source, force=force)
     steps = result.get("steps")
