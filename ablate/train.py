@@ -13,6 +13,7 @@ learning-rate schedule follows the fraction of it spent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -378,13 +379,33 @@ def load_checkpoint_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPT
     return load_run_model(run_dir, device)
 
 
+def finished_result(config: RunConfig) -> RunResult | None:
+    """The result of this (config, seed) when its run directory holds a finished one, else None."""
+    from ablate.variant import parse_variant
+
+    path = run_dir_for(config, parse_variant(config.variant).name) / "result.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "finished":
+        return None
+    known = {f.name for f in dataclasses.fields(RunResult)}
+    try:
+        return RunResult(**{k: v for k, v in summary.items() if k in known}, history=[])
+    except TypeError:
+        return None
+
+
 class _CallableModule(type(json)):  # a module type: ``from ablate import train; train(...)`` runs a training
     def __call__(self, config: RunConfig | None = None, callbacks: Sequence[Callback] = (), resume: bool = False, *,
                  group: str | None = None, tracking_uri: str | None = None, experiment: str | None = None,
-                 track: bool | None = None, **settings) -> RunResult:
+                 track: bool | None = None, force: bool = False, **settings) -> RunResult:
         """``train(config)``, ``train("rope", budget=...)`` or ``train(variant=..., ...)`` (RunConfig fields).
         ``group=`` (as ``ablate run --group``), ``experiment=``, ``tracking_uri=`` or ``track=True`` log the run to MLflow
-        (default store ``sqlite:///mlflow.db``), where ``compare(group=...)`` finds it; untracked otherwise."""
+        (default store ``sqlite:///mlflow.db``), where ``compare(group=...)`` finds it; untracked otherwise.
+        A run that has finished already is not trained again (as ``ablate run``): its result is returned, with
+        a warning; ``force=True`` trains it again."""
         config, settings = (None, {"variant": config, **settings}) if isinstance(config, str) else (config, settings)
         if config is None:
             from ablate.config import make_config
@@ -394,13 +415,20 @@ class _CallableModule(type(json)):  # a module type: ``from ablate import train;
             raise TypeError("train() takes a RunConfig, a variant and settings as keywords (train(\"rope\", budget="
                             "\"100steps\")), or settings alone; not both, and not a " + type(config).__name__)
         asked = group is not None or tracking_uri is not None or experiment is not None
-        if track if track is not None else asked:
+        tracked = track if track is not None else asked
+        if not tracked and asked:
+            raise TypeError("train(track=False) logs nothing, so group=, experiment= and tracking_uri= have no effect; "
+                            "leave them out")
+        if not force and not resume and (done := finished_result(config)) is not None:
+            import warnings
+
+            warnings.warn(f"this run has finished already ({done.run_dir}); returning its result (force=True trains "
+                          "it again)", stacklevel=2)
+            return done
+        if tracked:
             from ablate.track import MLflowTracker
 
             callbacks = [*callbacks, MLflowTracker(tracking_uri=tracking_uri, experiment=experiment, group=group)]
-        elif asked:
-            raise TypeError("train(track=False) logs nothing, so group=, experiment= and tracking_uri= have no effect; "
-                            "leave them out")
         return train(config, callbacks, resume=resume)
 
 

@@ -15,7 +15,9 @@ def test_train_and_compare_are_callable(small_corpus, tmp_path):
     a = train(**settings)
     b = train(RunConfig(**settings, variant="rope"))
     assert a.status == b.status == "finished" and b.variant == parse_variant("rope").name
-    assert train("rope", **settings).run_dir == b.run_dir  # the variant as the first argument: the same run
+    with pytest.warns(UserWarning, match="has finished already"):  # the variant as the first argument: the same run
+        assert train("rope", **settings).run_dir == b.run_dir
+    assert train("rope", force=True, **settings).run_dir == b.run_dir  # trained again
     assert train.train is ablate.train.train  # still the module too
     fair = {"budget": "3steps"}
     records = [RunRecord(f"{v}{s}", v, s, 2.0 + (0.1 + 0.001 * (s % 2) if v == "rope" else 0.0) + 0.01 * s,
@@ -116,8 +118,12 @@ def test_readme_train_then_compare_works_as_written(small_corpus, tmp_path, mlfl
     for seed in range(2):
         for variant in ("baseline", "rope"):
             train(variant=variant, seed=seed, group="api-readme", tracking_uri=mlflow_uri, **settings)
+    with pytest.warns(UserWarning, match="has finished already"):  # the loop again: nothing is trained twice
+        again = train(variant="rope", seed=1, group="api-readme", tracking_uri=mlflow_uri, **settings)
+    assert again.status == "finished" and "rope-seed1-" in again.run_dir
     table = compare(group="api-readme", tracking_uri=mlflow_uri)
     assert [r.variant for r in table.rows] == ["baseline", "rope"] and list(table.row("rope").seeds) == [0, 1]
+    assert not any("finished runs" in w for w in table.warnings)  # no repeated (variant, seed)
     with pytest.raises(TypeError, match="logs nothing"):
         train(variant="rope", group="g", track=False, **settings)
     assert "group=" in ablate.train.__doc__ and 'compare(group="my-runs")' in ablate.compare.__doc__  # help()

@@ -95,6 +95,8 @@ def cmd_run(args) -> int:
     from ablate.optim import pick_device
 
     pick_device(config.device)  # a device this machine lacks is an error, also when the run finished elsewhere
+    from ablate.train import finished_result
+
     done = None if args.force else finished_result(config)
     if done is not None:  # the same (config, seed) has finished: report it, train nothing, log nothing
         if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 says it for the run
@@ -184,25 +186,6 @@ def _say_if_nothing_to_resume(config) -> None:
     if not (run_dir / CHECKPOINT).exists():
         print(f"ablate: nothing to resume in {run_dir} (no checkpoint), so this run starts at step 0; a run "
               "with other settings (seed, budget, ...) has its own directory", file=sys.stderr)
-
-
-def finished_result(config):
-    """The result of this (config, seed) when its run directory holds a finished one, else None."""
-    from ablate.train import RunResult, run_dir_for
-    from ablate.variant import parse_variant
-
-    path = run_dir_for(config, parse_variant(config.variant).name) / "result.json"
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(summary, dict) or summary.get("status") != "finished":
-        return None
-    known = {f.name for f in dataclasses.fields(RunResult)}
-    try:
-        return RunResult(**{k: v for k, v in summary.items() if k in known}, history=[])
-    except TypeError:
-        return None
 
 
 def make_tracker(args):
