@@ -18,7 +18,7 @@ from torch import nn
 from ablate.errors import AblateError
 from ablate.presets import Size
 from ablate.slots import Component, DecodeState, Dims, InitContext, components
-from ablate.variant import Variant
+from ablate.variant import Variant, plugin_specs
 
 
 class GPT(nn.Module):
@@ -146,7 +146,7 @@ def build_model(variant: Variant, dims: Dims, device: str | torch.device | None 
     plugin components is also run forward once on a few tokens, so that a plugin that fails to build or
     computes the wrong shape is one line naming it, not a traceback from inside torch (``probe=False``: not,
     for ``ablate.testing``, whose checks say more)."""
-    plugged = [spec for spec in map(_spec_of, variant.choices) if spec.origin != "built-in"] if probe else []
+    plugged = plugin_specs(variant) if probe else []
     try:
         with torch.device(device or "cpu"):
             model = GPT(variant, dims)
@@ -166,12 +166,6 @@ def build_model(variant: Variant, dims: Dims, device: str | torch.device | None 
         except Exception as err:  # noqa: BLE001 - whatever the plugin's code raised
             raise AblateError(_plugin_failure(plugged, "fails a forward pass", err)) from None
     return model
-
-
-def _spec_of(choice):
-    from ablate.catalog import lookup
-
-    return lookup(choice.name, choice.slot)
 
 
 def _probe(model: GPT) -> None:
@@ -207,12 +201,10 @@ def _plugin_failure(plugged, what: str, err: BaseException) -> str:
     import traceback
 
     files = {inspect.getsourcefile(spec.cls) for spec in plugged}
-    where = ""
-    for frame in traceback.extract_tb(err.__traceback__):  # the deepest line in a plugin's own file
-        if frame.filename in files:
-            where = f" at {frame.filename}, line {frame.lineno}, in {frame.name}"
-    names = ("plugin component " if len(plugged) == 1 else "plugin components ") + ", ".join(s.name for s in plugged)
     frames = traceback.extract_tb(err.__traceback__)
+    where = next((f" at {f.filename}, line {f.lineno}, in {f.name}" for f in reversed(frames) if f.filename in files),
+                 "")  # the deepest line in a plugin's own file
+    names = ("plugin component " if len(plugged) == 1 else "plugin components ") + ", ".join(s.name for s in plugged)
     text = " ".join(str(err).split())[:300] or (f"{frames[-1].name}() is not implemented (its slot needs it)"
                                                  if isinstance(err, NotImplementedError) and frames else "(no message)")
     return (f"the variant {what} with its {names}: {type(err).__name__}: {text}{where}; fix the plugin and check "

@@ -41,15 +41,18 @@ from ablate.optim import autocast_dtype, check_warmup, keep_freed_memory, lr_at,
 from ablate.pacing import EvalPlan, Meter, read_losses
 from ablate.run_inputs import prepare_run, row_width
 from ablate.tasks import TaskData
+from ablate.variant import parse_variant
 
 CHECKPOINT = "checkpoint.pt"
 
 
 
 # ------------------------------------------------------------------------------------- helpers
-def run_dir_for(config: RunConfig, variant_name: str) -> Path:
-    """The run's directory: its variant, seed and settings' hash; a task run's directory made before one task's
-    spellings were one run (its hash took the spelling as typed) is kept where it exists."""
+def run_dir_for(config: RunConfig, variant_name: str | None = None) -> Path:
+    """The run's directory: its variant (``variant_name``, canonical; resolved from ``config`` when not given),
+    seed and settings' hash; a task run's directory made before one task's spellings were one run (its hash took
+    the spelling as typed) is kept where it exists."""
+    variant_name = variant_name or parse_variant(config.variant).name
     slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", variant_name)[:80]
     path = Path(config.out_dir) / f"{slug}-seed{config.seed}-{config.fingerprint(variant=variant_name)}"
     older = path.with_name(f"{slug}-seed{config.seed}-{config.fingerprint(variant=variant_name, task_as_typed=True)}")
@@ -381,9 +384,7 @@ def load_checkpoint_model(run_dir: str | Path, device: str = "cpu") -> tuple[GPT
 
 def finished_result(config: RunConfig) -> RunResult | None:
     """The result of this (config, seed) when its run directory holds a finished one, else None."""
-    from ablate.variant import parse_variant
-
-    path = run_dir_for(config, parse_variant(config.variant).name) / "result.json"
+    path = run_dir_for(config) / "result.json"
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -329,11 +329,14 @@ def foreign_origins(texts) -> dict[str, str]:
     out: dict[str, str] = {}
     for text in texts:
         try:
-            choices = parse_variant(text).choices
+            specs = plugin_specs(parse_variant(text))
         except AblateError:
             continue
-        for choice in choices:
-            spec = lookup(choice.name, choice.slot)
-            if spec.origin != "built-in":  # a file by its content, not its path (moved checkouts, other hosts)
-                out[choice.name] = re.sub(r"^file .* (sha256:\w+)$", r"file \1", spec.origin)
+        for spec in specs:  # a file by its content, not its path (moved checkouts, other hosts)
+            out[spec.name] = re.sub(r"^file .* (sha256:\w+)$", r"file \1", spec.origin)
     return dict(sorted(out.items()))
+
+
+def plugin_specs(variant: Variant) -> list[ComponentSpec]:
+    """The registry entries of ``variant``'s components that come from outside ablate (plugins)."""
+    return [spec for spec in (lookup(c.name, c.slot) for c in variant.choices) if spec.origin != "built-in"]

@@ -77,7 +77,6 @@ def print_summary(result) -> None:
 def cmd_run(args) -> int:
     from ablate.live import LiveView
     from ablate.train import CHECKPOINT, run_dir_for, train
-    from ablate.variant import parse_variant
 
     if args.resume and args.force:
         raise AblateError("--resume continues a run and --force trains it over again from step 0; give one of them")
@@ -129,7 +128,7 @@ def cmd_run(args) -> int:
         result = train(config, callbacks, resume=args.resume and not args.force)
     except KeyboardInterrupt:
         how = "terminated (SIGTERM)" if terminated else "interrupted"
-        saved = run_dir_for(config, parse_variant(config.variant).name) / CHECKPOINT
+        saved = run_dir_for(config) / CHECKPOINT
         print(f"ablate: {how}; the checkpoint is saved, continue with the same command and --resume" if saved.is_file()
               else f"ablate: {how} before its first checkpoint; run the same command again to start it", file=sys.stderr)
         return 143 if terminated else 130
@@ -159,9 +158,8 @@ def _refuse_to_start_over(config) -> None:
     """A run directory that holds the checkpoint of an unfinished run is continued with --resume or started
     over with --force, never overwritten from step 0 by the same command without either."""
     from ablate.train import CHECKPOINT, run_dir_for
-    from ablate.variant import parse_variant
 
-    run_dir = run_dir_for(config, parse_variant(config.variant).name)
+    run_dir = run_dir_for(config)
     if not (run_dir / CHECKPOINT).exists():
         return
     try:
@@ -180,9 +178,8 @@ def _say_if_nothing_to_resume(config) -> None:
     """--resume where this (config, seed) has no checkpoint trains from step 0: say so, since a typo in the
     seed or the budget names another run directory."""
     from ablate.train import CHECKPOINT, run_dir_for
-    from ablate.variant import parse_variant
 
-    run_dir = run_dir_for(config, parse_variant(config.variant).name)
+    run_dir = run_dir_for(config)
     if not (run_dir / CHECKPOINT).exists():
         print(f"ablate: nothing to resume in {run_dir} (no checkpoint), so this run starts at step 0; a run "
               "with other settings (seed, budget, ...) has its own directory", file=sys.stderr)

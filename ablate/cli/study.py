@@ -307,16 +307,9 @@ def cmd_worker(args) -> int:
     spec, ctx = _spec_and_ctx(args, label=label)
     ctx.worker_index = args.worker_id
 
-    def interrupt(*_):  # once: the parent forwards SIGTERM, and a process-group kill sends it too
-        from ablate.study.execute import request_stop
+    from ablate.study.execute import on_ctrl_c, on_sigterm
 
-        request_stop()  # in case this exception is lost (see ablate.study.execute.STOP)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    from ablate.study.execute import on_ctrl_c
-
-    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, on_ctrl_c)
     _set_threads(args.threads or default_threads(1))
     try:

@@ -27,17 +27,13 @@ def work_here(ctx, threads: int, set_threads) -> int:
     set_threads(threads)
     terminated = []
 
-    def on_sigterm(signum, _frame):
-        from ablate.study.execute import request_stop
+    from ablate.study.execute import on_ctrl_c, on_sigterm
 
+    def stop(signum, frame):
         terminated.append(signum)
-        request_stop()  # in case this exception is lost (see ablate.study.execute.STOP)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        on_sigterm(signum, frame)
 
-    from ablate.study.execute import on_ctrl_c
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = signal.signal(signal.SIGTERM, stop)
     previous_int = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         summary = work(ctx)

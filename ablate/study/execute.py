@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import threading
 import time
@@ -32,6 +33,14 @@ def request_stop() -> None:
     an interrupt that Python drops ("Exception ignored in ...") off the terminal."""
     STOP.set()
     sys.unraisablehook = _drop_lost_interrupt
+
+
+def on_sigterm(signum, frame) -> None:
+    """SIGTERM's handler while a study works: stop as Ctrl-C does, once (the parent forwards SIGTERM, and a
+    process-group kill sends it too), with the stop remembered (see ``STOP``)."""
+    request_stop()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def on_ctrl_c(signum, frame) -> None:
