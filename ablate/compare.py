@@ -195,14 +195,16 @@ def compare(records: list[RunRecord], *, baseline: str | None, metric: str, alph
 
 
 def log_report(comparison: Comparison, records: list[RunRecord], out_dir: Path, *, tracking_uri: str | None,
-               experiment: str | None, parent_run_id: str | None = None, name: str = "comparison") -> list[Path]:
-    """Write report.md and figures to ``out_dir`` and log them to MLflow under the comparison's parent."""
+               experiment: str | None, parent_run_id: str | None = None, name: str = "comparison",
+               artifact_path: str = "report") -> list[Path]:
+    """Write report.md and figures to ``out_dir`` and log them to MLflow under the comparison's parent,
+    in its ``artifact_path`` folder."""
     paths = write_report(comparison, records, out_dir)
     client, uri = client_for(tracking_uri)
     exp_id = get_experiment_id(client, experiment or DEFAULT_EXPERIMENT, uri)
     run_id = parent_run_id or find_or_create_parent(client, exp_id, name)
     for path in paths:
-        client.log_artifact(run_id, str(path), artifact_path="report")
+        client.log_artifact(run_id, str(path), artifact_path=artifact_path)
     return paths
 
 

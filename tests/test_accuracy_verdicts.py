@@ -90,7 +90,7 @@ def test_study_file_accepts_accuracies(tmp_path):
         load_study(path)
 
 
-def test_compare_metric_acc_end_to_end(mlflow_uri, tmp_path, capsys):
+def test_compare_metric_acc_end_to_end(mlflow_uri, tmp_path, capsys, monkeypatch):
     common = ["--size", "tiny", "--budget", "6steps", "--eval-points", "1", "--eval-batches", "1",
               "--out-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
               "--tracking-uri", mlflow_uri, "--experiment", "t-acc", "--no-log-checkpoint", "--json"]
@@ -115,3 +115,17 @@ def test_compare_metric_acc_end_to_end(mlflow_uri, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # argparse: one usage line naming the choices
         main(["compare", "--tracking-uri", mlflow_uri, "--experiment", "t-acc", "--metric", "accuracy"])
     assert exit_.value.code == 2 and "task accuracy" in capsys.readouterr().err
+    # another metric is another report: beside the val_loss one, not over it, on disk and in MLflow
+    monkeypatch.chdir(tmp_path)
+    for metric in ("val_loss", "acc"):
+        assert main(["compare", "--tracking-uri", mlflow_uri, "--experiment", "t-acc", "--group", "g",
+                     "--metric", metric]) == 0
+    assert "Metric: val_loss" in (tmp_path / "reports" / "g" / "report.md").read_text()
+    assert "Metric: acc (higher" in (tmp_path / "reports" / "g-acc" / "report.md").read_text()
+    from mlflow import MlflowClient
+
+    from ablate.compare import find_or_create_parent
+
+    client = MlflowClient(mlflow_uri)
+    parent = find_or_create_parent(client, client.get_experiment_by_name("t-acc").experiment_id, "g")
+    assert {"report", "report-acc"} <= {a.path for a in client.list_artifacts(parent)}

@@ -343,9 +343,11 @@ def test_write_report_three_by_three(tmp_path):
 def test_write_report_without_curves_skips_curves_png(tmp_path):
     recs = [dataclasses.replace(r, curve=[]) for r in make_records()]
     c = build_comparison(recs, "baseline", "val_bpb")
+    (tmp_path / "curves.png").write_bytes(PNG_MAGIC)  # an earlier report's, in the same folder
     paths = write_report(c, recs, tmp_path)
     assert [p.name for p in paths] == ["report.md", "differences.png"]
     assert "curves.png" not in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "curves.png").exists()
 
 
 def test_curves_with_different_eval_points_are_interpolated(tmp_path):

@@ -82,14 +82,16 @@ def cmd_compare(args) -> int:
 
         print_comparison(comparison, console, wide=args.wide)
     label = args.group or (f"runs-{len(args.run_ids)}" if args.run_ids else (args.experiment or "ablate"))
-    out = Path(args.out) if args.out else default_report_dir(label)
+    # another metric is another question: its report goes beside the val_loss one, not over it
+    suffix = "" if args.metric == "val_loss" else f"-{args.metric}"
+    out = Path(args.out) if args.out else default_report_dir(label + suffix)
     if args.no_log:
         from ablate.report import write_report
 
         paths = write_report(comparison, records, out)
     else:  # a group's report goes to the group's own parent run; other comparisons get one of their own
         paths = log_report(comparison, records, out, tracking_uri=args.tracking_uri, experiment=args.experiment,
-                           name=args.group or f"compare {label}")
+                           name=args.group or f"compare {label}", artifact_path=f"report{suffix}")
     if not quiet:
         console.print(f"report: {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
     return 0
@@ -116,7 +118,8 @@ def add_commands(sub) -> None:
                         "same problems, e.g. task:addition(reverse=true) vs reverse=false")
     p.add_argument("--baseline", default=None, help="baseline variant (default: 'baseline')")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected)")
-    p.add_argument("--out", default=None, help="folder for report.md and figures (default reports/<name>)")
+    p.add_argument("--out", default=None, help="folder for report.md and figures (default reports/<name>, or "
+                                                     "reports/<name>-<metric> for a metric other than val_loss)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
     p.add_argument("--wide", action="store_true", help="one table with every column (needs ~180 columns)")
     out = p.add_mutually_exclusive_group()

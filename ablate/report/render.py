@@ -314,6 +314,8 @@ def write_report(
     curves = out_dir / "curves.png"
     if plot_curves(comparison, records, curves, x_label):
         figures.append(curves)
+    else:
+        curves.unlink(missing_ok=True)  # an earlier report's curves would sit there unexplained
     diffs = out_dir / "differences.png"
     plot_differences(comparison, diffs)
     figures.append(diffs)
