@@ -10,7 +10,6 @@ import math
 import os
 import pickle
 import shutil
-import struct
 from pathlib import Path
 
 import pytest

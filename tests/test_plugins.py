@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import ablate
-from ablate import plugins, registry
+from ablate import plugins
 from ablate.cli import main
 from ablate.errors import AblateError
 from ablate.plugins import PluginWarning, load_file, loaded_plugins

@@ -4,7 +4,7 @@ import torch
 from ablate.errors import AblateError
 from ablate.model import build_model, make_dims
 from ablate.presets import SIZES
-from ablate.registry import REGISTRIES, NoOptions, register
+from ablate.registry import REGISTRIES, register
 from ablate.slots import MLP, Norm
 from ablate.variant import parse_variant
 

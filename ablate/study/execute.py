@@ -18,7 +18,8 @@ from ablate.report.stability import result_stall_reason
 from ablate.study.context import Context
 from ablate.study.keys import K_POINT, K_RUN, K_SKIP, K_STALLED, K_WORKER
 from ablate.study.queue import COMPARE_KEY, TUNE_KEY, _claim, split_point
-from ablate.study.spec import Range, compose_variant
+from ablate.study.ranges import Range
+from ablate.study.spec import compose_variant
 from ablate.study.storage import native_heartbeat
 from ablate.study.workers import _Heartbeat, worker_identity
 

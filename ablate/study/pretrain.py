@@ -18,12 +18,12 @@ The architecture and context are the same in both stages, so equal tokens are eq
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
 from ablate.config import RunConfig, coerce, validate
 from ablate.errors import AblateError
+from ablate.study.ranges import fail, unknown_key as unknown
 
 PROTOCOL = "pretrain-then-finetune"
 ARMS = ("scratch", "pretrained", "scratch-total")
@@ -36,8 +36,7 @@ DEFAULT_PRETRAIN_SEED = 1000
 PER_CORPUS_TOKENIZERS = ("char", "bpe:")  # vocabularies built from the corpus they tokenize
 
 
-def parse_tables(path, data: dict[str, Any], config: RunConfig, protocol: str,
-                 fail: Callable[..., AblateError], unknown: Callable[..., AblateError]):
+def parse_tables(path, data: dict[str, Any], config: RunConfig, protocol: str):
     """``(pretrain, finetune)`` of a study file (both None for other protocols); errors name key and file."""
     if protocol != PROTOCOL:
         for table in ("pretrain", "finetune"):

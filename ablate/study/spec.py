@@ -17,6 +17,8 @@ from ablate.config import RunConfig, coerce, read_toml, validate
 from ablate.errors import AblateError
 from ablate.metrics import ACCURACY_EXAMPLES, LOSS_METRICS, known as known_metric
 from ablate.study.pretrain import PROTOCOL as PRETRAIN, parse_tables as parse_stage_tables
+from ablate.study.ranges import (SEARCH_META, Range, config_value, fail, parse_range_or_list, search_meta,
+                                 tune_spec, unknown_key)
 from ablate.study.recipes import parse_recipes
 from ablate.variant import foreign_origins
 
@@ -30,34 +32,8 @@ TUNABLE = ("lr", "min_lr", "warmup", "weight_decay", "beta1", "beta2", "grad_cli
            "schedule")
 # settings that change where and how fast a run goes, never its result: they may differ between workers
 EXECUTION_ONLY = ("device", "compile", "out_dir", "cache_dir", "log_every", "checkpoint_every")
-SAMPLERS = ("tpe", "random", "qmc")
-PRUNERS = ("median", "halving", "none")
-SEARCH_META = ("trials", "sampler", "pruner", "seed", "startup_trials")
-TUNE_KEYS = ("lr", "warmup", "trials", "seed", "budget", "sampler", "pruner")
-
 DEFAULT_SEEDS = 3
 MAX_SEEDS = 10_000  # a count beyond this is a typo, not a study (and would fill memory with its seed list)
-DEFAULT_TUNE_SEED = 1000
-DEFAULT_TUNE_TRIALS = 6
-
-
-@dataclass(frozen=True)
-class Range:
-    """A numeric range for a hyperparameter: ``{low = 1e-4, high = 3e-3, log = true, step = ...}``."""
-
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
-    integer: bool = False
-
-    def suggest(self, trial, name: str):
-        if self.integer:
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -127,28 +103,11 @@ class StudySpec:
         return config
 
 
-def _fail(path: Path | str, key: str, problem: str) -> AblateError:
-    return AblateError(f"{key!r} in {path}: {problem}")
-
-
-def _unknown(path, key: str, known: Sequence[str], where: str = "") -> AblateError:
-    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return AblateError(f"unknown key {key!r} in {path}{hint} (allowed{where}: {', '.join(known)})")
-
-
-def _config_value(path, dotted: str, key: str, value: Any) -> Any:
-    try:
-        return coerce(key, value)
-    except AblateError as err:
-        raise AblateError(f"{dotted!r} in {path}: {err}") from None
-
-
 def _canonical(path, key: str, text: Any) -> str:
     from ablate.variant import parse_variant
 
     if not isinstance(text, str) or not text.strip():
-        raise _fail(path, key, f"must be a variant string such as \"rope+swiglu\", got {text!r}")
+        raise fail(path, key, f"must be a variant string such as \"rope+swiglu\", got {text!r}")
     try:
         return parse_variant(text).name
     except AblateError as err:
@@ -161,14 +120,14 @@ def _slot_term(path, key: str, slot: str, term: Any) -> str:
     from ablate.variant import _TERM, parse_variant
 
     if not isinstance(term, str) or not _TERM.match(term):
-        raise _fail(path, key, f"must be a list of {slot} components such as \"rope\", got {term!r}")
+        raise fail(path, key, f"must be a list of {slot} components such as \"rope\", got {term!r}")
     try:
         spec = lookup(_TERM.match(term).group(1), slot)
         choice = parse_variant(term)[slot]
     except AblateError as err:
         raise AblateError(f"{key!r} in {path}: {err}") from None
     if choice.name != spec.name:
-        raise _fail(path, key, f"{term!r} is not a {slot} component (see `ablate list {slot}`)")
+        raise fail(path, key, f"{term!r} is not a {slot} component (see `ablate list {slot}`)")
     return choice.label()
 
 
@@ -188,59 +147,19 @@ def compose_variant(base: str, picks: dict[str, str]) -> str:
 
 def _parse_seeds(path, value: Any) -> tuple[int, ...]:
     if isinstance(value, bool):
-        raise _fail(path, "seeds", "must be a count (e.g. 3) or a list of seeds (e.g. [0, 1, 2])")
+        raise fail(path, "seeds", "must be a count (e.g. 3) or a list of seeds (e.g. [0, 1, 2])")
     if isinstance(value, int):
         if value < 1:
-            raise _fail(path, "seeds", f"must be at least 1, got {value}")
+            raise fail(path, "seeds", f"must be at least 1, got {value}")
         if value > MAX_SEEDS:
-            raise _fail(path, "seeds", f"must be at most {MAX_SEEDS:,} (runs per variant), got {value}")
+            raise fail(path, "seeds", f"must be at most {MAX_SEEDS:,} (runs per variant), got {value}")
         return tuple(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                                  for s in value):
         if len(set(value)) != len(value):
-            raise _fail(path, "seeds", f"lists a seed twice: {value}")
+            raise fail(path, "seeds", f"lists a seed twice: {value}")
         return tuple(value)
-    raise _fail(path, "seeds", f"must be a count (e.g. 3) or a non-empty list of seeds >= 0 (e.g. [0, 1, 2]), got {value!r}")
-
-
-def _parse_range_or_list(path, dotted: str, name: str, value: Any, allow_range: bool = True):
-    """A hyperparameter's values: a list (categorical / grid) or ``{low, high, log, step}``."""
-    default = getattr(RunConfig(), name)
-    if isinstance(value, list):
-        if not value:
-            raise _fail(path, dotted, "is an empty list; give at least one value")
-        values = tuple(_config_value(path, dotted, name, v) for v in value)
-        if len(set(values)) != len(values):
-            raise _fail(path, dotted, f"lists a value twice: {value}")
-        return values
-    if isinstance(value, dict):
-        if not allow_range:
-            raise _fail(path, dotted, "must be a list of values here (a grid), e.g. [1e-3, 3e-3]")
-        if isinstance(default, str) or isinstance(default, bool):
-            raise _fail(path, dotted, f"is a {type(default).__name__} setting; give a list of values, not a range")
-        unknown = set(value) - {"low", "high", "log", "step"}
-        if unknown:
-            raise _unknown(path, f"{dotted}.{sorted(unknown)[0]}", ["low", "high", "log", "step"])
-        if "low" not in value or "high" not in value:
-            raise _fail(path, dotted, "a range needs low and high, e.g. {low = 1e-4, high = 3e-3, log = true}")
-        low, high = value["low"], value["high"]
-        for k, v in (("low", low), ("high", high), ("step", value.get("step", 1))):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise _fail(path, f"{dotted}.{k}", f"must be a number, got {v!r}")
-        log = value.get("log", False)
-        if not isinstance(log, bool):
-            raise _fail(path, f"{dotted}.log", f"must be true or false, got {log!r}")
-        if not low < high:
-            raise _fail(path, dotted, f"needs low < high, got low={low}, high={high}")
-        if log and low <= 0:
-            raise _fail(path, dotted, f"a log range needs low > 0, got {low}")
-        if log and "step" in value:
-            raise _fail(path, dotted, "takes either log = true or a step, not both")
-        integer = isinstance(default, int)
-        if integer and not all(float(v).is_integer() for v in (low, high, value.get("step", 1))):
-            raise _fail(path, dotted, f"{name} is a whole number; give integer low/high/step")
-        return Range(float(low), float(high), log, float(value["step"]) if "step" in value else None, integer)
-    raise _fail(path, dotted, f"must be a list of values or a range table {{low = ..., high = ...}}, got {value!r}")
+    raise fail(path, "seeds", f"must be a count (e.g. 3) or a non-empty list of seeds >= 0 (e.g. [0, 1, 2]), got {value!r}")
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -279,29 +198,29 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
     data = read_toml(path, "study file", "; see studies/ for examples")
     for key in data:
         if key not in STUDY_KEYS and key not in TABLES:
-            raise _unknown(path, key, (*STUDY_KEYS, *(f"[{t}]" for t in TABLES)))
+            raise unknown_key(path, key, (*STUDY_KEYS, *(f"[{t}]" for t in TABLES)))
     for table in TABLES:
         if table in data and not isinstance(data[table], dict):
-            raise _fail(path, table, f"must be a table ([{table}]), got {data[table]!r}")
+            raise fail(path, table, f"must be a table ([{table}]), got {data[table]!r}")
 
     file_name = data.get("name", path.stem)
     if not isinstance(file_name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", file_name):
-        raise _fail(path, "name", f"must be a simple name (letters, digits, _ . -), got {file_name!r}")
+        raise fail(path, "name", f"must be a simple name (letters, digits, _ . -), got {file_name!r}")
     description = data.get("description", "")
     if not isinstance(description, str):
-        raise _fail(path, "description", "must be a string")
+        raise fail(path, "description", "must be a string")
     protocol = data.get("protocol", "compare")
     if protocol not in PROTOCOLS:
         close = difflib.get_close_matches(str(protocol), PROTOCOLS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise _fail(path, "protocol", f"unknown protocol {protocol!r}{hint}; choose {', '.join(PROTOCOLS)}")
+        raise fail(path, "protocol", f"unknown protocol {protocol!r}{hint}; choose {', '.join(PROTOCOLS)}")
     metric = data.get("metric", "val_loss")
     if not isinstance(metric, str) or not known_metric(metric):
-        raise _fail(path, "metric", f"unknown metric {metric!r}; choose {' or '.join(METRICS)} "
+        raise fail(path, "metric", f"unknown metric {metric!r}; choose {' or '.join(METRICS)} "
                                     f"(lower is better) or a task accuracy ({ACCURACY_EXAMPLES}; higher is better)")
     alpha = data.get("alpha", 0.05)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise _fail(path, "alpha", f"must be a number between 0 and 1 (e.g. 0.05), got {alpha!r}")
+        raise fail(path, "alpha", f"must be a number between 0 and 1 (e.g. 0.05), got {alpha!r}")
 
     # the settings every trial shares: defaults -> top-level keys -> [train] -> [gpu] -> --set
     overrides = parse_set(sets)
@@ -313,7 +232,7 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
     values: dict[str, Any] = {}
     for key in TOP_CONFIG:
         if key in data:
-            values[key] = _config_value(path, key, key, data[key])
+            values[key] = config_value(path, key, key, data[key])
     if gpu and not data.get("gpu"):  # otherwise a "-gpu" study would rerun the CPU settings under another name
         raise AblateError(f"{path} has no [gpu] table, so --gpu would change nothing; add a [gpu] table with the "
                           "settings for a GPU (e.g. size, batch_size, budget) or run without --gpu")
@@ -322,11 +241,11 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
         for key, value in data.get(table, {}).items():
             dotted = f"{table}.{key}"
             if key in PER_TRIAL:
-                raise _fail(path, dotted, f"{key} is set by the study for every trial; "
+                raise fail(path, dotted, f"{key} is set by the study for every trial; "
                                           f"list {'variants' if key == 'variant' else 'seeds'} at the top level")
             if table == "train" and key in TOP_CONFIG:
-                raise _fail(path, dotted, f"put {key} at the top level of the file, not in [train]")
-            checked = _config_value(path, dotted, key, value)
+                raise fail(path, dotted, f"put {key} at the top level of the file, not in [train]")
+            checked = config_value(path, dotted, key, value)
             if table == "train" or gpu:
                 values[key] = checked
             else:
@@ -343,7 +262,7 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
             close = difflib.get_close_matches(key, [*sorted(run_settings - set(PER_TRIAL)), "seeds"], n=1)
             raise AblateError(f"--set {key}: unknown setting{f'; did you mean {close[0]!r}?' if close else ''} "
                               f"(--set takes seeds and a run's settings: see `ablate run --help`)")
-        values[key] = _config_value("--set", key, key, value)
+        values[key] = config_value("--set", key, key, value)
     values.setdefault("out_dir", str(Path("runs") / "studies" / (name or file_name + ("-gpu" if gpu else ""))))
     config = _checked_config(path, values)
     if unapplied:
@@ -354,14 +273,14 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
     tune_table = data.get("tune")
     variants_raw = data.get("variants")
     if variants_raw is not None and (not isinstance(variants_raw, list) or not variants_raw):
-        raise _fail(path, "variants", "must be a non-empty list of variant strings, e.g. [\"baseline\", \"rope\"]")
+        raise fail(path, "variants", "must be a non-empty list of variant strings, e.g. [\"baseline\", \"rope\"]")
     default_baseline = variants_raw[0] if protocol == PRETRAIN and variants_raw else "baseline"
     baseline = _canonical(path, "baseline", data.get("baseline", default_baseline))
     base_variants: list[str] = []
     for i, text in enumerate(variants_raw or []):
         canon = _canonical(path, f"variants[{i}]", text)
         if canon in base_variants:
-            raise _fail(path, "variants", f"{text!r} is the same variant as an earlier entry ({canon!r}); list it once")
+            raise fail(path, "variants", f"{text!r} is the same variant as an earlier entry ({canon!r}); list it once")
         base_variants.append(canon)
 
     from ablate.registry import SLOTS
@@ -373,35 +292,35 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
         dotted = f"search.{key}"
         if key in SLOTS:
             if not isinstance(value, list) or not value:
-                raise _fail(path, dotted, f"must be a non-empty list of {key} components, e.g. [\"learned\", \"rope\"]")
+                raise fail(path, dotted, f"must be a non-empty list of {key} components, e.g. [\"learned\", \"rope\"]")
             terms = tuple(_slot_term(path, dotted, key, t) for t in value)
             if len(set(terms)) != len(terms):
-                raise _fail(path, dotted, f"lists a component twice: {value}")
+                raise fail(path, dotted, f"lists a component twice: {value}")
             slots[key] = terms
         elif key in TUNABLE:
             if protocol != "search":
-                raise _fail(path, dotted, "a compare study varies only components (slots); to tune the "
+                raise fail(path, dotted, "a compare study varies only components (slots); to tune the "
                                           "learning rate per variant use protocol = \"tune-then-compare\", "
                                           "to search hyperparameters protocol = \"search\"")
-            hparams[key] = _parse_range_or_list(path, dotted, key, value)
+            hparams[key] = parse_range_or_list(path, dotted, key, value)
         elif key in SEARCH_META:
             if protocol != "search":
-                raise _fail(path, dotted, f"{key} belongs to protocol = \"search\" (this study is {protocol!r})")
+                raise fail(path, dotted, f"{key} belongs to protocol = \"search\" (this study is {protocol!r})")
             meta[key] = value
         else:
-            raise _unknown(path, dotted, (*SLOTS, *TUNABLE, *SEARCH_META), " in [search]")
+            raise unknown_key(path, dotted, (*SLOTS, *TUNABLE, *SEARCH_META), " in [search]")
 
     search: dict[str, Any] = {}
     tune: dict[str, Any] | None = None
     if protocol == "search":
         if not slots and not hparams and len(base_variants) < 2:
-            raise _fail(path, "search", "a search needs a space: slot lists (e.g. position = [\"learned\", \"rope\"]), "
+            raise fail(path, "search", "a search needs a space: slot lists (e.g. position = [\"learned\", \"rope\"]), "
                                         "hyperparameters (e.g. lr = {low = 1e-4, high = 3e-3, log = true}) "
                                         "or two or more variants")
         if len(seeds) != 1:
-            raise _fail(path, "seeds", f"a search trains one seed per trial; set seeds = [{seeds[0]}] "
+            raise fail(path, "seeds", f"a search trains one seed per trial; set seeds = [{seeds[0]}] "
                                        "(or use protocol = \"tune-then-compare\" to compare over seeds)")
-        search = _search_meta(path, meta)
+        search = search_meta(path, meta)
         variants = tuple(base_variants or [baseline])
         for base in variants:  # every slot choice must fit every base variant
             for picks in itertools.product(*slots.values()):
@@ -422,21 +341,21 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
                     composed.append(canon)
         variants = tuple(composed)
         if len(variants) < 2 and protocol != PRETRAIN:  # pretrain-then-finetune compares arms of each variant
-            raise _fail(path, "variants", "a comparison needs at least two variants (the baseline and one more)")
+            raise fail(path, "variants", "a comparison needs at least two variants (the baseline and one more)")
         if baseline not in variants:
-            raise _fail(path, "baseline", f"{baseline!r} is not among the variants ({', '.join(variants)}); "
+            raise fail(path, "baseline", f"{baseline!r} is not among the variants ({', '.join(variants)}); "
                                           "add it to variants or choose baseline = one of them")
         # the baseline first, the rest in the file's order
         variants = (baseline, *[v for v in variants if v != baseline])
     if protocol == "tune-then-compare":
         if not isinstance(tune_table, dict) or "lr" not in tune_table:
-            raise _fail(path, "tune", "tune-then-compare needs a [tune] table with lr = [..] (a grid) "
+            raise fail(path, "tune", "tune-then-compare needs a [tune] table with lr = [..] (a grid) "
                                       "or lr = {low = .., high = .., log = true} and trials = N")
-        tune = _tune_spec(path, tune_table, config)
+        tune = tune_spec(path, tune_table, config)
     elif tune_table is not None:
-        raise _fail(path, "tune", f"[tune] belongs to protocol = \"tune-then-compare\" (this study is {protocol!r})")
+        raise fail(path, "tune", f"[tune] belongs to protocol = \"tune-then-compare\" (this study is {protocol!r})")
 
-    pretrain, finetune = parse_stage_tables(path, data, config, protocol, _fail, _unknown)
+    pretrain, finetune = parse_stage_tables(path, data, config, protocol)
     recipes = parse_recipes(path, data.get("recipes"), variants, _canonical)
 
     study_name = name or (file_name + ("-gpu" if gpu else ""))
@@ -446,54 +365,3 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
                      protocol=protocol, metric=metric, alpha=float(alpha), seeds=seeds, baseline=baseline,
                      variants=variants, slots=slots, hparams=hparams, search=search, tune=tune, config=config,
                      gpu=gpu, overrides=tuple(sets), pretrain=pretrain, finetune=finetune, recipes=recipes)
-
-
-def _search_meta(path, meta: dict[str, Any]) -> dict[str, Any]:
-    out = {"trials": 20, "sampler": "tpe", "pruner": "median", "seed": 0, "startup_trials": 5}
-    out.update(meta)
-    for key in ("trials", "seed", "startup_trials"):
-        v = out[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "trials" else 0):
-            raise _fail(path, f"search.{key}", f"must be a whole number{' >= 1' if key == 'trials' else ' >= 0'}, got {v!r}")
-    if out["sampler"] not in SAMPLERS:
-        raise _fail(path, "search.sampler", f"unknown sampler {out['sampler']!r}; choose {', '.join(SAMPLERS)}")
-    if out["pruner"] not in PRUNERS:
-        raise _fail(path, "search.pruner", f"unknown pruner {out['pruner']!r}; choose {', '.join(PRUNERS)}")
-    return out
-
-
-def _tune_spec(path, table: dict[str, Any], config: RunConfig) -> dict[str, Any]:
-    for key in table:
-        if key not in TUNE_KEYS:
-            raise _unknown(path, f"tune.{key}", TUNE_KEYS, " in [tune]")
-    lr = _parse_range_or_list(path, "tune.lr", "lr", table["lr"])
-    tune: dict[str, Any] = {"lr": lr, "seed": table.get("seed", DEFAULT_TUNE_SEED),
-                            "budget": table.get("budget", config.budget)}
-    if "warmup" in table:  # tuned jointly with the lr: a grid with an lr grid, sampled with an lr range
-        tune["warmup"] = _parse_range_or_list(path, "tune.warmup", "warmup", table["warmup"],
-                                              allow_range=not isinstance(lr, tuple))
-    if isinstance(tune["seed"], bool) or not isinstance(tune["seed"], int) or tune["seed"] < 0:
-        raise _fail(path, "tune.seed", f"must be a whole number >= 0, got {tune['seed']!r}")
-    try:
-        from ablate.budget import parse_budget
-
-        parse_budget(_config_value(path, "tune.budget", "budget", tune["budget"]))
-    except AblateError as err:
-        raise AblateError(f"'tune.budget' in {path}: {err}") from None
-    if isinstance(lr, tuple):
-        for key in ("trials", "sampler"):
-            if key in table:
-                raise _fail(path, f"tune.{key}", "applies to an lr range; with an lr list every value is tried once")
-        tune["pruner"] = table.get("pruner", "none")
-    else:
-        tune["trials"] = table.get("trials", DEFAULT_TUNE_TRIALS)
-        tune["sampler"] = table.get("sampler", "tpe")
-        tune["pruner"] = table.get("pruner", "median")
-        t = tune["trials"]
-        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-            raise _fail(path, "tune.trials", f"must be a whole number >= 1, got {t!r}")
-        if tune["sampler"] not in SAMPLERS:
-            raise _fail(path, "tune.sampler", f"unknown sampler {tune['sampler']!r}; choose {', '.join(SAMPLERS)}")
-    if tune["pruner"] not in PRUNERS:
-        raise _fail(path, "tune.pruner", f"unknown pruner {tune['pruner']!r}; choose {', '.join(PRUNERS)}")
-    return tune
