@@ -20,8 +20,8 @@ records in its ``ablate.plugins`` tag.
 A plugin loads all or nothing: if its import fails (any exception, a duplicate component name
 included) the components it registered before failing are removed again. A failing *installed* plugin
 is one ``PluginWarning`` naming it and its error, and everything else keeps working; a failing *file*
-is the user's explicit request, so it fails the command (registration and syntax errors as a one-line
-``AblateError``, other exceptions with their traceback, since they are bugs in the file).
+is the user's explicit request, so it fails the command with a one-line ``AblateError`` naming the file
+(and, for an exception or a ``sys.exit`` while it loads, the line).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _load_entry_point(ep: importlib.metadata.EntryPoint) -> bool:
     try:
         with _registering(origin):
             ep.load()
-    except Exception as err:  # noqa: BLE001 — any failure of a plugin must not take ablate down
+    except (Exception, SystemExit) as err:  # noqa: BLE001 — any failure of a plugin must not take ablate down
         filename, lineno = _error_location(err)
         warnings.warn_explicit(
             f"ablate plugin {ep.name!r} ({dist} {version}, {ep.value}) failed to load and was skipped: "
@@ -133,9 +133,15 @@ def load_file(path: str | os.PathLike) -> None:
     spec = importlib.util.spec_from_file_location(name, resolved)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look classes up through sys.modules
+    argv, sys.argv = sys.argv, [resolved]  # a module-level argparse in the file must not read ablate's flags
     try:
         with _registering(f"file {resolved} sha256:{digest[:12]}"):
             exec(code, module.__dict__)
+    except SystemExit as err:  # sys.exit() or argparse at import: ablate would end silently with its code
+        del sys.modules[name]
+        raise AblateError(f"plugin file {resolved} called sys.exit({err.code!r}) while loading{_line_of(err, resolved)}; "
+                          "a plugin file only registers components: put script code under "
+                          "`if __name__ == \"__main__\":` (it registered nothing)") from None
     except Exception as err:
         del sys.modules[name]
         if isinstance(err, AblateError) or _raised_by_registry(err):
@@ -146,11 +152,11 @@ def load_file(path: str | os.PathLike) -> None:
         if isinstance(err, ImportError) and "relative import" in str(err):
             raise AblateError(f"plugin file {resolved} uses a relative import, which a single file cannot; import "
                               f"by absolute name, or make it an installed package (docs/plugins.md)") from None
-        where = next((f", line {f.lineno}" for f in reversed(traceback.extract_tb(err.__traceback__))
-                      if f.filename == resolved), "")
         text = " ".join(str(err).split())[:300]
-        raise AblateError(f"plugin file {resolved} raised {type(err).__name__} while loading{where}: {text}; fix the "
-                          "file (it registered nothing)") from None
+        raise AblateError(f"plugin file {resolved} raised {type(err).__name__} while loading"
+                          f"{_line_of(err, resolved)}: {text}; fix the file (it registered nothing)") from None
+    finally:
+        sys.argv = argv
     _FILES[resolved] = digest
     _LOADED.append({"kind": "file", "path": resolved, "sha256": digest})
 
@@ -192,6 +198,12 @@ def _adopt(module: str, origin: str) -> None:
             if default and (owner == module or owner.startswith(module + ".")):
                 reg.remove(spec.name)
                 reg.add(dataclasses.replace(spec, origin=origin))
+
+
+def _line_of(err: BaseException, filename: str) -> str:
+    """``", line N"``: the last line of ``filename`` in the exception's traceback ("" if none)."""
+    return next((f", line {f.lineno}" for f in reversed(traceback.extract_tb(err.__traceback__))
+                 if f.filename == filename), "")
 
 
 def _module_name(stem: str, digest: str) -> str:

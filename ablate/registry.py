@@ -79,6 +79,8 @@ def _coerce(component: str, key: str, value: Any, f: dataclasses.Field) -> Any:
     """Check one option value against the field's default type (configs hold strings and numbers)."""
     default = f.default if f.default is not dataclasses.MISSING else None
     expected = type(default) if default is not None else None
+    if expected is int and f.type in (float, "float"):  # `scale: float = 1` takes 0.5
+        expected = float
     if expected is None or isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return value
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -118,6 +120,28 @@ def _check_range(component: str, key: str, value: Any, f: dataclasses.Field) -> 
         if not ok(value, bound):
             raise AblateError(f"option {component}({key}={value}) must be {sign} {bound:g}; {example}")
     return value
+
+
+#: the model options of a variant string (``ablate.variant.ModelOptions``), which no component may be named
+MODEL_OPTION_NAMES = ("tie", "bias", "dropout", "init_seed", "emb_scale")
+_OPTION_TYPES = (bool, int, float, str)
+
+
+def _check_option_defaults(name: str, options: type) -> None:
+    """Every option is a number, boolean or string (what a variant string can spell) and its default lies
+    in its own declared range, so a variant that names none of its options is a valid one."""
+    for f in dataclasses.fields(options):
+        if f.default_factory is not dataclasses.MISSING or not isinstance(f.default, (*_OPTION_TYPES, type(None))):
+            shown = "a default_factory" if f.default is dataclasses.MISSING else repr(f.default)
+            raise TypeError(f"options of {name!r}: {f.name} defaults to {shown}; an option is a number, boolean or "
+                            f"string with a plain default (e.g. {f.name}: float = 1e-5), as a variant string "
+                            f"can only spell those")
+        try:
+            _check_range(name, f.name, _coerce(name, f.name, f.default, f), f)
+        except AblateError as err:
+            raise TypeError(f"options of {name!r}: the default {f.name}={f.default!r} is outside its own range "
+                            f"({str(err).split(' must be ')[-1].split(';')[0]}); change the default or the "
+                            "range") from None
 
 
 class Registry:
@@ -197,13 +221,20 @@ def register(
                         f"give it a default of its type (e.g. {untyped[0].name}: float = 1e-5), or declare it "
                         f"Optional ({untyped[0].name}: float | None = None)")
 
+    _check_option_defaults(name, options)
+
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name) or name.endswith(".toml"):
         raise ValueError(f"component name {name!r} cannot be written in a variant; use letters, digits, '_', "
                          "'-' and '.', starting with a letter or '_'")
-    from ablate.presets import ARCHITECTURES
+    from ablate.presets import ARCHITECTURES, SIZES
 
     if name in ARCHITECTURES or name == "baseline":  # "baseline" is the GPT-2 preset's other name
         raise ValueError(f"component name {name!r} is an architecture preset's (a variant would mean the preset); "
+                         "pick another name")
+    if name in SIZES:  # `ablate describe tiny` would describe the size
+        raise ValueError(f"component name {name!r} is a size preset's (see `ablate list`); pick another name")
+    if name in MODEL_OPTION_NAMES:  # `tie` and `tie=false` in one variant would mean two things
+        raise ValueError(f"component name {name!r} is a model option's (written {name}=... in a variant); "
                          "pick another name")
 
     def decorate(cls: type) -> type:

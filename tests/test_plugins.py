@@ -289,6 +289,17 @@ def test_generated_checks_run_on_a_file_plugin(isolated_plugins, monkeypatch):
         ("from dataclasses import dataclass\n\n@dataclass(frozen=True)\nclass Opts:\n    eps: float = None\n"
          + LOCAL_PLUGIN.replace('paper="Nguyen', 'options=Opts, paper="Nguyen'),
          "eps is declared float but defaults to None"),
+        ("from ablate.registry import option\nfrom dataclasses import dataclass\n\n@dataclass(frozen=True)\n"
+         "class Opts:\n    eps: float = option(0.0, gt=0)\n"
+         + LOCAL_PLUGIN.replace('paper="Nguyen', 'options=Opts, paper="Nguyen'),
+         "the default eps=0.0 is outside its own range (> 0)"),
+        ("from dataclasses import dataclass, field\n\n@dataclass(frozen=True)\nclass Opts:\n"
+         "    sizes: list = field(default_factory=lambda: [1, 2])\n"
+         + LOCAL_PLUGIN.replace('paper="Nguyen', 'options=Opts, paper="Nguyen'),
+         "sizes defaults to a default_factory; an option is a number, boolean or string"),
+        (LOCAL_PLUGIN.replace('"scalenorm"', '"tiny"'), "is a size preset's"),
+        (LOCAL_PLUGIN.replace('"scalenorm"', '"tie"'), "is a model option's (written tie=... in a variant)"),
+        ("import sys\nsys.exit(3)\n", "called sys.exit(3) while loading, line 2; a plugin file only registers"),
     ],
 )
 def test_bad_plugin_files_are_one_line_errors(tmp_path, text, needle, capsys, isolated_plugins):
@@ -466,3 +477,20 @@ def test_check_component_keeps_its_own_diagnosis_of_a_broken_plugin(tmp_path, is
     load_file(path)
     with pytest.raises(AssertionError, match="changed earlier logits"):
         check_component("leakynorm")
+
+
+def test_a_plugin_file_with_module_level_argparse_sees_no_ablate_flags(tmp_path, isolated_plugins):
+    path = tmp_path / "argp.py"
+    path.write_text("import argparse\nARGS = argparse.ArgumentParser().parse_args()\n" + LOCAL_PLUGIN)
+    load_file(path)  # sys.argv holds only the file while it loads, so parse_args() finds nothing to refuse
+    assert "scalenorm" in REGISTRIES["norm"]
+
+
+def test_a_float_option_with_an_int_default_takes_a_float(tmp_path, isolated_plugins):
+    path = tmp_path / "intdefault.py"
+    path.write_text("from dataclasses import dataclass\n\n@dataclass(frozen=True)\nclass Opts:\n    scale: float = 1\n"
+                    + LOCAL_PLUGIN.replace('paper="Nguyen', 'options=Opts, paper="Nguyen'))
+    load_file(path)
+    assert lookup("scalenorm").make_options({"scale": 0.5}).scale == 0.5
+    with pytest.raises(AblateError, match="must be float"):
+        lookup("scalenorm").make_options({"scale": "big"})
