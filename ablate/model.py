@@ -103,27 +103,38 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample with the KV cache; when the context fills, re-prime it with the last half context."""
+        """Sample with the KV cache; when the context fills, re-prime it with the last half context. A token
+        mixer that cannot decode with a cache (a plugin's ``NotImplementedError``) samples without one:
+        the whole window forward for every new token."""
         ctx = self.dims.context
         out = idx
-        window = idx[:, -ctx:]
-        caches = self.new_caches(idx.shape[0], ctx)
-        logits, _ = self(window, caches=caches)
+        try:
+            caches = self.new_caches(idx.shape[0], ctx)
+            logits, _ = self(idx[:, -ctx:], caches=caches)
+        except NotImplementedError:
+            caches = None
         for step in range(max_new_tokens):
-            logits = logits[:, -1, :].float() / max(temperature, 1e-6)
-            if top_k is not None:
-                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits[logits < v[:, [-1]]] = -float("inf")
-            nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
+            if caches is None:
+                logits, _ = self(out[:, -ctx:])
+            nxt = _next_token(logits, temperature, top_k, generator)  # (B, 1)
             out = torch.cat([out, nxt], dim=1)
-            if step == max_new_tokens - 1:
-                break
+            if step == max_new_tokens - 1 or caches is None:
+                continue
             if caches[0].length >= ctx:
                 caches = self.new_caches(idx.shape[0], ctx)
                 logits, _ = self(out[:, -(ctx // 2) :], caches=caches)
             else:
                 logits, _ = self(nxt, caches=caches)
         return out
+
+
+def _next_token(logits: torch.Tensor, temperature: float, top_k: int | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+    logits = logits[:, -1, :].float() / max(temperature, 1e-6)
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits[logits < v[:, [-1]]] = -float("inf")
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
 
 
 def make_dims(size: Size | Dims, variant: Variant, vocab_size: int | None = None, **overrides) -> Dims:
@@ -143,18 +154,20 @@ def make_dims(size: Size | Dims, variant: Variant, vocab_size: int | None = None
 
 def build_model(variant: Variant, dims: Dims, device: str | torch.device | None = None, probe: bool = True) -> GPT:
     """Assemble ``variant`` at ``dims``; impossible dims for a component are a user error. A variant with
-    plugin components is also run forward once on a few tokens, so that a plugin that fails to build or
-    computes the wrong shape is one line naming it, not a traceback from inside torch (``probe=False``: not,
-    for ``ablate.testing``, whose checks say more)."""
+    plugin components is also probed (``_probe``), so that a plugin that fails to build, computes the wrong
+    shape, sees later tokens or fails its backward is one line naming it, not a traceback from inside torch
+    or a run that trains on the future (``probe=False``: not, for ``ablate.testing``, whose checks say more)."""
     plugged = plugin_specs(variant) if probe else []
     try:
         with torch.device(device or "cpu"):
             model = GPT(variant, dims)
-    except ValueError as err:
-        raise AblateError(f"cannot build {variant.name} at width {dims.d_model}, {dims.n_heads} heads: {err}; change "
-                          "the component's options or the size (`ablate describe NAME` lists a component's "
-                          "options)") from None
     except Exception as err:
+        if plugged and (failure := plugin_error(plugged, "cannot be built", err)):
+            raise failure from None  # raised in the plugin's own code: the plugin's to fix, not the size
+        if isinstance(err, ValueError):
+            raise AblateError(f"cannot build {variant.name} at width {dims.d_model}, {dims.n_heads} heads: {err}; "
+                              "change the component's options or the size (`ablate describe NAME` lists a "
+                              "component's options)") from None
         if plugged and not isinstance(err, getattr(torch, "OutOfMemoryError", ())):
             raise AblateError(_plugin_failure(plugged, "cannot be built", err)) from None
         raise
@@ -164,35 +177,66 @@ def build_model(variant: Variant, dims: Dims, device: str | torch.device | None 
         except torch.OutOfMemoryError:
             raise
         except Exception as err:  # noqa: BLE001 - whatever the plugin's code raised
-            raise AblateError(_plugin_failure(plugged, "fails a forward pass", err)) from None
+            raise AblateError(_plugin_failure(plugged, "fails a forward or backward pass", err)) from None
     return model
 
 
 def _probe(model: GPT) -> None:
-    """Two sequences of a few tokens forward in eval mode, without gradients: the logits' shape, and that
-    changing the last token changes no earlier position's logits (a mixer that looks ahead, or an output
-    averaged over positions or the batch, would train on the future)."""
-    n = min(8, model.dims.context)
+    """Two sequences forward, in eval mode and again in train mode (dropout, batch statistics and anything
+    else a component does only while training): the logits' shape, and that changing the last token changes
+    no earlier position's logits and no other sequence's (a mixer that looks ahead, or an output averaged over
+    positions or the batch, would train on the future). The train-mode pass also runs backward. The model
+    leaves as it came: its buffers (running statistics), gradients, RNG and mode are restored."""
+    n = min(16, model.dims.context)
     device = model.tok_emb.weight.device
     x = torch.arange(2 * n, device=device).reshape(2, n) % model.dims.vocab_size
     y = x.clone()
     y[0, -1] = (y[0, -1] + 1) % model.dims.vocab_size  # the first sequence's last token only
     was_training = model.training
-    model.eval()
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    devices = [device] if device.type == "cuda" else []
     try:
-        with torch.no_grad():
+        with torch.random.fork_rng(devices=devices):
+            model.eval()
+            with torch.no_grad():
+                _check_probe(model, *(model(t)[0] for t in (x, y)), n, "")
+            model.train()
+            torch.manual_seed(0)  # the same dropout masks in both passes
             logits, _ = model(x)
-            other, _ = model(y)
+            logits.float().square().mean().backward()
+            torch.manual_seed(0)
+            with torch.no_grad():
+                _check_probe(model, logits.detach(), model(y)[0], n, " in training mode")
     finally:
         model.train(was_training)
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in buffers and b.shape == buffers[name].shape:
+                    b.copy_(buffers[name])
+
+
+def _check_probe(model: GPT, logits: torch.Tensor, other: torch.Tensor, n: int, mode: str) -> None:
     if tuple(logits.shape) != (2, n, model.dims.vocab_size):
         raise ValueError(f"the logits have shape {tuple(logits.shape)}, not (2, {n}, {model.dims.vocab_size})")
     same = dict(atol=1e-4, rtol=1e-4)
     if not (torch.allclose(logits[0, :-1].float(), other[0, :-1].float(), **same)
             and torch.allclose(logits[1].float(), other[1].float(), **same)):
-        raise ValueError("changing the last token changed earlier positions' logits, or another sequence's: a "
-                         "component sees later tokens or other sequences of the batch (it must be causal, and keep "
-                         "sequences apart)")
+        raise ValueError(f"changing the last token changed earlier positions' logits, or another sequence's{mode}: "
+                         "a component sees later tokens or other sequences of the batch (it must be causal, and "
+                         "keep sequences apart)")
+
+
+def plugin_error(plugged, what: str, err: BaseException) -> AblateError | None:
+    """The one-line error for ``err`` if it was raised in a plugin component's own code (its file is in the
+    traceback), else None: a bug in the plugin, not in ablate or in the user's settings."""
+    import inspect
+    import traceback
+
+    files = {inspect.getsourcefile(spec.cls) for spec in plugged}
+    if not any(f.filename in files for f in traceback.extract_tb(err.__traceback__)):
+        return None
+    return AblateError(_plugin_failure(plugged, what, err))
 
 
 def _plugin_failure(plugged, what: str, err: BaseException) -> str:

@@ -14,6 +14,7 @@ allow; it returns (and logs) the pairs it skipped, each with the reason the vari
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator
@@ -127,14 +128,20 @@ def check_init(model: GPT) -> None:
 
 
 def check_forward(model: GPT) -> None:
-    """Logits have shape (B, T, V) and the parameters' dtype; the loss is finite; gradients flow."""
+    """In training mode: logits have shape (B, T, V) and the parameters' dtype; the loss is finite;
+    gradients flow (the backward runs)."""
     v, t = model.dims.vocab_size, model.dims.context
     idx = torch.randint(0, v, (2, t), generator=torch.Generator().manual_seed(1))
-    logits, loss = model(idx, idx)
-    assert logits.shape == (2, t, v), f"logits shape {tuple(logits.shape)}, expected {(2, t, v)}"
-    assert logits.dtype == model.tok_emb.weight.dtype
-    assert torch.isfinite(loss), "loss is not finite"
-    loss.backward()
+    was_training = model.training
+    model.train()
+    try:
+        logits, loss = model(idx, idx)
+        assert logits.shape == (2, t, v), f"logits shape {tuple(logits.shape)}, expected {(2, t, v)}"
+        assert logits.dtype == model.tok_emb.weight.dtype
+        assert torch.isfinite(loss), "loss is not finite"
+        loss.backward()
+    finally:
+        model.train(was_training)
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"parameters without gradient: {missing}"
     model.zero_grad(set_to_none=True)
@@ -142,17 +149,37 @@ def check_forward(model: GPT) -> None:
 
 @torch.no_grad()
 def check_causal(model: GPT, atol: float = 1e-5) -> None:
-    """Changing token t never changes the logits before t."""
+    """Changing token t of one sequence never changes the logits before t, nor any logit of another
+    sequence of the batch; in eval mode and in training mode (what a component does only while training,
+    such as batch statistics, counts too). The model's buffers are restored afterwards."""
     v, t = model.dims.vocab_size, model.dims.context
-    idx = torch.randint(0, v, (1, t), generator=torch.Generator().manual_seed(2))
-    base, _ = model(idx)
-    for pos in (t // 2, t - 1):
-        changed = idx.clone()
-        changed[0, pos] = (changed[0, pos] + 1) % v
-        out, _ = model(changed)
-        diff = (out[:, :pos] - base[:, :pos]).abs().max().item()
-        assert diff <= atol, f"changing token {pos} changed earlier logits by {diff:.2e}"
-        assert (out[:, pos:] - base[:, pos:]).abs().max().item() > 0, "changed token had no effect at all"
+    idx = torch.randint(0, v, (2, t), generator=torch.Generator().manual_seed(2))
+    was_training = model.training
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        for training in (False, True):
+            model.train(training)
+            mode = " in training mode" if training else ""
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                base, _ = model(idx)
+            for pos in (t // 2, t - 1):
+                changed = idx.clone()
+                changed[0, pos] = (changed[0, pos] + 1) % v
+                with torch.random.fork_rng():
+                    torch.manual_seed(0)  # the same random draws (dropout) as the pass it is compared with
+                    out, _ = model(changed)
+                diff = (out[0, :pos] - base[0, :pos]).abs().max().item()
+                assert diff <= atol, f"changing token {pos} changed earlier logits by {diff:.2e}{mode}"
+                other = (out[1] - base[1]).abs().max().item()
+                assert other <= atol, (f"changing token {pos} of one sequence changed another sequence's logits by "
+                                       f"{other:.2e}{mode}: the component mixes the sequences of a batch")
+                assert (out[0, pos:] - base[0, pos:]).abs().max().item() > 0, "changed token had no effect at all"
+    finally:
+        model.train(was_training)
+        for name, b in model.named_buffers():
+            if name in buffers and b.shape == buffers[name].shape:
+                b.copy_(buffers[name])
 
 
 @torch.no_grad()
@@ -194,6 +221,8 @@ def check_component(name: str) -> list[tuple[str, str]]:
     assert checked, f"{name} resolves in no variant to check: {skipped}"
     for variant in checked:
         check_variant(variant)
+    # a context five times as long: a size fixed in the component's code instead of taken from its dims
+    check_forward(tiny_model(checked[0], dims=dataclasses.replace(TINY, context=5 * TINY.context)))
     for variant, why in skipped:
         log.info("check_component(%r) skipped %s: %s", name, variant, why)
     return skipped

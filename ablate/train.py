@@ -34,14 +34,14 @@ from ablate.data.tokenizer_file import save_tokenizer
 from ablate.errors import AblateError
 from ablate.fileio import atomic_write, atomic_write_text, remove_stale_tmp
 from ablate.init_from import init_model
-from ablate.model import GPT, build_model
+from ablate.model import GPT, build_model, plugin_error
 from ablate.checkpoint import digest_path, load_run_model, load_weights, read_checkpoint
 from ablate.peak import run_peak
 from ablate.optim import autocast_dtype, check_warmup, keep_freed_memory, lr_at, make_optimizer, pick_device, set_matmul_precision
 from ablate.pacing import EvalPlan, Meter, read_losses
 from ablate.run_inputs import prepare_run, row_width
 from ablate.tasks import TaskData
-from ablate.variant import parse_variant
+from ablate.variant import parse_variant, plugin_specs
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -330,6 +330,9 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
     except Exception as err:
         for cb in run.callbacks:
             cb.on_error(state, err)
+        plugged = plugin_specs(run.model.variant)
+        if plugged and (failure := plugin_error(plugged, f"failed at step {state.step}", err)):
+            raise failure from None  # e.g. a longer sequence than the probe's: the plugin's bug, in one line
         raise
     except KeyboardInterrupt:
         save_checkpoint(run)

@@ -446,9 +446,18 @@ def test_a_study_refuses_another_version_of_its_plugins_code(tmp_path, isolated_
     (("self.scale = nn.Parameter(torch.tensor(dim ** 0.5))", "raise RuntimeError('boom in init')"),
      "cannot be built with its plugin component brokennorm: RuntimeError: boom in init at {path}, line"),
     (("return self.scale * x", "return (self.scale * x)[..., :-1]"),
-     "fails a forward pass with its plugin component brokennorm: RuntimeError: mat1 and mat2 shapes"),
+     "fails a forward or backward pass with its plugin component brokennorm: RuntimeError: mat1 and mat2 shapes"),
     (("return self.scale * x", "return x.sum()"),
-     "fails a forward pass with its plugin component brokennorm"),
+     "fails a forward or backward pass with its plugin component brokennorm"),
+    (("self.scale = nn.Parameter(torch.tensor(dim ** 0.5))", "raise ValueError('bad width')"),  # not the size's fault
+     "cannot be built with its plugin component brokennorm: ValueError: bad width at {path}, line"),
+    (("return self.scale * x", "y = torch.sigmoid(x)\n        y.mul_(x)\n        return y"),  # breaks its backward
+     "fails a forward or backward pass with its plugin component brokennorm: RuntimeError: one of the variables "
+     "needed for gradient computation has been modified by an inplace operation"),
+    (("return self.scale * x", "return x + x.roll(-1, dims=1) if self.training else x"),  # only while training
+     "changing the last token changed earlier positions' logits, or another sequence's in training mode"),
+    (("self.scale = nn.Parameter(torch.tensor(dim ** 0.5))", "self.table = nn.Parameter(torch.ones(24, dim))"),
+     "failed at step 0 with its plugin component brokennorm: RuntimeError"),
     (("return self.scale * x", "return x.mean(dim=1, keepdim=True) + 0 * x"),  # broadcasts: the shape is right
      "changing the last token changed earlier positions' logits, or another sequence's"),
     (("return self.scale * x", "return x.mean(dim=0, keepdim=True) + 0 * x"),  # mixes the batch
@@ -459,23 +468,34 @@ def test_a_plugin_component_that_breaks_at_run_time_is_one_line(edit, needle, tm
     inside torch; the variant is now built and run forward once on a few tokens, and a failure names it."""
     assert edit[0] in LOCAL_PLUGIN
     path = tmp_path / "brokennorm.py"
-    path.write_text(LOCAL_PLUGIN.replace(edit[0], edit[1]).replace('"scalenorm"', '"brokennorm"'))
+    text = LOCAL_PLUGIN.replace(edit[0], edit[1]).replace('"scalenorm"', '"brokennorm"')
+    if "self.table" in text:  # positions past the 24th fail: beyond the probe's 16, within the run's 64
+        text = text.replace("return self.scale * x", "return x * self.table[: x.shape[-2]]")
+    path.write_text(text)
     assert main(["--plugin", str(path), "run", "--variant", "brokennorm", "--size", "tiny", "--budget", "2steps",
                  "--no-track", "--out-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle.format(path=path) in err and "check_component('brokennorm')" in err, err
 
 
-def test_check_component_keeps_its_own_diagnosis_of_a_broken_plugin(tmp_path, isolated_plugins):
+@pytest.mark.parametrize("forward,match", [
+    ("return self.scale * x.mean(dim=1, keepdim=True) + 0 * x", "changed earlier logits by"),
+    ("return self.scale * (x - x.mean(dim=0, keepdim=True))", "changed another sequence's logits by .*mixes the sequences"),
+    ("return self.scale * (x + x.roll(-1, dims=1) if self.training else x)", "changed earlier logits by .* in "
+                                                                             "training mode"),
+    ("return self.scale * x * torch.ones(24, x.shape[-1])[: x.shape[-2]]", "The size of tensor a"),  # a length fixed in the code
+])
+def test_check_component_keeps_its_own_diagnosis_of_a_broken_plugin(forward, match, tmp_path, isolated_plugins):
     """ablate.testing builds without the run's probe: a causality bug fails check_component's own assertion
-    (which says what changed where), not a message that points back at check_component."""
+    (which says what changed where), not a message that points back at check_component. It checks what the
+    run's probe checks and more: the batch kept apart, training mode, and a context longer than its own."""
     from ablate.testing import check_component
 
     path = tmp_path / "leaky.py"
-    path.write_text(LOCAL_PLUGIN.replace("return self.scale * x", "return self.scale * x.mean(dim=1, keepdim=True) + 0 * x")
-                    .replace('"scalenorm"', '"leakynorm"'))
+    path.write_text(LOCAL_PLUGIN.replace("return self.scale * x / x.norm(dim=-1, keepdim=True).clamp_min(1e-5)",
+                                         forward).replace('"scalenorm"', '"leakynorm"'))
     load_file(path)
-    with pytest.raises(AssertionError, match="changed earlier logits"):
+    with pytest.raises((AssertionError, RuntimeError), match=match):
         check_component("leakynorm")
 
 
@@ -494,3 +514,36 @@ def test_a_float_option_with_an_int_default_takes_a_float(tmp_path, isolated_plu
     assert lookup("scalenorm").make_options({"scale": 0.5}).scale == 0.5
     with pytest.raises(AblateError, match="must be float"):
         lookup("scalenorm").make_options({"scale": "big"})
+
+
+NO_CACHE_PLUGIN = '''
+from ablate.components.attention.mha import MHAOptions, MultiHeadAttention
+from ablate.registry import register
+
+
+@register("attention", "nocache", paper="a test", options=MHAOptions)
+class NoCache(MultiHeadAttention):
+    """Multi-head attention that cannot decode with a cache."""
+
+    def forward(self, x, position, pos, cache=None):
+        if cache is not None:
+            raise NotImplementedError("no KV cache here")
+        return super().forward(x, position, pos)
+'''
+
+
+def test_a_mixer_without_a_kv_cache_samples_without_one(tmp_path, isolated_plugins, capsys):
+    """sample (and the run's own sample) fall back to uncached decoding; bench decode, which times the cache,
+    says in one line that the variant has none."""
+    path = tmp_path / "nocache.py"
+    path.write_text(NO_CACHE_PLUGIN)
+    assert main(["--plugin", str(path), "run", "--variant", "nocache", "--size", "tiny", "--budget", "2steps",
+                 "--no-track", "--out-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    capsys.readouterr()
+    assert main(["--plugin", str(path), "sample", "--run", str(run_dir), "--tokens", "20"]) == 0
+    assert len(capsys.readouterr().out.strip()) >= 20
+    assert main(["--plugin", str(path), "bench", "decode", "--variants", "nocache", "--size", "tiny", "--repeats", "1",
+                 "--prompt", "2", "--new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot decode with a KV cache (no KV cache here)" in err, err

@@ -112,8 +112,12 @@ def bench_variant(variant_text: str, *, size: str = "cpu", vocab: int | None = N
     torch.manual_seed(0)
     model = build_model(variant, dims, device=str(device)).eval()
     amp = torch.bfloat16 if dtype == "bfloat16" else None
-    prefill, decode, held, positions = time_decode(model, batch=batch, prompt=prompt, new_tokens=new_tokens,
-                                                   repeats=repeats, amp=amp)
+    try:
+        prefill, decode, held, positions = time_decode(model, batch=batch, prompt=prompt, new_tokens=new_tokens,
+                                                       repeats=repeats, amp=amp)
+    except NotImplementedError as err:  # a plugin's mixer without decoding states: nothing to time
+        raise AblateError(f"{variant.name} cannot decode with a KV cache ({err or 'NotImplementedError'}); bench "
+                          "decode times KV-cached decoding only: leave it out of --variants") from None
     c = cost(model, kv_dtype=dtype)
     per_token, per_sequence = c.kv_cache_bytes_per_token, c.state_bytes_per_sequence
     if held and not (per_token and per_sequence):  # what the caches hold, in the dtype they hold it in (a GRU
