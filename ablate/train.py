@@ -41,7 +41,7 @@ from ablate.optim import autocast_dtype, check_warmup, keep_freed_memory, lr_at,
 from ablate.pacing import EvalPlan, Meter, read_losses
 from ablate.run_inputs import prepare_run, row_width
 from ablate.tasks import TaskData
-from ablate.variant import parse_variant, plugin_specs
+from ablate.variant import foreign_origins, parse_variant, plugin_specs
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -50,12 +50,15 @@ CHECKPOINT = "checkpoint.pt"
 # ------------------------------------------------------------------------------------- helpers
 def run_dir_for(config: RunConfig, variant_name: str | None = None) -> Path:
     """The run's directory: its variant (``variant_name``, canonical; resolved from ``config`` when not given),
-    seed and settings' hash; a task run's directory made before one task's spellings were one run (its hash took
+    seed and the hash of its settings and its plugin components' code; a task run's directory made before one task's spellings were one run (its hash took
     the spelling as typed) is kept where it exists."""
     variant_name = variant_name or parse_variant(config.variant).name
     slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", variant_name)[:80]
-    path = Path(config.out_dir) / f"{slug}-seed{config.seed}-{config.fingerprint(variant=variant_name)}"
-    older = path.with_name(f"{slug}-seed{config.seed}-{config.fingerprint(variant=variant_name, task_as_typed=True)}")
+    key = variant_name  # with its plugin components' code: an edited plugin is another run, not this one again
+    if code := foreign_origins([variant_name]):
+        key += " " + json.dumps(code, sort_keys=True)
+    path = Path(config.out_dir) / f"{slug}-seed{config.seed}-{config.fingerprint(variant=key)}"
+    older = path.with_name(f"{slug}-seed{config.seed}-{config.fingerprint(variant=key, task_as_typed=True)}")
     return older if older != path and older.is_dir() and not path.exists() else path
 
 

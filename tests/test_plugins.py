@@ -547,3 +547,23 @@ def test_a_mixer_without_a_kv_cache_samples_without_one(tmp_path, isolated_plugi
                  "--prompt", "2", "--new-tokens", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot decode with a KV cache (no KV cache here)" in err, err
+
+
+def test_an_edited_plugin_is_another_run_not_the_finished_one(tmp_path, isolated_plugins, capsys):
+    """A run's directory hashes its plugin components' code: after an edit the same command trains the new
+    code (it answered "this run has finished already" with the old code's result), and --resume of the old
+    code's checkpoint starts over, saying why."""
+    path = tmp_path / "scalenorm.py"
+    path.write_text(LOCAL_PLUGIN)
+    common = ["run", "--variant", "scalenorm", "--size", "tiny", "--budget", "2steps", "--no-track",
+              "--out-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(["--plugin", str(path), *common]) == 0
+    assert main(["--plugin", str(path), *common]) == 0
+    assert "has finished already" in capsys.readouterr().err  # the same code: the same run
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+    plugins._FILES.clear()  # a new process, with the file edited
+    REGISTRIES["norm"].remove("scalenorm")
+    path.write_text(LOCAL_PLUGIN.replace("clamp_min(1e-5)", "clamp_min(1e-6)"))
+    assert main(["--plugin", str(path), *common, "--resume"]) == 0
+    assert "nothing to resume" in capsys.readouterr().err
+    assert len(list((tmp_path / "runs").iterdir())) == 2

@@ -182,7 +182,7 @@ def _say_if_nothing_to_resume(config) -> None:
     run_dir = run_dir_for(config)
     if not (run_dir / CHECKPOINT).exists():
         print(f"ablate: nothing to resume in {run_dir} (no checkpoint), so this run starts at step 0; a run "
-              "with other settings (seed, budget, ...) has its own directory", file=sys.stderr)
+              "with other settings (seed, budget, a plugin's code, ...) has its own directory", file=sys.stderr)
 
 
 def make_tracker(args):
