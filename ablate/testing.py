@@ -197,12 +197,42 @@ def check_kv_cache(model: GPT, prompt: int = 5, atol: float = 1e-4) -> None:
     assert diff <= atol, f"KV-cached logits differ from the full forward by {diff:.2e}"
 
 
+#: what a position that ``needs`` an attention feature calls on the position module from inside attention
+_FEATURE_CALLS = {"rotary": "rotate", "attn_bias": "attn_bias"}
+
+
+@torch.no_grad()
+def check_position_used(model: GPT) -> None:
+    """A position acting inside attention (rotary, a bias) is called by every layer's attention: an attention
+    that declares the feature (``provides``) but never calls it would train with no position signal."""
+    needs = model.variant["position"].spec.needs
+    for feature in sorted(needs & set(_FEATURE_CALLS)):
+        method = _FEATURE_CALLS[feature]
+        calls = []
+        original = getattr(model.position, method)
+
+        def counted(*args, _original=original, **kwargs):
+            calls.append(1)
+            return _original(*args, **kwargs)
+
+        setattr(model.position, method, counted)  # on the instance: the class stays untouched
+        try:
+            model(torch.zeros(1, 4, dtype=torch.long))
+        finally:
+            delattr(model.position, method)
+        attention = model.variant["attention"].name
+        assert len(calls) >= model.dims.n_layers, (
+            f"{attention} provides {feature!r} but its forward called position.{method}() {len(calls)} times in "
+            f"{model.dims.n_layers} layers: {model.variant['position'].name} has no effect through it")
+
+
 def check_variant(variant: str) -> None:
     model = tiny_model(variant)
     check_init(model)
     check_forward(model)
     check_causal(model)
     check_kv_cache(model)
+    check_position_used(model)
 
 
 def check_component(name: str) -> list[tuple[str, str]]:
@@ -229,4 +259,4 @@ def check_component(name: str) -> list[tuple[str, str]]:
 
 
 __all__ = ["SLOTS", "TINY", "check_causal", "check_component", "check_forward", "check_init", "check_kv_cache",
-           "check_variant", "pair_variants", "skipped_pairs", "tiny_model"]
+           "check_position_used", "check_variant", "pair_variants", "skipped_pairs", "tiny_model"]

@@ -567,3 +567,36 @@ def test_an_edited_plugin_is_another_run_not_the_finished_one(tmp_path, isolated
     assert main(["--plugin", str(path), *common, "--resume"]) == 0
     assert "nothing to resume" in capsys.readouterr().err
     assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_check_component_catches_an_attention_that_ignores_the_rotary_it_provides(tmp_path, isolated_plugins):
+    """An attention that declares rotary/attn_bias but never calls them passed check_component, and
+    norotate+rope trained with no position signal at all."""
+    from ablate.testing import check_component
+
+    path = tmp_path / "norotate.py"
+    path.write_text(textwrap.dedent('''
+        from ablate.components.attention.mha import MHAOptions, MultiHeadAttention
+        from ablate.registry import register
+
+
+        class Blind:
+            def rotate(self, q, k, pos):
+                return q, k
+
+            def attn_bias(self, n_heads, pos_q, pos_k):
+                return None
+
+
+        @register("attention", "norotate", paper="a test", options=MHAOptions,
+                  provides=("rotary", "attn_bias", "kv_cache"))
+        class NoRotate(MultiHeadAttention):
+            """Multi-head attention that never lets the position act."""
+
+            def forward(self, x, position, pos, cache=None):
+                return super().forward(x, Blind(), pos, cache)
+    '''))
+    load_file(path)
+    with pytest.raises(AssertionError, match=r"norotate provides '(attn_bias|rotary)' but its forward called "
+                                             r"position\.(attn_bias|rotate)\(\) 0 times"):
+        check_component("norotate")
