@@ -78,10 +78,27 @@ def unscored_sets_note(data_meta: dict, context: int) -> str:
     if not short:
         return ""
     metrics = ", ".join("acc" if name == "id" else f"acc_{name}" for name in short)
-    partial = "; acc_longer averages the longer lengths that are scored" if any(n.startswith("len") for n in short) else ""
+    longer = [name for name in needs if _longer(name, data_meta)]
+    scored = [name for name in longer if name not in short]
+    partial = ""
+    if any(name in short for name in longer):
+        partial = (f"; acc_longer averages only {', '.join('acc_' + n for n in scored)}" if scored
+                   else "; no longer length is scored, so there is no acc_longer")
     return (f"note: {metrics} not scored: their held-out problems need up to {max(short.values())} positions and the "
             f"context is {context} (leave --context out, or give at least {max(needs.values())}, to score every "
             f"set){partial}")
+
+
+def _longer(name: str, data_meta: dict) -> bool:
+    """Whether the held-out set ``name`` (``len<L>``) is one of the lengths never trained on (L > digits)."""
+    from ablate.tasks import parse_task
+
+    if not (name.startswith("len") and name[3:].isdigit()):
+        return False
+    try:
+        return int(name[3:]) > parse_task("task:" + str(data_meta.get("task", ""))).digits
+    except Exception:  # noqa: BLE001 - a run's meta from another version: no claim about its lengths
+        return False
 
 
 def _num(row: dict, key: str, digits: int = 4) -> str:

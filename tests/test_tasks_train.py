@@ -106,9 +106,10 @@ def test_a_context_too_short_for_some_held_out_sets_is_announced(tmp_path, capsy
     assert main(argv + ["--context", "10"]) == 0
     out = capsys.readouterr().out
     note = next(line for line in out.splitlines() if line.startswith("note:"))
-    assert "acc_len3, acc_len4 not scored" in note and "the context is 10" in note and "acc_longer averages" in note, note
+    assert "acc_len3, acc_len4 not scored" in note and "the context is 10" in note, note
+    assert "no longer length is scored, so there is no acc_longer" in note, note  # it said acc_longer averaged them
     result = json.loads(next(tmp_path.iterdir()).joinpath("result.json").read_text())
-    assert "acc" in result["final"] and "acc_len3" not in result["final"]
+    assert "acc" in result["final"] and "acc_len3" not in result["final"] and "acc_longer" not in result["final"]
     capsys.readouterr()
     assert main(argv + ["--context", "32"]) == 0  # every set fits: no note
     assert "note:" not in capsys.readouterr().out
