@@ -52,7 +52,9 @@ def test_sample_answers_a_typed_problem(task_run, capsys):
     assert main(["sample", "--run", task_run["run_dir"], "--prompt", " 0012+34"]) == 0  # read as training wrote it
     assert capsys.readouterr().out.startswith("12+34=")
     assert main(["sample", "--run", task_run["run_dir"], "--prompt", "12+34=", "--tokens", "1"]) == 0
-    assert len(capsys.readouterr().out.split("   (")[0]) == len("12+34=") + 1  # one token, one character
+    out = capsys.readouterr().out
+    assert len(out.split("   (")[0]) == len("12+34=") + 1  # one token, one character
+    assert "cut off after --tokens 1" in out or "$" in out.split("   (")[0], out  # not "malformed"
     for bad, named in (("12*34=", "'+'"), ("twelve+3=", "e.g. --prompt"), ("12+=", "two non-negative"),
                        ("-1+2=", "two non-negative")):
         assert main(["sample", "--run", task_run["run_dir"], f"--prompt={bad}"]) == 2, bad
@@ -61,6 +63,23 @@ def test_sample_answers_a_typed_problem(task_run, capsys):
     assert main(["sample", "--run", task_run["run_dir"], "--prompt", "9" * 40 + "+1="]) == 2  # past learned positions
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ask a shorter problem" in err
+
+
+def test_a_task_answer_cut_off_says_by_what():
+    """A completion without the end token read as "malformed" even when --tokens or the context cut it."""
+    from types import SimpleNamespace
+
+    from ablate.cli.run import _why_no_answer
+    from ablate.tasks import parse_task
+
+    task = parse_task("task:addition(digits=2)")
+    model = SimpleNamespace(dims=SimpleNamespace(context=12))
+    problem = task.read_problem("12+34=")  # 6 tokens: room for 7
+    assert _why_no_answer(model, task, problem, "64$", None) == "malformed"  # it ended
+    assert _why_no_answer(model, task, problem, "6", 1) == "cut off after --tokens 1"
+    assert _why_no_answer(model, task, problem, "6400000", None).startswith("cut off at the run's context of 12")
+    assert _why_no_answer(model, task, problem, "6400000", 50).startswith("cut off at the run's context")
+    assert _why_no_answer(model, task, problem, "64", None) == "malformed"  # stopped early without ending
 
 
 def _config(tmp_path, **kw) -> RunConfig:

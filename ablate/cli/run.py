@@ -212,7 +212,7 @@ def cmd_sample(args) -> int:
         problem = task.read_problem(args.prompt)
         truth = task.value(problem)
         verdict = ("right" if value == truth else f"wrong: {problem} = {_written(truth)}") if value is not None \
-            else f"no answer: malformed; {problem} = {_written(truth)}"
+            else f"no answer: {_why_no_answer(model, task, problem, completion, args.tokens)}; {problem} = {_written(truth)}"
         longer = f", operands longer than the {task.digits} digits trained on" if problem.length > task.digits else ""
         print(f"{task.render(problem)[0]}{completion}   ({'answer: ' + _written(value) + ', ' if value is not None else ''}"
               f"{verdict}{longer})")
@@ -249,6 +249,24 @@ def _run_dir(args) -> str:
         return str(resolve_parent(args.run, "data/cache").run_dir)
     except AblateError as err:
         raise AblateError(str(err).replace("--init-from", "--run", 1)) from None
+
+
+def _why_no_answer(model, task, problem, completion: str, tokens: int | None) -> str:
+    """Why a task run's completion reads as no answer: cut off by --tokens, by the run's context (which
+    generation never passes), or malformed (it ended, but not as an answer)."""
+    from ablate.tasks import END
+
+    if END in completion:
+        return "malformed"
+    used = len(task.tokenizer.encode(completion))
+    prompt = len(task.tokenizer.encode(task.render(problem)[0]))
+    room = max(1, model.dims.context - prompt + 1)
+    if tokens is not None and used >= tokens and tokens < room:
+        return f"cut off after --tokens {tokens}"
+    if used >= room:
+        return (f"cut off at the run's context of {model.dims.context} tokens (the problem takes {prompt}); "
+                "ask a shorter problem")
+    return "malformed"
 
 
 def check_sampling(args) -> None:
@@ -288,8 +306,8 @@ def add_commands(sub) -> None:
     p.add_argument("--tracking-uri", default=None, help="where to look an MLflow run id up (default $MLFLOW_TRACKING_URI "
                                                         "or sqlite:///mlflow.db)")
     p.add_argument("--prompt", default="", help="text to continue (default: start from the end-of-text token, or token 0)")
-    p.add_argument("--tokens", type=int, default=None, help=f"tokens to generate (default {DEFAULT_SAMPLE_TOKENS}; a task run answers up to its end token or "
-                        "the context unless this is given)")
+    p.add_argument("--tokens", type=int, default=None, help=f"tokens to generate (default {DEFAULT_SAMPLE_TOKENS}; a task run answers up to its end token, "
+                        "at most this many; never past the run's context)")
     p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature, > 0 (default 0.8)")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
