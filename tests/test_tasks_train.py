@@ -144,3 +144,11 @@ def test_a_task_run_made_before_spellings_were_one_run_keeps_its_directory(tmp_p
     assert run_dir_for(config, "baseline") != old
     old.mkdir(parents=True)
     assert run_dir_for(config, "baseline") == old
+
+
+def test_a_tokenizer_given_for_a_task_is_refused(tmp_path, capsys):
+    """--tokenizer gpt2 with a task was silently ignored (the task has its own tokenizer)."""
+    assert main(["run", "--data", TASK, "--tokenizer", "gpt2", "--size", "tiny", "--budget", "2steps", "--no-track",
+                 "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a task has its own tokenizer" in err and "leave --tokenizer out" in err, err

@@ -38,7 +38,11 @@ def config_from_args(args):
     from ablate.config import RunConfig, make_config
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
-    return make_config(args.config, **given)
+    config = make_config(args.config, **given)
+    if config.data.strip().lower().startswith("task:") and config.tokenizer.strip().lower() != "char":
+        raise AblateError(f"--tokenizer {config.tokenizer} does not apply to {config.data}: a task has its own "
+                          "tokenizer (a token per character of its problems); leave --tokenizer out")
+    return config
 
 
 def print_summary(result) -> None:
