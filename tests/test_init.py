@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.components.attention.mha import MHAOptions, MultiHeadAttention
-from ablate.components.mlp._base import DenseOptions
+from ablate.components.mlp import DenseOptions
 from ablate.model import build_model
 from ablate.catalog import all_specs
 from ablate.registry import REGISTRIES, register

@@ -600,3 +600,15 @@ def test_check_component_catches_an_attention_that_ignores_the_rotary_it_provide
     with pytest.raises(AssertionError, match=r"norotate provides '(attn_bias|rotary)' but its forward called "
                                              r"position\.(attn_bias|rotate)\(\) 0 times"):
         check_component("norotate")
+
+
+def test_the_readme_component_example_loads_and_passes_the_checks(tmp_path, isolated_plugins):
+    """The README's "Add a component in three steps" file, as printed there, registers and passes."""
+    readme = (REPO / "README.md").read_text()
+    code = readme.split("```python\n# my_mlp.py\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "my_mlp.py"
+    path.write_text(code)
+    load_file(path)
+    assert lookup("silu").slot == "mlp"
+    check_variant("silu")
+    check_variant("silu+rope")
