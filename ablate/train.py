@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ablate import distributed
+from ablate import distributed, interrupts
 from ablate.accounting import cost
 from ablate.callbacks import Callback, RunResult, RunState, StopRun
 from ablate.config import RunConfig
@@ -338,8 +338,9 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
             raise failure from None  # e.g. a longer sequence than the probe's: the plugin's bug, in one line
         raise
     except KeyboardInterrupt:
-        save_checkpoint(run)
-        finish(run, "interrupted", f"interrupted at step {state.step}; continue with --resume")
+        with interrupts.held():  # a second Ctrl-C must not cut the checkpoint, result or MLflow run short
+            save_checkpoint(run)
+            finish(run, "interrupted", f"interrupted at step {state.step}; continue with --resume")
         raise
     if status == "finished":
         save_checkpoint(run)

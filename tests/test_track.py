@@ -79,6 +79,29 @@ def test_failed_or_interrupted_runs_are_never_left_running(mlflow_uri, small_cor
     assert run.info.status == status
 
 
+class SecondCtrlC(Callback):
+    """Ctrl-C pressed again while the interrupted run saves its result (people press it twice)."""
+
+    def on_end(self, run, result):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_second_ctrl_c_while_stopping_loses_nothing(mlflow_uri, small_corpus, tmp_path):
+    """The second Ctrl-C cut the stopping run short: no result.json, its MLflow run left RUNNING."""
+    tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-twice", log_checkpoint=False)
+    config = _config(small_corpus, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, [Boom(KeyboardInterrupt()), SecondCtrlC(), tracker])
+    run = MlflowClient(mlflow_uri).get_run(tracker.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["ablate.status"] == "interrupted"
+    from ablate.train import run_dir_for
+
+    assert json.loads((run_dir_for(config) / "result.json").read_text())["status"] == "interrupted"
+
+
 def test_diverged_run_is_marked_failed(mlflow_uri, small_corpus, tmp_path):
     tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-div", log_checkpoint=False)
     result = train(_config(small_corpus, tmp_path, lr=50.0, min_lr=0.0, warmup=0.0, grad_clip=0.0,
