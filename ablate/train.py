@@ -160,6 +160,18 @@ def resume(run: Run) -> None:
     state.resumed_from = state.step
 
 
+def _check_same_data(run_dir: Path, meta: dict) -> None:
+    """Resuming on data that changed since the run started would train one run on two datasets."""
+    try:
+        recorded = json.loads((run_dir / "config.json").read_text())["data"].get("fingerprint")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # no record to compare (a run from before config.json): the checkpoint's own checks apply
+    if recorded and meta.get("fingerprint") and recorded != meta["fingerprint"]:
+        raise AblateError(f"the data changed since the run in {run_dir} started (dataset fingerprint {recorded[:12]} "
+                          f"then, {meta['fingerprint'][:12]} now); resuming would train one run on two datasets: "
+                          "restore the data, or start over with --force")
+
+
 def save_checkpoint(run: Run) -> None:
     """Everything ``resume`` needs, written atomically (a reader never sees half a checkpoint)."""
     state = run.state
@@ -262,6 +274,7 @@ def start(config: RunConfig, callbacks: Sequence[Callback], resume_run: bool) ->
               callbacks if world.is_main else (), world=world)  # rank 0 alone tracks and prints
     run_peak(device, run.matmul_dtype)  # a first probe of the peak; the run's MFU divides by the best one
     if resume_run and run.checkpoint_path.exists():
+        _check_same_data(run_dir, data.meta)
         resume(run)
     if world.is_main:
         save_tokenizer(data.tokenizer, run_dir)  # `ablate sample` and `export` decode with it, from any folder

@@ -343,6 +343,29 @@ def test_an_interrupted_run_is_not_started_over_without_resume_or_force(corpus, 
     assert main(argv + ["--force"]) == 0
 
 
+def test_resume_on_data_that_changed_is_refused(corpus, tmp_path, capsys):
+    """--resume after the data file was edited trained the first steps on one text and the rest on another."""
+    import json
+    import shutil
+
+    data = tmp_path / "data.txt"
+    shutil.copy(corpus, data)
+    argv = ["run", "--no-track", "--size", "tiny", "--data", str(data), "--budget", "6steps", "--eval-points", "1",
+            "--out-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    (run_dir,) = (tmp_path / "r").iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    (run_dir / "result.json").write_text(json.dumps({**result, "status": "interrupted", "steps": 3}))
+    text = data.read_text()
+    data.write_text(text[len(text) // 2:] + text[: len(text) // 2])  # the same characters, another text
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the data changed since the run in" in err and "--force" in err, err
+    data.write_text(text)
+    assert main(argv + ["--resume"]) == 0  # restored: it resumes
+
+
 def test_a_tokenizer_spelling_is_one_fairness_value(cfg):
     """`--tokenizer BYTE` and `--tokenizer byte` are one run directory, and now one fairness value too:
     compare refused to pair them ("the runs differ in tokenizer BYTE vs byte")."""
