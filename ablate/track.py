@@ -48,7 +48,10 @@ def client_for(uri: str | None = None):
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from ablate.urls import check_sqlite_store
+
     resolved = tracking_uri(uri)
+    check_sqlite_store(resolved)  # a damaged store file is one line, not SQLAlchemy's traceback
     mlflow.set_tracking_uri(resolved)
     return MlflowClient(tracking_uri=resolved), resolved
 

@@ -49,6 +49,7 @@ def check_tracking_uri(uri: str) -> str:
                           "mode); use a database such as sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
     if uri.lower().startswith(("http://", "https://")):
         _check_reachable(uri)
+    check_sqlite_store(uri)
     return uri
 
 
@@ -115,6 +116,24 @@ def unreachable(url: str, timeout: float = REACH_TIMEOUT_S) -> str:
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """The explicit URI, else $MLFLOW_TRACKING_URI, else SQLite in the working directory (checked)."""
     return check_tracking_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+
+
+def check_sqlite_store(uri: str) -> None:
+    """A SQLite tracking URI whose file exists but is not a SQLite database (or is a folder) is one line:
+    MLflow would fail deep inside SQLAlchemy, or report that no run has the id asked for."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):])
+    if path.is_dir():
+        raise AblateError(f"tracking URI {uri} names a folder; give a database file, e.g. sqlite:///{path}/mlflow.db")
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return  # missing (it is created) or unreadable (MLflow's own message says so)
+    if head and head != b"SQLite format 3\x00":
+        raise AblateError(f"tracking URI {uri}: {path} is not a SQLite database (damaged, or another kind of file); "
+                          "point --tracking-uri / MLFLOW_TRACKING_URI at an MLflow database, or move the file away")
 
 
 def sqlite_store_missing(uri: str) -> bool:

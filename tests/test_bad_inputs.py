@@ -518,3 +518,21 @@ def test_python_P_ignores_a_hostile_module_in_the_working_directory(tmp_path):
     assert done.returncode == 0 and "hostile" not in done.stderr, done.stderr
     unsafe = subprocess.run([sys.executable, "-c", "import optuna"], cwd=tmp_path, capture_output=True, text=True)
     assert "hostile module imported" in unsafe.stderr  # the threat is real without -P
+
+
+@pytest.mark.parametrize("command", [["compare"], ["ui", "--port", "1"], ["sample", "--run", "0" * 32],
+                                     ["export", "0" * 32, "--to", "hf", "out"]])
+def test_a_damaged_tracking_database_is_one_line(command, tmp_path, capsys, monkeypatch):
+    """compare and ui printed SQLAlchemy's traceback; sample and export blamed the run id."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "bad.db"
+    db.write_text("not a db")
+    assert main([*command, "--tracking-uri", f"sqlite:///{db}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a SQLite database" in err, err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")  # the same store from the environment
+    from ablate.errors import AblateError
+    from ablate.track import client_for
+
+    with pytest.raises(AblateError, match="is not a SQLite database"):
+        client_for(None)
