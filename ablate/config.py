@@ -217,7 +217,7 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool, str]] = {
     "warmup": (0, True, None, False, "0.05 (a fraction) or 100 (steps)"),
     "label_smoothing": (0, True, 1, False, "0.1"), "divergence_factor": (1, False, None, False, "3.0"),
     "checkpoint_every": (0, True, None, False, "0 (at each eval point) or 100"),
-    "seed": (0, True, None, False, "0"), "eval_seed": (0, True, None, False, "1234"),
+    "seed": (0, True, 2**32 - 1, True, "0"), "eval_seed": (0, True, 2**32 - 1, True, "1234"),  # torch/numpy seeds
     "d_model": (0, True, None, False, "0 (the size preset's) or 256"), "n_layers": (0, True, None, False, "4"),
     "n_heads": (0, True, None, False, "4"), "context": (0, True, None, False, "256"),
 }
@@ -232,7 +232,7 @@ def _check_range(config: RunConfig, key: str) -> None:
         or (high is not None and (value > high or (value == high and not high_in)))
     if bad:
         lo = "" if low is None else ("[" if low_in else "(") + f"{low:g}, "
-        hi = "inf)" if high is None else f"{high:g}" + ("]" if high_in else ")")
+        hi = "inf)" if high is None else (f"{high}" if isinstance(high, int) else f"{high:g}") + ("]" if high_in else ")")
         raise AblateError(f"{key} must be a finite number in {lo}{hi}, got {value}; e.g. --{key.replace('_', '-')} {example}")
 
 

@@ -114,7 +114,7 @@ BAD_FLAGS = [
     ["--grad-accum", "0"], ["--eval-points", "0"], ["--eval-batches", "0"], ["--log-every", "0"],
     ["--label-smoothing", "1"], ["--label-smoothing", "-0.1"], ["--label-smoothing", "nan"],
     ["--schedule", "foo"], ["--dtype", "float16"], ["--device", "tpu"], ["--seed", "abc"], ["--seed", "-1"],
-    ["--eval-seed", "-1"], ["--d-model", "-64"], ["--d-model", "0.5"], ["--n-layers", "-1"],
+    ["--seed", "99999999999999999999"], ["--eval-seed", "18446744073709551616"], ["--eval-seed", "-1"], ["--d-model", "-64"], ["--d-model", "0.5"], ["--n-layers", "-1"],
     ["--n-heads", "-4"], ["--n-heads", "3"], ["--context", "-16"], ["--size", "nope"], ["--tokenizer", "foo"],
     ["--tokenizer", "bpe:abc"], ["--tokenizer", "bpe:0"], ["--tokenizer", "bpe:-5"], ["--val-split", "foo"],
     ["--bogus"], ["--budget"], ["--compile", "yes"], ["--init-from", "{root}/no-such-run"],
