@@ -224,6 +224,8 @@ CASES += [(f"study-cli-{i}", ["study", *argv]) for i, argv in enumerate([
     ["show", "{root}/study-ok.toml", "--set", "lr"], ["show", "{root}/study-ok.toml", "--set", "lrr=1"],
     ["show", "{root}/study-ok.toml", "--set", "lr=nan"], ["show", "{root}/study-ok.toml", "--set", "seeds=0"],
     ["show", "{root}/study-ok.toml", "--set", "budget=1e400steps"],
+    ["show", "{root}/study-ok.toml", "--name", "x" * 300],  # a traceback: file name too long
+    ["run", "{root}/study-ok.toml", "--name", "", "--state-dir", "{root}/state"],  # ran the file's own study
     ["run", "{root}/study-ok.toml", "--workers", "0", "--state-dir", "{root}/state"],
     ["run", "{root}/study-ok.toml", "--workers", "-1", "--state-dir", "{root}/state"],
     ["run", "{root}/study-ok.toml", "--threads", "0", "--state-dir", "{root}/state"],
@@ -348,6 +350,31 @@ def test_a_storage_typo_makes_no_folder_and_a_damaged_journal_names_its_line(pre
     code, err = run_case(["study", "status", str(root / "study-ok.toml"), "--storage",
                           str(root / "journal-middle.journal")], capsys)
     assert code == 2 and "is damaged (line 2: " in err, err
+
+
+def test_storage_that_is_another_kind_of_file_is_named_and_left_alone(prepared, capsys, tmp_path):
+    """A study file given as --storage was "damaged ... start over with --fresh" (--fresh failed the same way);
+    MLflow's database given as --storage got Optuna's tables; a missing folder in a SQLite URL was SQLAlchemy's
+    "unable to open database file"."""
+    import sqlite3
+
+    root = prepared["root"]
+    study = root / "study-ok.toml"
+    toml = tmp_path / "copy.toml"
+    toml.write_text(study.read_text())
+    code, err = run_case(["study", "run", str(study), "--storage", str(toml)], capsys)
+    assert code == 2 and "is not an Optuna study journal" in err and "--fresh" not in err, err
+    assert toml.read_text() == study.read_text()
+    mlflow_db = tmp_path / "mlflow.db"
+    with sqlite3.connect(mlflow_db) as db:  # the tables that make a database MLflow's
+        for table in ("experiments", "runs", "metrics"):
+            db.execute(f"CREATE TABLE {table} (id INTEGER)")
+    before = mlflow_db.read_bytes()
+    code, err = run_case(["study", "run", str(study), "--storage", f"sqlite:///{mlflow_db}"], capsys)
+    assert code == 2 and "is an MLflow tracking database" in err, err
+    assert mlflow_db.read_bytes() == before
+    code, err = run_case(["study", "run", str(study), "--storage", f"sqlite:///{tmp_path}/nodir/x.db"], capsys)
+    assert code == 2 and f"the folder {tmp_path}/nodir does not exist" in err, err
 
 
 def test_the_corpus_has_at_least_200_cases():

@@ -118,6 +118,39 @@ def test_the_design_cannot_change_once_the_study_has_run_until_decided(study, ca
     assert ctx.main().user_attrs[rounds.K_DESIGN]["margin"] == 0.5
 
 
+def test_until_decided_honours_report_and_prints_the_report_command(study, capsys, monkeypatch):
+    """`study run --until-decided --report` printed no report (the flag was ignored), nor the command for it."""
+    import ablate.cli.study as cli_study
+    from ablate.cli import main
+
+    spec, ctx = study
+    monkeypatch.setattr(cli_study, "_run_round", lambda args, ctx, threads: fake_round(ctx, []))
+    reports = []
+    monkeypatch.setattr(cli_study, "cmd_report", lambda args: reports.append(args.file))
+    where = [str(spec.path), "--until-decided", "--state-dir", str(spec.path.parent), "--tracking-uri", ctx.tracking_uri]
+    assert main(["study", "run", *where]) == 0 and reports == []
+    assert "verdict: ablate study report " in " ".join(capsys.readouterr().out.split())
+    assert main(["study", "run", *where, "--report"]) == 0 and reports == [str(spec.path)]
+
+
+def test_printed_commands_are_quoted_for_a_shell(tmp_path):
+    """A --set with parentheses and a path with a space were printed as is (bash: syntax error); the
+    "run ... first" hint left out the --set that made the study's settings."""
+    import shlex
+
+    from ablate.study import Context, load_study
+
+    folder = tmp_path / "sp ace"
+    folder.mkdir()
+    file = folder / "m.toml"
+    file.write_text('variants = ["baseline", "rope"]\ndata = "task:addition(digits=2)"\nsize = "tiny"\n'
+                    'budget = "2steps"\n')
+    spec = load_study(file, sets=["data=task:addition(digits=2,reverse=false)", "seeds=2"], name="n1")
+    command = Context(spec, "unused.journal").run_command()
+    assert shlex.split(command) == ["ablate", "study", "run", str(file), "--set",
+                                    "data=task:addition(digits=2,reverse=false)", "--set", "seeds=2", "--name", "n1"]
+
+
 def stalling_round(ctx, answered, stalls):
     """fake_round, with the trials of the variants in ``stalls`` marked stalled as run_trial marks them."""
     from ablate.study.keys import K_STALLED

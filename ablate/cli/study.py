@@ -1,4 +1,4 @@
-"""`ablate study ...`: run, join, watch and report declarative studies (file format: ablate/study/spec.py).
+"""`ablate study ...`: run, join, watch and report declarative studies (file format: docs/studies.md).
 
     ablate study run studies/positions.toml [--workers N] [--storage URL|PATH] [--gpu] [--set k=v]
     ablate study worker studies/positions.toml --storage postgresql://...   # join from another machine
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import time
@@ -250,19 +251,26 @@ def cmd_run(args) -> int:
         record = rounds.save(ctx, result, counts, design)
         console.print(rounds.table(record, spec.baseline, spec.metric).to_rich())
         console.print(f"  took {time.perf_counter() - started:.0f}s; {record['runs_used']} runs where a fixed design "
-                      f"would use {len(spec.variants) * len(spec.seeds)}", highlight=False, markup=False)
+                      f"would use {len(spec.variants) * len(spec.seeds)}; verdict: {_report_command(args)}",
+                      highlight=False, markup=False)
+        if args.report:  # it was ignored here
+            cmd_report(argparse.Namespace(**vars(args), out=None, no_log=False))
         return code
     code = _run_round(args, ctx, threads)
     if code in (2, 130, 143):
         return code
     _print_progress(ctx)
-    plugins = "".join(f"--plugin {path} " for path in getattr(args, "plugin", []) or [])
-    console.print(f"  took {time.perf_counter() - started:.0f}s; verdict: ablate {plugins}study report {args.file}"
-                  + _flags_again(args), highlight=False, markup=False)
+    console.print(f"  took {time.perf_counter() - started:.0f}s; verdict: {_report_command(args)}", highlight=False,
+                  markup=False)
     if args.report:
-        report_args = argparse.Namespace(**vars(args), out=None, no_log=False)
-        cmd_report(report_args)
+        cmd_report(argparse.Namespace(**vars(args), out=None, no_log=False))
     return code if code else (0 if _complete(ctx) else 1)
+
+
+def _report_command(args) -> str:
+    """`ablate study report FILE` with the flags this command was given, quoted for a shell."""
+    plugins = [w for path in getattr(args, "plugin", []) or [] for w in ("--plugin", path)]
+    return shlex.join(["ablate", *plugins, "study", "report", args.file]) + _flags_again(args)
 
 
 def _run_round(args, ctx, threads: int) -> int:
@@ -297,7 +305,7 @@ def _flags_again(args) -> str:
         extra += ["--set", s]
     if args.name:
         extra += ["--name", args.name]
-    return (" " + " ".join(extra)) if extra else ""
+    return (" " + shlex.join(extra)) if extra else ""
 
 
 def cmd_worker(args) -> int:

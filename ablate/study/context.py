@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,11 +53,13 @@ class Context:
         return self._storage
 
     def run_command(self) -> str:
-        """`ablate study run FILE` with the --gpu and --name that made this study's name."""
+        """`ablate study run FILE` with the --gpu, --set and --name that made this study, quoted for a shell."""
         spec = self.spec
         default = spec.file_name + ("-gpu" if spec.gpu else "")
-        return (f"ablate study run {spec.path}" + (" --gpu" if spec.gpu else "")
-                + (f" --name {spec.name}" if spec.name != default else ""))
+        words = ["ablate", "study", "run", str(spec.path), *(["--gpu"] if spec.gpu else [])]
+        words += [w for item in spec.overrides for w in ("--set", item)]  # the --set that made its settings
+        words += ["--name", spec.name] if spec.name != default else []
+        return shlex.join(words)
 
     def say(self, text: str) -> None:
         self.echo(f"{self.label}{text}")

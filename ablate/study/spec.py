@@ -33,6 +33,7 @@ TUNABLE = ("lr", "min_lr", "warmup", "weight_decay", "beta1", "beta2", "grad_cli
 # settings that change where and how fast a run goes, never its result: they may differ between workers
 EXECUTION_ONLY = ("device", "compile", "out_dir", "cache_dir", "log_every", "checkpoint_every")
 DEFAULT_SEEDS = 3
+MAX_NAME = 100  # a study's name names its folders and journal (file names stop at 255 bytes)
 MAX_SEEDS = 10_000  # a count beyond this is a typo, not a study (and would fill memory with its seed list)
 
 
@@ -204,8 +205,14 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
             raise fail(path, table, f"must be a table ([{table}]), got {data[table]!r}")
 
     file_name = data.get("name", path.stem)
-    if not isinstance(file_name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", file_name):
-        raise fail(path, "name", f"must be a simple name (letters, digits, _ . -), got {file_name!r}")
+    if not isinstance(file_name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", file_name) \
+            or len(file_name) > MAX_NAME:  # it names folders and files: a long one fails the file system
+        raise fail(path, "name", f"must be a simple name (letters, digits, _ . -) of at most {MAX_NAME} characters, "
+                                 f"got {file_name[:MAX_NAME + 10] if isinstance(file_name, str) else file_name!r}")
+    study_name = name if name is not None else file_name + ("-gpu" if gpu else "")  # --name "": refused, not ignored
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study_name) or len(study_name) > MAX_NAME:
+        raise AblateError(f"--name {study_name[:MAX_NAME + 10]!r} must be a simple name (letters, digits, _ . -) of at "
+                          f"most {MAX_NAME} characters")
     description = data.get("description", "")
     if not isinstance(description, str):
         raise fail(path, "description", "must be a string")
@@ -263,7 +270,7 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
             raise AblateError(f"--set {key}: unknown setting{f'; did you mean {close[0]!r}?' if close else ''} "
                               f"(--set takes seeds and a run's settings: see `ablate run --help`)")
         values[key] = config_value("--set", key, key, value)
-    values.setdefault("out_dir", str(Path("runs") / "studies" / (name or file_name + ("-gpu" if gpu else ""))))
+    values.setdefault("out_dir", str(Path("runs") / "studies" / study_name))
     config = _checked_config(path, values)
     if unapplied:
         _checked_config(path, {**values, **unapplied}, "[gpu]: ")
@@ -358,9 +365,6 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
     pretrain, finetune = parse_stage_tables(path, data, config, protocol)
     recipes = parse_recipes(path, data.get("recipes"), variants, _canonical)
 
-    study_name = name or (file_name + ("-gpu" if gpu else ""))
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study_name):
-        raise AblateError(f"--name {study_name!r} must be a simple name (letters, digits, _ . -)")
     return StudySpec(path=path.resolve(), name=study_name, file_name=file_name, description=description,
                      protocol=protocol, metric=metric, alpha=float(alpha), seeds=seeds, baseline=baseline,
                      variants=variants, slots=slots, hparams=hparams, search=search, tune=tune, config=config,

@@ -60,6 +60,8 @@ def open_storage(url: str):
     if "://" in url:
         from optuna.storages import RDBStorage
 
+        _check_sqlite_storage(url)
+
         callback = retry_callback()
         accepts = inspect.signature(RDBStorage).parameters
         key = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in accepts else "failed_trial_callback"
@@ -80,11 +82,12 @@ def open_storage(url: str):
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(url)
-    damaged = (f"the study journal {path} is damaged ({{}}); restore it from a copy, or start the study over "
-               "with --fresh (or another --state-dir)")
+    damaged = (f"the study journal {path} is damaged ({{}}); restore it from a copy, or move it away to start the "
+               "study over (or give another --storage / --state-dir)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file():
+            _check_journal_start(path)
             repair_journal(path)
         return JournalStorage(JournalFileBackend(str(path)))
     except OSError as err:
@@ -93,6 +96,46 @@ def open_storage(url: str):
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, AssertionError) as err:  # garbage, unknown op
         why = " ".join(str(err).split())[:100] or type(err).__name__
         raise AblateError(damaged.format(f"{_first_bad_line(path)}{why}")) from None
+
+
+def _check_journal_start(path: Path) -> None:
+    """A non-empty file whose first line is not an Optuna record is another file given as --storage (a
+    study's TOML, a log), not a damaged journal: say so, before anything is appended to it."""
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    if first.strip() and not _is_record(first):
+        raise AblateError(f"{path} is not an Optuna study journal (its first line is not one of Optuna's records); "
+                          "give --storage a new file, an existing journal, or a database URL")
+
+
+def _check_sqlite_storage(url: str) -> None:
+    """A SQLite storage in a folder that does not exist, in a file that is not SQLite, or in MLflow's own
+    database (Optuna would add its tables there) is one line, before Optuna touches it."""
+    import sqlite3
+
+    from ablate.urls import check_sqlite_store
+
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url[len("sqlite:///"):])
+    if not path.parent.is_dir():
+        raise AblateError(f"cannot open Optuna storage {url}: the folder {path.parent} does not exist; create it, or "
+                          "give --storage a path in an existing folder")
+    try:
+        check_sqlite_store(url)
+    except AblateError:
+        raise AblateError(f"--storage {url}: {path} is not a SQLite database; give a new file or an Optuna "
+                          "database") from None
+    if not path.is_file():
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error:
+        return  # locked or unreadable: Optuna's own error says what
+    if {"experiments", "runs", "metrics"} <= tables:
+        raise AblateError(f"--storage {url} is an MLflow tracking database; the study's Optuna storage is another "
+                          "file (e.g. --storage study.db), and --tracking-uri names MLflow's")
 
 
 def _first_bad_line(path: Path) -> str:
@@ -142,7 +185,8 @@ def repair_journal(path: Path) -> int:
         if lines and not _is_record(lines[-1]):  # the last complete line is torn too, if a good one precedes it
             if len(lines) < 2 or not _is_record(lines[-2]):
                 raise AblateError(f"the study journal {path} is damaged (its last records are not Optuna's); "
-                                  "restore it from a copy, or start the study over with --fresh (or another --state-dir)")
+                                  "restore it from a copy, or move it away to start the study over (or give another "
+                                  "--storage / --state-dir)")
             cut -= len(lines[-1])
         if head + cut == size:
             return 0
