@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -174,7 +175,14 @@ class MLflowTracker(Callback):
         if parent:
             tags[MLFLOW_PARENT_RUN_ID] = parent
         earlier = self._earlier_runs(exp_id, run, parent)
-        if run.resumed_from is not None and earlier:
+        started = self._earlier_runs(exp_id, run, parent, any_parent=True) if run.resumed_from is not None else []
+        if run.resumed_from is not None and not earlier and started:  # --resume with another --group (or none)
+            where = started[0].data.tags.get("ablate.in_group")
+            print(f"ablate: note: a resumed run continues its MLflow run where it started ("
+                  f"{f'group {where}' if where else 'no group'}); --group applies to new runs only", file=sys.stderr)
+            tags = {k: v for k, v in tags.items() if k != "ablate.in_group"}
+            self._continue(started[0], tags)
+        elif run.resumed_from is not None and earlier:
             self._continue(earlier.pop(0), tags)
         else:
             created = self.client.create_run(exp_id, run_name=f"{run.variant_name} seed {run.config.seed}",
@@ -186,10 +194,11 @@ class MLflowTracker(Callback):
             self.client.delete_run(stale.info.run_id)
         self.seconds_logging += time.perf_counter() - t0
 
-    def _earlier_runs(self, exp_id: str, run: RunState, parent: str | None) -> list:
-        """This run directory's earlier MLflow runs under the same parent (none: top level), newest first."""
+    def _earlier_runs(self, exp_id: str, run: RunState, parent: str | None, any_parent: bool = False) -> list:
+        """This run directory's earlier MLflow runs under the same parent (none: top level; ``any_parent``:
+        under any), newest first."""
         found = find_runs(self.client, [exp_id], {"ablate.run_dir": str(run.run_dir)}, max_results=100)
-        found = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent]
+        found = [r for r in found if any_parent or r.data.tags.get("mlflow.parentRunId") == parent]
         return sorted(found, key=lambda r: r.info.start_time or 0, reverse=True)
 
     def _continue(self, earlier, tags: dict[str, str]) -> None:

@@ -333,6 +333,24 @@ def test_resuming_continues_the_mlflow_run_and_retraining_replaces_it(mlflow_uri
     assert old.info.lifecycle_stage == "deleted" and old.data.tags["ablate.superseded_by"] == fresh.run_id
 
 
+def test_resuming_with_another_group_continues_the_run_in_its_own_group(mlflow_uri, small_corpus, tmp_path, capsys):
+    """--resume with another --group (or none) made a second MLflow run from the resumed step on, and the
+    first stayed KILLED in the old group, where compare said to resume it."""
+    config = _config(small_corpus, tmp_path, budget="20steps", eval_points=4)
+    first = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-regroup", group="g2", log_checkpoint=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, [first, Boom(KeyboardInterrupt())])
+    capsys.readouterr()
+    again = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-regroup", group="g9", log_checkpoint=False)
+    train(config, [again], resume=True)
+    assert "continues its MLflow run where it started (group g2)" in capsys.readouterr().err
+    client, runs = _runs(mlflow_uri, "t-regroup", "tags.`ablate.run_dir` != ''")
+    (run,) = [r for r in runs if "ablate.run_dir" in r.data.tags]
+    assert run.info.run_id == first.run_id == again.run_id and run.info.status == "FINISHED"
+    assert run.data.tags["ablate.in_group"] == "g2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/val_loss")] == [0, 5, 10, 15, 20]
+
+
 def test_compare_reads_stores_written_before_the_summary_prefix(mlflow_uri, small_corpus, tmp_path):
     """Runs logged by an older ablate (``final_val_loss`` etc. without ``summary/``) still compare."""
     from ablate.compare import load_records
