@@ -133,6 +133,28 @@ def test_until_decided_honours_report_and_prints_the_report_command(study, capsy
     assert main(["study", "run", *where, "--report"]) == 0 and reports == [str(spec.path)]
 
 
+def test_a_study_refuses_another_tracking_store(study, capsys, monkeypatch, tmp_path):
+    """A later `study run` with another --tracking-uri (or $MLFLOW_TRACKING_URI) logged the new runs to that
+    store, and neither store could report the study."""
+    import ablate.cli.study as cli_study
+    from ablate.cli import main
+
+    spec, ctx = study
+    monkeypatch.setattr(cli_study, "_run_round", lambda args, ctx, threads: fake_round(ctx, []))
+    where = [str(spec.path), "--state-dir", str(spec.path.parent), "--experiment", "t-rounds"]
+    assert main(["study", "run", *where, "--tracking-uri", ctx.tracking_uri]) == 0
+    capsys.readouterr()
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    for command in (["run", *where, "--tracking-uri", other], ["status", *where, "--tracking-uri", other]):
+        assert main(["study", *command]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "logs to" in err and "--name NEW" in err, err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert main(["study", "status", *where]) == 2
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ctx.tracking_uri)  # the study's own store: fine
+    assert main(["study", "status", *where]) == 0
+
+
 def test_printed_commands_are_quoted_for_a_shell(tmp_path):
     """A --set with parentheses and a path with a space were printed as is (bash: syntax error); the
     "run ... first" hint left out the --set that made the study's settings."""

@@ -14,6 +14,7 @@ from ablate.errors import AblateError
 from ablate.study.keys import GRACE_SECONDS, HEARTBEAT_SECONDS
 from ablate.study.spec import StudySpec
 from ablate.study.storage import open_storage
+from ablate.urls import redact
 
 @dataclass
 class WorkSummary:
@@ -103,9 +104,14 @@ class Context:
     # -- MLflow
     def adopt_tracking(self, attrs: dict[str, Any]) -> None:
         """Unless told otherwise (flag, $MLFLOW_TRACKING_URI), log where the study was created to."""
+        stored = attrs.get("ablate.tracking_uri")
+        given = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if given and stored and not _same_store(given, stored):  # its runs would be split over two stores
+            raise AblateError(f"study {self.spec.name!r} logs to {stored}, not {redact(given)}; leave --tracking-uri "
+                              "and $MLFLOW_TRACKING_URI out (or give that store), or run it as a new study with "
+                              "--name NEW")
         if self.tracking_uri is None:
-            stored = attrs.get("ablate.tracking_uri")
-            self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or stored
+            self.tracking_uri = given or stored
             if self.tracking_uri and ":***@" in self.tracking_uri:  # stored without its password
                 raise AblateError(f"this study logs to {stored}; give its password through --tracking-uri or "
                                   "$MLFLOW_TRACKING_URI (ablate never stores it)")
@@ -118,6 +124,14 @@ class Context:
 
             self._client, self.tracking_uri = client_for(self.tracking_uri)
         return self._client
+
+
+def _same_store(given: str, stored: str) -> bool:
+    """Whether a tracking URI names the store a study recorded (stored redacted; SQLite by its file)."""
+    given = redact(given)
+    if given.startswith("sqlite:///") and stored.startswith("sqlite:///"):
+        return Path(given[len("sqlite:///"):]).resolve() == Path(stored[len("sqlite:///"):]).resolve()
+    return given.rstrip("/") == stored.rstrip("/")
 
 
 def tune_study_name(spec: StudySpec, variant: str | None = None) -> str:
