@@ -2,6 +2,7 @@
 a stand-in worker answers each queued trial with a made-up loss, so the scheduling itself is tested)."""
 
 import random
+from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
@@ -153,6 +154,53 @@ def test_a_study_refuses_another_tracking_store(study, capsys, monkeypatch, tmp_
     assert main(["study", "status", *where]) == 2
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ctx.tracking_uri)  # the study's own store: fine
     assert main(["study", "status", *where]) == 0
+
+
+def test_a_study_refuses_data_that_changed_under_the_same_path(small_corpus, tmp_path, mlflow_uri, capsys, monkeypatch):
+    """The same data path with other contents (an edited file, or a relative path read from another folder)
+    trained the new seeds on it silently; the report then refused the whole study as unfair."""
+    import ablate.cli.study as cli_study
+    from ablate.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    text = small_corpus.read_text()
+    corpus.write_text(text)
+    file = write_study(tmp_path / "d.toml", corpus, name="d", seeds=2, variants=["baseline", "rope"])
+    monkeypatch.setattr(cli_study, "_run_round", lambda args, ctx, threads: fake_round(ctx, []))
+    where = [str(file), "--state-dir", str(tmp_path), "--tracking-uri", mlflow_uri, "--experiment", "t-data"]
+    assert main(["study", "run", *where]) == 0
+    assert main(["study", "run", *where]) == 0  # the same data: fine
+    corpus.write_text(text[len(text) // 2:] + text[: len(text) // 2])
+    capsys.readouterr()
+    assert main(["study", "run", *where, "--set", "seeds=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was made on other data" in err and "--name NEW" in err, err
+
+
+def test_study_report_over_unfair_runs_names_its_own_fixes(study, monkeypatch):
+    """study report passed on compare's fix (--group NAME, --where ...), flags study report does not have."""
+    from types import SimpleNamespace
+
+    import sys
+
+    import ablate.compare
+    from ablate.report import study as report_study
+
+    spec, ctx = study
+
+    def unfair(*args, **kwargs):
+        raise AblateError("no verdict over unfair runs: the runs differ in data a (2 runs) vs b (2 runs) (2 groups); "
+                          "compare one group: --group NAME, or select with --where data=a (or --where KEY=VALUE)")
+
+    monkeypatch.setattr(sys.modules["ablate.study.progress"], "compare_trials", lambda ctx: ([SimpleNamespace(user_attrs={"run": 1})], []))
+    monkeypatch.setattr(ablate.compare, "load_records", lambda **kw: [])
+    monkeypatch.setattr(ablate.compare, "compare", unfair)
+    monkeypatch.setattr("ablate.study.keys.K_RUN", "run")
+    with pytest.raises(AblateError) as err:
+        report_study.compare_report(ctx, Path("unused"), console=None)
+    text = str(err.value)
+    assert "differ in data a (2 runs) vs b" in text and "--fresh" in text and "--name NEW" in text
+    assert "--group NAME" not in text
 
 
 def test_printed_commands_are_quoted_for_a_shell(tmp_path):

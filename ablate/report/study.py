@@ -60,7 +60,15 @@ def compare_report(ctx, out: Path, console: Console, wide: bool = False, found: 
                           f"`{ctx.run_command()}` first")
     records = load_records(tracking_uri=ctx.tracking_uri, experiment=ctx.experiment,
                            run_ids=[t.user_attrs[K_RUN] for t in trials], metric=spec.metric)
-    comparison = compare(records, baseline=spec.baseline, metric=spec.metric, alpha=spec.alpha)
+    try:
+        comparison = compare(records, baseline=spec.baseline, metric=spec.metric, alpha=spec.alpha)
+    except AblateError as err:  # compare's fix (--group, --where) is not a flag of study report
+        text = str(err)
+        if not text.startswith("no verdict over unfair runs"):
+            raise
+        raise AblateError(text.split("; compare one group")[0] + f"; study {spec.name!r} holds runs trained on other "
+                          "settings or data: run it over again with --fresh, or as a new study with --name NEW "
+                          "(`ablate compare` can report one group of them with --where)") from None
     console.print(f"study {spec.name} ({spec.protocol}): {comparison_header(comparison, records)}",
                   highlight=False, markup=False)
     print_comparison(comparison, console, wide=wide)

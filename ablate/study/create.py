@@ -94,6 +94,15 @@ def _one_at_a_time(storage_url: str):
         os.close(fd)  # releases the lock
 
 
+def data_key(spec: StudySpec) -> str:
+    """The study's data as its runs' fairness key ``data`` holds it: the corpus's fingerprint (its contents and
+    tokenizer), or a task's held-out problems'."""
+    from ablate.run_inputs import prepare_run
+
+    meta = prepare_run(spec.config)[3].meta
+    return str(meta.get("problems_fingerprint", meta.get("fingerprint", "")))
+
+
 def _create(ctx: Context, fresh: bool) -> dict[str, Any]:
     import optuna
 
@@ -108,17 +117,25 @@ def _create(ctx: Context, fresh: bool) -> dict[str, Any]:
     main = ctx.create_study(spec.name)
     attrs = main.user_attrs
     ctx.adopt_tracking(attrs)
+    data = data_key(spec)
     if "ablate.identity" in attrs:
         if changed := settings_changed(spec, attrs):
             raise AblateError(f"study {spec.name!r} in {ctx.storage_url} was made with other settings "
                               f"({changed}); keep the file as it was, run these settings as a "
                               f"new study with --name NEW, or start over with --fresh")
+        if attrs.get("ablate.data", data) != data:  # the same path, other contents: its runs would not pair
+            raise AblateError(f"study {spec.name!r} was made on other data: {spec.config.data} has changed since "
+                              f"(fingerprint {attrs['ablate.data'][:12]} then, {data[:12]} now; a relative path is "
+                              "read from the folder you run in); restore it, run it as a new study with --name NEW, "
+                              "or start over with --fresh")
     else:
         main.set_user_attr("ablate.identity", spec.identity())
         main.set_user_attr("ablate.fingerprint", spec.fingerprint())
         main.set_user_attr("ablate.file", str(spec.path))
         main.set_user_attr("ablate.protocol", spec.protocol)
         main.set_user_attr("ablate.created", time.strftime("%Y-%m-%d %H:%M:%S"))
+    if "ablate.data" not in attrs:
+        main.set_user_attr("ablate.data", data)
     if "ablate.mlflow_parent" not in attrs:
         parent = _create_parent(ctx)
         main.set_user_attr("ablate.mlflow_parent", parent)
