@@ -111,6 +111,39 @@ def test_version_and_ui_port_mistakes_are_one_line_exit_2(capsys):
     assert "not a TCP port" in capsys.readouterr().err
 
 
+class _Server:
+    """subprocess.Popen's stand-in for MLflow's server: writes its last words to its log and ends by itself."""
+
+    def __init__(self, cmd, *args, stdout=None, **kwargs):
+        self.pid, self.log, self.words = 0, stdout, _Server.words
+
+    def wait(self, timeout=None):
+        if self.log is not None and self.words:
+            self.log.write(self.words)
+            self.log.flush()
+        return 0
+
+
+@pytest.mark.parametrize("words,code,needle", [
+    ("ERROR: [Errno 98] error while attempting to bind on address ('127.0.0.1', 5000): address already in use\n", 2,
+     "the port was taken while MLflow started"),
+    ("something else went wrong\n", 1, "the MLflow server stopped (exit 0)"),
+])
+def test_ui_whose_server_ends_by_itself_says_so(words, code, needle, monkeypatch, tmp_path, capsys):
+    """A second `ablate ui` started while the first was still binding the port exited 0, silently."""
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:  # a port free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    _Server.words = words
+    monkeypatch.setattr(subprocess, "Popen", _Server)
+    assert main(["ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == code
+    assert needle in capsys.readouterr().err
+
+
 def _options(parser, path):
     import argparse
 

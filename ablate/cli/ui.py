@@ -130,11 +130,18 @@ def cmd_ui(args) -> int:
         stop()
         proc.wait(timeout=10)
         return 0
-    if code and log is not None:  # the server's own words, which were kept quiet while it ran
+    # the server ended by itself (Ctrl-C and SIGTERM return above): never a silent exit 0
+    tail = ""
+    if log is not None:  # the server's own words, which were kept quiet while it ran
         log.seek(0)
-        print("".join(log.readlines()[-20:]), file=sys.stderr, end="")
-        print(f"ablate: error: the MLflow server stopped (exit {code}); its last lines are above", file=sys.stderr)
-    return code
+        tail = "".join(log.readlines()[-20:])
+    if "address already in use" in tail.lower():  # another server took the port after the check above
+        raise AblateError(f"cannot serve on {args.host}:{args.port}: the port was taken while MLflow started "
+                          "(another `ablate ui` or server on it); pick another --port")
+    print(tail, file=sys.stderr, end="")
+    print(f"ablate: error: the MLflow server stopped (exit {code})" + ("; its last lines are above" if tail else ""),
+          file=sys.stderr)
+    return code or 1
 
 
 def add_commands(sub) -> None:
