@@ -233,7 +233,9 @@ def interval_at(paired: Paired, level: float) -> tuple[float, float]:
 def named_baseline(baseline: str) -> str:
     """"baseline", or "baseline rope" when the baseline is another variant than the one called ``baseline``
     (which can then be a row of its own): how verdicts, warnings and messages name it."""
-    return "baseline" if baseline in ("", "baseline") else f"baseline {baseline}"
+    if baseline in ("", "baseline") or baseline.startswith(("baseline ", "baseline@")):  # "baseline (scratch, ...)"
+        return baseline or "baseline"
+    return f"baseline {baseline}"
 
 
 def unstable_verdict(

@@ -317,6 +317,12 @@ def test_render_table_and_text():
     c = build_comparison(make_records(), "baseline", "val_bpb")
     table = render_table(c)
     assert isinstance(table, Table) and table.row_count == 3
+    headers = [str(col.header) for col in table.columns]  # --wide: every column, as --json, --csv and report.md
+    assert any("(unadjusted)" in h for h in headers), headers
+    from ablate.stats import named_baseline
+
+    assert named_baseline("baseline (scratch, 143,360 tokens)") == "baseline (scratch, 143,360 tokens)"
+    assert named_baseline("rope") == "baseline rope" and named_baseline("baseline") == "baseline"
     text = render_text(c)
     for name in ("baseline", "rope", "swiglu", "helps", "Noise floor"):
         assert name in text

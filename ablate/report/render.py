@@ -134,8 +134,9 @@ def verdict_table(comparison: Comparison, unadjusted: bool = False) -> CellTable
 
 
 def render_table(comparison: Comparison) -> Table:
-    """The whole verdict table (every column) as a :class:`rich.table.Table` (baseline first)."""
-    return verdict_table(comparison).to_rich()
+    """The whole verdict table (every column, the unadjusted interval too, as in report.md, --json and
+    --csv) as a :class:`rich.table.Table` (baseline first)."""
+    return verdict_table(comparison, unadjusted=True).to_rich()
 
 
 def narrow_tables(comparison: Comparison) -> tuple[Table, Table]:
