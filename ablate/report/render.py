@@ -134,9 +134,8 @@ def verdict_table(comparison: Comparison, unadjusted: bool = False) -> CellTable
 
 
 def render_table(comparison: Comparison) -> Table:
-    """The whole verdict table (every column, the unadjusted interval too, as in report.md, --json and
-    --csv) as a :class:`rich.table.Table` (baseline first)."""
-    return verdict_table(comparison, unadjusted=True).to_rich()
+    """The whole verdict table (every column) as a :class:`rich.table.Table` (baseline first)."""
+    return verdict_table(comparison).to_rich()
 
 
 def narrow_tables(comparison: Comparison) -> tuple[Table, Table]:
@@ -160,8 +159,8 @@ def narrow_tables(comparison: Comparison) -> tuple[Table, Table]:
 
 def print_comparison(comparison: Comparison, console: Console, wide: bool = False) -> None:
     """The verdict table (80 columns unless ``wide``), the noise floor and the warnings, on a terminal."""
-    if wide:
-        console.print(render_table(comparison))
+    if wide:  # every column, the unadjusted interval too (as report.md, --json and --csv)
+        console.print(verdict_table(comparison, unadjusted=True).to_rich())
     else:
         for table in narrow_tables(comparison):
             console.print(table)
