@@ -377,6 +377,19 @@ def test_storage_that_is_another_kind_of_file_is_named_and_left_alone(prepared, 
     assert code == 2 and f"the folder {tmp_path}/nodir does not exist" in err, err
 
 
+def test_a_device_that_is_not_here_is_refused_before_the_study_is_made(prepared, capsys, tmp_path):
+    """`--set device=cuda` without CUDA made the study and failed its trial 0 ("1 failed attempt(s)")."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here")
+    state = tmp_path / "state"
+    code, err = run_case(["study", "run", str(prepared["root"] / "study-ok.toml"), "--set", "device=cuda",
+                          "--state-dir", str(state)], capsys)
+    assert code == 2 and "CUDA is not available here" in err, err
+    assert not any(state.glob("*.journal")), list(state.iterdir())
+
+
 def test_the_corpus_has_at_least_200_cases():
     assert len(CASES) >= 200, len(CASES)
 
@@ -563,3 +576,12 @@ def test_a_damaged_tracking_database_is_one_line(command, tmp_path, capsys, monk
 
     with pytest.raises(AblateError, match="is not a SQLite database"):
         client_for(None)
+
+
+def test_a_set_value_is_blamed_on_set_not_the_file():
+    from ablate.errors import AblateError
+    from ablate.study import load_study
+
+    study = Path(__file__).resolve().parents[1] / "studies" / "lr-search.toml"
+    with pytest.raises(AblateError, match=r"^'seeds' in --set: a search trains one seed per trial"):
+        load_study(study, sets=["seeds=3"])

@@ -28,6 +28,9 @@ def preflight(spec: StudySpec, limit: int = 64) -> int:
     from ablate.tasks import TaskData
     from ablate.train import prepare_run, row_width
 
+    from ablate.optim import pick_device
+
+    pick_device(spec.config.device)  # `--set device=cuda` without CUDA: before the study is made, not in trial 0
     if spec.protocol == "search":
         candidates = [compose_variant(b, dict(zip(spec.slots, picks))) for b in spec.variants
                       for picks in itertools.product(*spec.slots.values())]

@@ -325,8 +325,8 @@ def load_study(path: str | Path, *, gpu: bool = False, sets: Sequence[str] = (),
                                         "hyperparameters (e.g. lr = {low = 1e-4, high = 3e-3, log = true}) "
                                         "or two or more variants")
         if len(seeds) != 1:
-            raise fail(path, "seeds", f"a search trains one seed per trial; set seeds = [{seeds[0]}] "
-                                       "(or use protocol = \"tune-then-compare\" to compare over seeds)")
+            raise fail(seeds_source, "seeds", f"a search trains one seed per trial; set seeds = [{seeds[0]}] "
+                                               "(or use protocol = \"tune-then-compare\" to compare over seeds)")
         search = search_meta(path, meta)
         variants = tuple(base_variants or [baseline])
         for base in variants:  # every slot choice must fit every base variant
