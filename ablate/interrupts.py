@@ -1,5 +1,5 @@
-"""Holding Ctrl-C and SIGTERM while a stopping run saves what it has: a second Ctrl-C (people press it
-twice) must not cut the checkpoint, ``result.json`` or the MLflow run's last metrics and status short."""
+"""Holding Ctrl-C and SIGTERM while a run saves what it has: a Ctrl-C (people press it twice) must not cut
+the checkpoint, ``result.json`` or the MLflow run's last metrics and status short."""
 
 from __future__ import annotations
 
@@ -11,14 +11,19 @@ from contextlib import contextmanager
 
 @contextmanager
 def held() -> Iterator[None]:
-    """Ignore SIGINT and SIGTERM inside (the run is stopping already); their handlers come back after.
-    Outside the main thread, where handlers cannot be set, it does nothing."""
+    """SIGINT and SIGTERM that arrive inside are held, not acted on; when it ends, their handlers come back
+    and the first one held is delivered again (so a stop asked for while a finished run saved its result
+    still stops the process, after the result is safe). Outside the main thread it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    arrived: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if arrived:
+            signal.raise_signal(arrived[0])

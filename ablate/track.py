@@ -317,6 +317,9 @@ class MLflowTracker(Callback):
     def on_end(self, run: RunState, result: RunResult) -> None:
         from mlflow.entities import Metric
 
+        if self.run_id is None:  # stopped before its MLflow run was made
+            return
+
         t0 = time.perf_counter()
         now = int(time.time() * 1000)
         final = {f"final_{k}": v for k, v in result.final.items()}

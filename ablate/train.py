@@ -298,11 +298,11 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
     train_model = torch.compile(train_model) if config.compile else train_model
     plan = EvalPlan(config.eval_points, state.total_steps, [int(r["step"]) for r in run.eval_rows])
     tokens_per_step = config.batch_size * config.grad_accum * row_width(run.data, state.dims["context"])
-    for cb in run.callbacks:
-        cb.on_start(state)
     status, message = "finished", ""
     run.model.train()
     try:
+        for cb in run.callbacks:  # inside: an interrupt while the tracker opens its MLflow run still closes it
+            cb.on_start(state)
         while True:
             state.progress = run.progress()
             due, done = plan.due(state.step, state.progress, run.finished()), run.finished()
@@ -355,9 +355,10 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
             save_checkpoint(run)
             finish(run, "interrupted", f"interrupted at step {state.step}; continue with --resume")
         raise
-    if status == "finished":
-        save_checkpoint(run)
-    return finish(run, status, message)
+    with interrupts.held():  # a stop asked for now comes after the result is saved, not halfway through it
+        if status == "finished":
+            save_checkpoint(run)
+        return finish(run, status, message)
 
 
 def finish(run: Run, status: str, message: str) -> RunResult:

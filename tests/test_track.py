@@ -102,6 +102,20 @@ def test_a_second_ctrl_c_while_stopping_loses_nothing(mlflow_uri, small_corpus, 
     assert json.loads((run_dir_for(config) / "result.json").read_text())["status"] == "interrupted"
 
 
+def test_ctrl_c_while_a_finished_run_saves_its_result_stops_after_it(mlflow_uri, small_corpus, tmp_path):
+    """Ctrl-C during a finished run's last logging left its MLflow run RUNNING: in a study, the trial was then
+    failed ("its worker died") and trained again. The stop now comes after the result is saved."""
+    tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-late", log_checkpoint=False)
+    config = _config(small_corpus, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, [SecondCtrlC(), tracker])
+    run = MlflowClient(mlflow_uri).get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["ablate.status"] == "finished"
+    from ablate.train import run_dir_for
+
+    assert json.loads((run_dir_for(config) / "result.json").read_text())["status"] == "finished"
+
+
 def test_diverged_run_is_marked_failed(mlflow_uri, small_corpus, tmp_path):
     tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-div", log_checkpoint=False)
     result = train(_config(small_corpus, tmp_path, lr=50.0, min_lr=0.0, warmup=0.0, grad_clip=0.0,
