@@ -100,7 +100,10 @@ def test_compare_metric_acc_end_to_end(mlflow_uri, tmp_path, capsys, monkeypatch
     capsys.readouterr()
     # a finished (configuration, seed) asked for again in another group trains nothing, and says so
     assert main(["run", "--variant", "rope", "--data", "task:addition(digits=2)", "--group", "other", *common]) == 0
-    assert "stays in the group it was trained in; if that was not other, pass --force" in capsys.readouterr().err
+    assert "It stays in the group g, where it was trained; pass --force to train it again in other" in \
+        capsys.readouterr().err  # it said "if that was not other": the group it is in is named now
+    assert main(["run", "--variant", "rope", "--data", "task:addition(digits=2)", "--group", "g", *common]) == 0
+    assert "It is in the group g already" in capsys.readouterr().err
     assert main(["compare", "--tracking-uri", mlflow_uri, "--experiment", "t-acc", "--group", "g",
                  "--metric", "acc", "--no-log", "--out", str(tmp_path / "r1")]) == 0
     text = " ".join(capsys.readouterr().out.split())  # rich wraps the title

@@ -108,6 +108,12 @@ def cmd_run(args) -> int:
         group = getattr(args, "group", None)
         where = (f" A finished run stays in the group it was trained in; if that was not {group}, pass --force to "
                  f"train it again in {group}" if group else " Pass --force to train it again")
+        if group and not getattr(args, "no_track", False):
+            trained_in = _group_of(done.run_dir, args)
+            if trained_in is not None:
+                where = (f" It is in the group {group} already." if trained_in == group else
+                         f" It stays in {f'the group {trained_in}' if trained_in else 'no group'}, where it was "
+                         f"trained; pass --force to train it again in {group}")
         print(f"ablate: this run has finished already ({done.run_dir}); its result is above.{where}", file=sys.stderr)
         return 0
     if not args.resume and not args.force:
@@ -176,6 +182,22 @@ def _refuse_to_start_over(config) -> None:
     at = f" at step {steps}" if isinstance(steps, int) else ""
     raise AblateError(f"this run was stopped{at} and its checkpoint is in {run_dir}; continue it with --resume, "
                       "or pass --force to start it over")
+
+
+def _group_of(run_dir, args) -> str | None:
+    """The group a finished run was logged in ("" for none), from its MLflow run; None when unknown."""
+    try:
+        from ablate.track import DEFAULT_EXPERIMENT, client_for, find_runs
+        from ablate.urls import resolve_tracking_uri, sqlite_store_missing
+
+        if sqlite_store_missing(resolve_tracking_uri(args.tracking_uri)):
+            return None
+        client, _ = client_for(args.tracking_uri)
+        exp = client.get_experiment_by_name(args.experiment or DEFAULT_EXPERIMENT)
+        runs = find_runs(client, [exp.experiment_id], {"ablate.run_dir": str(run_dir)}, max_results=10) if exp else []
+    except Exception:  # noqa: BLE001 - a hint, not worth failing a finished run's report
+        return None
+    return runs[0].data.tags.get("ablate.in_group", "") if runs else None
 
 
 def _say_if_nothing_to_resume(config) -> None:
