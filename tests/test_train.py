@@ -364,6 +364,12 @@ def test_resume_on_data_that_changed_is_refused(corpus, tmp_path, capsys):
     assert err.count("\n") == 1 and "the data changed since the run in" in err and "--force" in err, err
     data.write_text(text)
     assert main(argv + ["--resume"]) == 0  # restored: it resumes
+    data.write_text(text[len(text) // 2:] + text[: len(text) // 2])  # a finished run, asked for on other data
+    capsys.readouterr()
+    assert main(argv) == 2  # it answered "this run has finished already" with the old data's result
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this run finished on other data" in err and "--force" in err, err
+    assert main(argv + ["--force"]) == 0
 
 
 def test_a_tokenizer_spelling_is_one_fairness_value(cfg):
