@@ -162,12 +162,15 @@ def build_model(variant: Variant, dims: Dims, device: str | torch.device | None 
         with torch.device(device or "cpu"):
             model = GPT(variant, dims)
     except Exception as err:
-        if plugged and (failure := plugin_error(plugged, "cannot be built", err)):
-            raise failure from None  # raised in the plugin's own code: the plugin's to fix, not the size
-        if isinstance(err, ValueError):
-            raise AblateError(f"cannot build {variant.name} at width {dims.d_model}, {dims.n_heads} heads: {err}; "
+        if isinstance(err, ValueError):  # a component's settings check (gqa's "kv_heads must divide n_heads")
+            where = _plugin_line(plugged, err) if plugged else ""
+            raise AblateError(f"cannot build {variant.name} at width {dims.d_model}, {dims.n_heads} heads: {err}{where}; "
                               "change the component's options or the size (`ablate describe NAME` lists a "
-                              "component's options)") from None
+                              "component's options)" + (f"; if they are right, fix the plugin and check it with "
+                                                       f"ablate.testing.check_component({plugged[0].name!r})"
+                                                       if where else "")) from None
+        if plugged and (failure := plugin_error(plugged, "cannot be built", err)):
+            raise failure from None  # raised in the plugin's own code: the plugin's to fix
         if plugged and not isinstance(err, getattr(torch, "OutOfMemoryError", ())):
             raise AblateError(_plugin_failure(plugged, "cannot be built", err)) from None
         raise
@@ -201,12 +204,14 @@ def _probe(model: GPT) -> None:
             with torch.no_grad():
                 _check_probe(model, *(model(t)[0] for t in (x, y)), n, "")
             model.train()
-            torch.manual_seed(0)  # the same dropout masks in both passes
-            logits, _ = model(x)
-            logits.float().square().mean().backward()
-            torch.manual_seed(0)
-            with torch.no_grad():
-                _check_probe(model, logits.detach(), model(y)[0], n, " in training mode")
+            if not torch.is_inference_mode_enabled():  # built under inference_mode: its weights take no grad
+                with torch.enable_grad():  # the caller may be under no_grad (a notebook loading a run)
+                    torch.manual_seed(0)  # the same dropout masks in both passes
+                    logits, _ = model(x)
+                    logits.float().square().mean().backward()
+                torch.manual_seed(0)
+                with torch.no_grad():
+                    _check_probe(model, logits.detach(), model(y)[0], n, " in training mode")
     finally:
         model.train(was_training)
         model.zero_grad(set_to_none=True)
@@ -230,21 +235,42 @@ def _check_probe(model: GPT, logits: torch.Tensor, other: torch.Tensor, n: int, 
 def plugin_error(plugged, what: str, err: BaseException) -> AblateError | None:
     """The one-line error for ``err`` if it was raised in a plugin component's own code (its file is in the
     traceback), else None: a bug in the plugin, not in ablate or in the user's settings."""
-    import inspect
     import traceback
 
-    files = {inspect.getsourcefile(spec.cls) for spec in plugged}
+    files = _source_files(plugged)
     if not any(f.filename in files for f in traceback.extract_tb(err.__traceback__)):
         return None
     return AblateError(_plugin_failure(plugged, what, err))
 
 
-def _plugin_failure(plugged, what: str, err: BaseException) -> str:
-    """One line: which plugin components, where the error was raised in their code, and how to check them."""
-    import inspect
+def _plugin_line(plugged, err: BaseException) -> str:
+    """`` (raised at FILE, line N, in plugin component NAME)`` when a plugin's own code raised ``err``."""
     import traceback
 
-    files = {inspect.getsourcefile(spec.cls) for spec in plugged}
+    files = _source_files(plugged)
+    frame = next((f for f in reversed(traceback.extract_tb(err.__traceback__)) if f.filename in files), None)
+    names = ", ".join(s.name for s in plugged)
+    return f" (raised at {frame.filename}, line {frame.lineno}, in plugin component {names})" if frame else ""
+
+
+def _source_files(plugged) -> set[str]:
+    """The files the plugin components' classes are defined in (none for a class made in ``python -c``)."""
+    import inspect
+
+    files = set()
+    for spec in plugged:
+        try:
+            files.add(inspect.getsourcefile(spec.cls))
+        except (OSError, TypeError):
+            pass
+    return files - {None}
+
+
+def _plugin_failure(plugged, what: str, err: BaseException) -> str:
+    """One line: which plugin components, where the error was raised in their code, and how to check them."""
+    import traceback
+
+    files = _source_files(plugged)
     frames = traceback.extract_tb(err.__traceback__)
     where = next((f" at {f.filename}, line {f.lineno}, in {f.name}" for f in reversed(frames) if f.filename in files),
                  "")  # the deepest line in a plugin's own file

@@ -168,6 +168,17 @@ class MLflowTracker(Callback):
         except Exception as err:  # a bad URI or an unreachable server is the user's to fix
             raise AblateError(f"cannot use MLflow tracking URI {tracking_uri(self.uri_arg)!r}: {err}; "
                               "fix --tracking-uri / MLFLOW_TRACKING_URI or pass --no-track") from None
+        started = self._earlier_runs(exp_id, run, None, any_parent=True) if run.resumed_from is not None else []
+        if started and not self.parent and started[0].data.tags.get("ablate.in_group", "") != (self.group or ""):
+            where = started[0].data.tags.get("ablate.in_group")  # --resume with another --group (or none)
+            print(f"ablate: note: a resumed run continues its MLflow run where it started ("
+                  f"{f'group {where}' if where else 'no group'}); --group applies to new runs only", file=sys.stderr)
+            tags = {k: v for k, v in self._tags(run).items() if k != "ablate.in_group"}
+            if run.init:
+                tags.update(self._init_tags(run, exp_id))
+            self._continue(started[0], tags)  # and no parent run is made for the group it was not given
+            self.seconds_logging += time.perf_counter() - t0
+            return
         parent = self.parent or (find_or_create_parent(self.client, exp_id, self.group) if self.group else None)
         tags = self._tags(run)
         if run.init:
@@ -175,14 +186,7 @@ class MLflowTracker(Callback):
         if parent:
             tags[MLFLOW_PARENT_RUN_ID] = parent
         earlier = self._earlier_runs(exp_id, run, parent)
-        started = self._earlier_runs(exp_id, run, parent, any_parent=True) if run.resumed_from is not None else []
-        if run.resumed_from is not None and not earlier and started:  # --resume with another --group (or none)
-            where = started[0].data.tags.get("ablate.in_group")
-            print(f"ablate: note: a resumed run continues its MLflow run where it started ("
-                  f"{f'group {where}' if where else 'no group'}); --group applies to new runs only", file=sys.stderr)
-            tags = {k: v for k, v in tags.items() if k != "ablate.in_group"}
-            self._continue(started[0], tags)
-        elif run.resumed_from is not None and earlier:
+        if run.resumed_from is not None and earlier:
             self._continue(earlier.pop(0), tags)
         else:
             created = self.client.create_run(exp_id, run_name=f"{run.variant_name} seed {run.config.seed}",

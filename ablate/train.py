@@ -162,14 +162,17 @@ def resume(run: Run) -> None:
 
 def _check_same_data(run_dir: Path, meta: dict) -> None:
     """Resuming on data that changed since the run started would train one run on two datasets."""
+    from ablate.data.prepare import content_key
+
     try:
-        recorded = json.loads((run_dir / "config.json").read_text())["data"].get("fingerprint")
+        recorded = content_key(json.loads((run_dir / "config.json").read_text())["data"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return  # no record to compare (a run from before config.json): the checkpoint's own checks apply
-    if recorded and meta.get("fingerprint") and recorded != meta["fingerprint"]:
-        raise AblateError(f"the data changed since the run in {run_dir} started (dataset fingerprint {recorded[:12]} "
-                          f"then, {meta['fingerprint'][:12]} now); resuming would train one run on two datasets: "
-                          "restore the data, or start over with --force")
+    now = content_key(meta)
+    if recorded and now and recorded != now:
+        raise AblateError(f"the data changed since the run in {run_dir} started (fingerprint {recorded[:12]} then, "
+                          f"{now[:12]} now); resuming would train one run on two datasets: restore the data, or "
+                          "start over with --force")
 
 
 def save_checkpoint(run: Run) -> None:
@@ -292,6 +295,7 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
     steps), ``result.json`` and ``metrics.jsonl`` into the run directory. With ``resume`` a run
     continues from its checkpoint, bit-identically to a run that was never stopped.
     """
+    interrupts.PENDING.clear()  # a stop held while an earlier run saved its result was acted on, or not wanted
     run, batches = start(config, callbacks, resume)
     state = run.state
     train_model = distributed.wrap(run.model, run.world, state.device)
@@ -346,7 +350,7 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
     except Exception as err:
         for cb in run.callbacks:
             cb.on_error(state, err)
-        plugged = plugin_specs(run.model.variant)
+        plugged = plugin_specs(run.model.variant) if not isinstance(err, torch.OutOfMemoryError) else []
         if plugged and (failure := plugin_error(plugged, f"failed at step {state.step}", err)):
             raise failure from None  # e.g. a longer sequence than the probe's: the plugin's bug, in one line
         raise
@@ -355,7 +359,7 @@ def train(config: RunConfig, callbacks: Sequence[Callback] = (), resume: bool = 
             save_checkpoint(run)
             finish(run, "interrupted", f"interrupted at step {state.step}; continue with --resume")
         raise
-    with interrupts.held():  # a stop asked for now comes after the result is saved, not halfway through it
+    with interrupts.held(deliver=False):  # a stop asked for now waits for the result, which is returned
         if status == "finished":
             save_checkpoint(run)
         return finish(run, status, message)

@@ -136,6 +136,14 @@ def check_sqlite_store(uri: str) -> None:
                           "point --tracking-uri / MLFLOW_TRACKING_URI at an MLflow database, or move the file away")
 
 
+def absolute_sqlite(uri: str) -> str:
+    """A SQLite URI with its path made absolute (``sqlite:///mlflow.db`` names a file in the folder it was
+    given in, which a URI stored for later must keep); other URIs unchanged."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_absolute():
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
 def sqlite_store_missing(uri: str) -> bool:
     """A SQLite tracking store whose file does not exist (reading it would create an empty one)."""
     return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists()

@@ -449,8 +449,8 @@ def test_a_study_refuses_another_version_of_its_plugins_code(tmp_path, isolated_
      "fails a forward or backward pass with its plugin component brokennorm: RuntimeError: mat1 and mat2 shapes"),
     (("return self.scale * x", "return x.sum()"),
      "fails a forward or backward pass with its plugin component brokennorm"),
-    (("self.scale = nn.Parameter(torch.tensor(dim ** 0.5))", "raise ValueError('bad width')"),  # not the size's fault
-     "cannot be built with its plugin component brokennorm: ValueError: bad width at {path}, line"),
+    (("self.scale = nn.Parameter(torch.tensor(dim ** 0.5))", "raise ValueError('bad width')"),  # named, with its line
+     "cannot build brokennorm at width 64, 4 heads: bad width (raised at {path}, line"),
     (("return self.scale * x", "y = torch.sigmoid(x)\n        y.mul_(x)\n        return y"),  # breaks its backward
      "fails a forward or backward pass with its plugin component brokennorm: RuntimeError: one of the variables "
      "needed for gradient computation has been modified by an inplace operation"),

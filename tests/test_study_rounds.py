@@ -203,6 +203,28 @@ def test_study_report_over_unfair_runs_names_its_own_fixes(study, monkeypatch):
     assert "--group NAME" not in text
 
 
+def test_a_relative_tracking_uri_is_stored_as_its_file(small_corpus, tmp_path, capsys, monkeypatch):
+    """A study made with --tracking-uri sqlite:///m.db stored it relative: from another folder the right file,
+    named in full, was refused, and no flag meant ./m.db there."""
+    import ablate.cli.study as cli_study
+    from ablate.cli import main
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    file = write_study(here / "r.toml", small_corpus, name="r", seeds=2, variants=["baseline", "rope"])
+    monkeypatch.setattr(cli_study, "_run_round", lambda args, ctx, threads: fake_round(ctx, []))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    where = [str(file), "--state-dir", str(here), "--experiment", "t-rel"]
+    monkeypatch.chdir(here)
+    assert main(["study", "run", *where, "--tracking-uri", "sqlite:///m.db"]) == 0
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set for this process's own trials
+    monkeypatch.chdir(elsewhere)
+    assert main(["study", "status", *where, "--tracking-uri", f"sqlite:///{here / 'm.db'}"]) == 0
+    assert main(["study", "status", *where]) == 0
+    assert not (elsewhere / "m.db").exists()
+
+
 def test_printed_commands_are_quoted_for_a_shell(tmp_path):
     """A --set with parentheses and a path with a space were printed as is (bash: syntax error); the
     "run ... first" hint left out the --set that made the study's settings."""

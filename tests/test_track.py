@@ -104,16 +104,40 @@ def test_a_second_ctrl_c_while_stopping_loses_nothing(mlflow_uri, small_corpus, 
 
 def test_ctrl_c_while_a_finished_run_saves_its_result_stops_after_it(mlflow_uri, small_corpus, tmp_path):
     """Ctrl-C during a finished run's last logging left its MLflow run RUNNING: in a study, the trial was then
-    failed ("its worker died") and trained again. The stop now comes after the result is saved."""
+    failed ("its worker died") and trained again. The run now finishes saving and returns its result; the stop
+    is left for whoever runs the next one (a study's worker stops before its next trial)."""
+    from ablate import interrupts
+    from ablate.study.execute import stop_if_asked
+
     tracker = MLflowTracker(tracking_uri=mlflow_uri, experiment="t-late", log_checkpoint=False)
     config = _config(small_corpus, tmp_path)
+    assert train(config, [SecondCtrlC(), tracker]).status == "finished"
+    assert interrupts.PENDING.is_set()
     with pytest.raises(KeyboardInterrupt):
-        train(config, [SecondCtrlC(), tracker])
+        stop_if_asked()
+    interrupts.PENDING.clear()
     run = MlflowClient(mlflow_uri).get_run(tracker.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["ablate.status"] == "finished"
     from ablate.train import run_dir_for
 
     assert json.loads((run_dir_for(config) / "result.json").read_text())["status"] == "finished"
+
+
+def test_ctrl_c_again_while_saving_abandons_it(capsys):
+    """Held signals must leave a way out: MLflow retrying a dead server can take minutes."""
+    import time
+
+    from ablate import interrupts
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.held():
+            os.kill(os.getpid(), signal.SIGINT)  # held, and said
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)  # acted on at once
+            time.sleep(1)
+            pytest.fail("the second Ctrl-C was held too")
+    assert "Ctrl-C again abandons them" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_diverged_run_is_marked_failed(mlflow_uri, small_corpus, tmp_path):
@@ -362,6 +386,7 @@ def test_resuming_with_another_group_continues_the_run_in_its_own_group(mlflow_u
     (run,) = [r for r in runs if "ablate.run_dir" in r.data.tags]
     assert run.info.run_id == first.run_id == again.run_id and run.info.status == "FINISHED"
     assert run.data.tags["ablate.in_group"] == "g2"
+    assert not _runs(mlflow_uri, "t-regroup", "tags.`ablate.group` = 'g9'")[1]  # no empty parent for g9
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/val_loss")] == [0, 5, 10, 15, 20]
 
 

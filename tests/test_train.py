@@ -392,3 +392,23 @@ def test_an_interrupt_before_the_first_checkpoint_does_not_claim_one(cfg, monkey
             "--no-track", "--out-dir", cfg.out_dir, "--cache-dir", cfg.cache_dir, "--seed", "7"]
     assert main(argv) == 130
     assert "interrupted before its first checkpoint; run the same command again" in capsys.readouterr().err
+
+
+def test_a_moved_project_folder_is_the_same_data(corpus, tmp_path, capsys, monkeypatch):
+    """The data checks compare what the data is, not where it lies: a local file's fingerprint holds its
+    absolute path, so a moved folder was "other data"."""
+    import shutil
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    shutil.copy(corpus, project / "x.txt")
+    argv = ["run", "--no-track", "--size", "tiny", "--data", "x.txt", "--budget", "3steps", "--eval-points", "1",
+            "--out-dir", "results", "--cache-dir", "cache"]
+    monkeypatch.chdir(project)
+    assert main(argv) == 0
+    moved = tmp_path / "proj2"
+    project.rename(moved)
+    monkeypatch.chdir(moved)
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "has finished already" in capsys.readouterr().err

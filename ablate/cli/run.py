@@ -40,8 +40,10 @@ def config_from_args(args):
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
     config = make_config(args.config, **given)
     if config.data.strip().lower().startswith("task:") and config.tokenizer.strip().lower() != "char":
-        raise AblateError(f"--tokenizer {config.tokenizer} does not apply to {config.data}: a task has its own "
-                          "tokenizer (a token per character of its problems); leave --tokenizer out")
+        given = f"--tokenizer {config.tokenizer}" if args.tokenizer else f"tokenizer = {config.tokenizer!r} in {args.config}"
+        fix = "leave --tokenizer out" if args.tokenizer else f"remove it from {args.config} for task runs"
+        raise AblateError(f"{given} does not apply to {config.data}: a task has its own tokenizer (a token per "
+                          f"character of its problems); {fix}")
     return config
 
 
@@ -194,13 +196,15 @@ def _data_changed(config, run_dir) -> bool:
 
     if ":" in config.data.split("/")[0] or not Path(config.data).expanduser().exists():  # task:, hf:, a name
         return False
+    from ablate.data.prepare import content_key
+
     try:
-        recorded = json.loads((Path(run_dir) / "config.json").read_text())["data"]["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
+        recorded = content_key(json.loads((Path(run_dir) / "config.json").read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
     from ablate.run_inputs import prepare_run
 
-    return prepare_run(config)[3].meta.get("fingerprint") != recorded
+    return content_key(prepare_run(config)[3].meta) != recorded
 
 
 def _group_of(run_dir, args) -> str | None:
@@ -216,7 +220,10 @@ def _group_of(run_dir, args) -> str | None:
         runs = find_runs(client, [exp.experiment_id], {"ablate.run_dir": str(run_dir)}, max_results=10) if exp else []
     except Exception:  # noqa: BLE001 - a hint, not worth failing a finished run's report
         return None
-    return runs[0].data.tags.get("ablate.in_group", "") if runs else None
+    if not runs:
+        return None
+    tags = runs[0].data.tags
+    return tags.get("ablate.in_group") or (f"of study {tags['ablate.study']}" if tags.get("ablate.study") else "")
 
 
 def _say_if_nothing_to_resume(config) -> None:

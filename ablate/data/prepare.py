@@ -78,6 +78,18 @@ def meta_fingerprint(meta: dict) -> str:
     return sha256_text(payload)[:16]
 
 
+def content_key(meta: dict) -> str:
+    """What the data *is*, wherever it lies: a task's held-out problems, or the fingerprint's keys but the
+    dataset's name (for a local file, its absolute path: a moved folder is the same data). For checking that
+    a run or study continues on the data it started on."""
+    if meta.get("problems_fingerprint"):
+        return str(meta["problems_fingerprint"])
+    if not meta.get("source_sha256"):
+        return str(meta.get("fingerprint", ""))
+    keys = [k for k in (*FINGERPRINT_KEYS, *OPTIONAL_FINGERPRINT_KEYS) if k in meta and k != "dataset"]
+    return sha256_text(json.dumps({k: meta[k] for k in keys}, sort_keys=True, ensure_ascii=True))[:16]
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Token arrays for one dataset and tokenizer, memory-mapped read-only from the cache."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
-from ablate.urls import redact
+from ablate.urls import absolute_sqlite, redact
 from ablate.study.context import Context, _quiet_optuna, tune_study_name
 from ablate.study.progress import best_settings
 from ablate.study.queue import compare_points, ensure_grid, tune_points
@@ -100,10 +100,10 @@ def _one_at_a_time(storage_url: str):
 def data_key(spec: StudySpec) -> str:
     """The study's data as its runs' fairness key ``data`` holds it: the corpus's fingerprint (its contents and
     tokenizer), or a task's held-out problems'."""
+    from ablate.data.prepare import content_key
     from ablate.run_inputs import prepare_run
 
-    meta = prepare_run(spec.config)[3].meta
-    return str(meta.get("problems_fingerprint", meta.get("fingerprint", "")))
+    return content_key(prepare_run(spec.config)[3].meta)  # not its path: a moved checkout is the same data
 
 
 def _create(ctx: Context, fresh: bool) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def _create(ctx: Context, fresh: bool) -> dict[str, Any]:
     if "ablate.mlflow_parent" not in attrs:
         parent = _create_parent(ctx)
         main.set_user_attr("ablate.mlflow_parent", parent)
-        main.set_user_attr("ablate.tracking_uri", redact(ctx.tracking_uri))  # never a password at rest
+        main.set_user_attr("ablate.tracking_uri", redact(absolute_sqlite(ctx.tracking_uri)))  # never a password
         main.set_user_attr("ablate.experiment", ctx.experiment or "ablate")
         attrs = ctx.main().user_attrs
         if attrs["ablate.mlflow_parent"] != parent:  # another process created the study meanwhile

@@ -52,7 +52,10 @@ def on_ctrl_c(signum, frame) -> None:
 
 def reset_stop() -> None:
     """After a study in this process: a later one (the Python API) starts afresh."""
+    from ablate import interrupts
+
     STOP.clear()
+    interrupts.PENDING.clear()
     if sys.unraisablehook is _drop_lost_interrupt:
         sys.unraisablehook = sys.__unraisablehook__
 
@@ -63,7 +66,9 @@ def _drop_lost_interrupt(unraisable) -> None:
 
 
 def stop_if_asked() -> None:
-    if STOP.is_set():
+    from ablate import interrupts
+
+    if STOP.is_set() or interrupts.PENDING.is_set():  # PENDING: asked while a finished trial saved its result
         raise KeyboardInterrupt
 
 

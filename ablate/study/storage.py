@@ -103,6 +103,8 @@ def _check_journal_start(path: Path) -> None:
     study's TOML, a log), not a damaged journal: say so, before anything is appended to it."""
     with open(path, "rb") as f:
         first = f.readline(1 << 20)
+    if not first.endswith(b"\n"):
+        return  # one record torn by a kill during the first write: repair_journal's to cut
     if first.strip() and not _is_record(first):
         raise AblateError(f"{path} is not an Optuna study journal (its first line is not one of Optuna's records); "
                           "give --storage a new file, an existing journal, or a database URL")
