@@ -423,6 +423,25 @@ def finished_result(config: RunConfig) -> RunResult | None:
         return None
 
 
+def data_changed(config: RunConfig, run_dir: str | Path) -> bool:
+    """Whether a local data file or folder differs from what the finished run in ``run_dir`` trained on (what
+    it is, not where it lies); a named dataset or a task is pinned, so it is not read again."""
+    from ablate.data.prepare import content_key
+
+    if ":" in config.data.split("/")[0] or not Path(config.data).expanduser().exists():  # task:, hf:, a name
+        return False
+    try:
+        recorded = content_key(json.loads((Path(run_dir) / "config.json").read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return content_key(prepare_run(config)[3].meta) != recorded
+
+
+def changed_data_error(config: RunConfig, run_dir: str | Path) -> AblateError:
+    return AblateError(f"this run finished on other data: {config.data} has changed since it was trained "
+                       f"({run_dir}); train it again on the data as it is now with --force (force=True)")
+
+
 class _CallableModule(type(json)):  # a module type: ``from ablate import train; train(...)`` runs a training
     def __call__(self, config: RunConfig | None = None, callbacks: Sequence[Callback] = (), resume: bool = False, *,
                  group: str | None = None, tracking_uri: str | None = None, experiment: str | None = None,
@@ -447,6 +466,9 @@ class _CallableModule(type(json)):  # a module type: ``from ablate import train;
                             "leave them out")
         if not force and not resume and (done := finished_result(config)) is not None:
             import warnings
+
+            if data_changed(config, done.run_dir):  # the old data's result is not this call's answer
+                raise changed_data_error(config, done.run_dir)
 
             warnings.warn(f"this run has finished already ({done.run_dir}); returning its result (force=True trains "
                           "it again)", stacklevel=2)

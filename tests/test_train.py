@@ -369,6 +369,12 @@ def test_resume_on_data_that_changed_is_refused(corpus, tmp_path, capsys):
     assert main(argv) == 2  # it answered "this run has finished already" with the old data's result
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "this run finished on other data" in err and "--force" in err, err
+    import ablate
+    from ablate.errors import AblateError
+
+    with pytest.raises(AblateError, match="this run finished on other data"):  # the Python API too
+        ablate.train(size="tiny", data=str(data), budget="6steps", eval_points=1, out_dir=str(tmp_path / "r"),
+                     cache_dir=str(tmp_path / "c"))
     assert main(argv + ["--force"]) == 0
 
 

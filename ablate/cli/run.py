@@ -100,12 +100,11 @@ def cmd_run(args) -> int:
     from ablate.optim import pick_device
 
     pick_device(config.device)  # a device this machine lacks is an error, also when the run finished elsewhere
-    from ablate.train import finished_result
+    from ablate.train import changed_data_error, data_changed, finished_result
 
     done = None if args.force else finished_result(config)
-    if done is not None and _data_changed(config, done.run_dir):
-        raise AblateError(f"this run finished on other data: {config.data} has changed since it was trained "
-                          f"({done.run_dir}); pass --force to train it again on the data as it is now")
+    if done is not None and data_changed(config, done.run_dir):
+        raise changed_data_error(config, done.run_dir)
     if done is not None:  # the same (config, seed) has finished: report it, train nothing, log nothing
         if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 says it for the run
             return 0
@@ -187,24 +186,6 @@ def _refuse_to_start_over(config) -> None:
     at = f" at step {steps}" if isinstance(steps, int) else ""
     raise AblateError(f"this run was stopped{at} and its checkpoint is in {run_dir}; continue it with --resume, "
                       "or pass --force to start it over")
-
-
-def _data_changed(config, run_dir) -> bool:
-    """Whether a local data file or folder differs from what the finished run in ``run_dir`` trained on (its
-    fingerprint then and now); a named dataset or a task is pinned, so it is not read again."""
-    import json
-
-    if ":" in config.data.split("/")[0] or not Path(config.data).expanduser().exists():  # task:, hf:, a name
-        return False
-    from ablate.data.prepare import content_key
-
-    try:
-        recorded = content_key(json.loads((Path(run_dir) / "config.json").read_text())["data"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
-    from ablate.run_inputs import prepare_run
-
-    return content_key(prepare_run(config)[3].meta) != recorded
 
 
 def _group_of(run_dir, args) -> str | None:
