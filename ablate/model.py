@@ -9,6 +9,8 @@ Each block gets its own attention and MLP; the one position module is shared by 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -169,9 +171,7 @@ def build_model(variant: Variant, dims: Dims, device: str | torch.device | None 
                               "component's options)" + (f"; if they are right, fix the plugin and check it with "
                                                        f"ablate.testing.check_component({plugged[0].name!r})"
                                                        if where else "")) from None
-        if plugged and (failure := plugin_error(plugged, "cannot be built", err)):
-            raise failure from None  # raised in the plugin's own code: the plugin's to fix
-        if plugged and not isinstance(err, getattr(torch, "OutOfMemoryError", ())):
+        if plugged and (not isinstance(err, torch.OutOfMemoryError) or _plugin_frame(plugged, err)):
             raise AblateError(_plugin_failure(plugged, "cannot be built", err)) from None
         raise
     if plugged and model.tok_emb.weight.device.type != "meta":
@@ -195,11 +195,9 @@ def _probe(model: GPT) -> None:
     x = torch.arange(2 * n, device=device).reshape(2, n) % model.dims.vocab_size
     y = x.clone()
     y[0, -1] = (y[0, -1] + 1) % model.dims.vocab_size  # the first sequence's last token only
-    was_training = model.training
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        with restored(model), torch.random.fork_rng(devices=devices):
             model.eval()
             with torch.no_grad():
                 _check_probe(model, *(model(t)[0] for t in (x, y)), n, "")
@@ -213,8 +211,19 @@ def _probe(model: GPT) -> None:
                 with torch.no_grad():
                     _check_probe(model, logits.detach(), model(y)[0], n, " in training mode")
     finally:
-        model.train(was_training)
         model.zero_grad(set_to_none=True)
+
+
+@contextmanager
+def restored(model: nn.Module) -> Iterator[None]:
+    """Leave ``model`` in the mode it came in, with the buffers it had (running statistics a forward in
+    training mode updates): for checks that run it, which must not change what is trained afterwards."""
+    was_training = model.training
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        yield
+    finally:
+        model.train(was_training)
         with torch.no_grad():
             for name, b in model.named_buffers():
                 if name in buffers and b.shape == buffers[name].shape:
@@ -235,27 +244,21 @@ def _check_probe(model: GPT, logits: torch.Tensor, other: torch.Tensor, n: int, 
 def plugin_error(plugged, what: str, err: BaseException) -> AblateError | None:
     """The one-line error for ``err`` if it was raised in a plugin component's own code (its file is in the
     traceback), else None: a bug in the plugin, not in ablate or in the user's settings."""
-    import traceback
-
-    files = _source_files(plugged)
-    if not any(f.filename in files for f in traceback.extract_tb(err.__traceback__)):
-        return None
-    return AblateError(_plugin_failure(plugged, what, err))
+    return AblateError(_plugin_failure(plugged, what, err)) if _plugin_frame(plugged, err) else None
 
 
 def _plugin_line(plugged, err: BaseException) -> str:
     """`` (raised at FILE, line N, in plugin component NAME)`` when a plugin's own code raised ``err``."""
-    import traceback
-
-    files = _source_files(plugged)
-    frame = next((f for f in reversed(traceback.extract_tb(err.__traceback__)) if f.filename in files), None)
+    frame = _plugin_frame(plugged, err)
     names = ", ".join(s.name for s in plugged)
     return f" (raised at {frame.filename}, line {frame.lineno}, in plugin component {names})" if frame else ""
 
 
-def _source_files(plugged) -> set[str]:
-    """The files the plugin components' classes are defined in (none for a class made in ``python -c``)."""
+def _plugin_frame(plugged, err: BaseException):
+    """The deepest frame of ``err``'s traceback in a plugin component's own file, or None. The files are
+    the components' classes' (a class made in ``python -c`` has none)."""
     import inspect
+    import traceback
 
     files = set()
     for spec in plugged:
@@ -263,17 +266,16 @@ def _source_files(plugged) -> set[str]:
             files.add(inspect.getsourcefile(spec.cls))
         except (OSError, TypeError):
             pass
-    return files - {None}
+    return next((f for f in reversed(traceback.extract_tb(err.__traceback__)) if f.filename in files - {None}), None)
 
 
 def _plugin_failure(plugged, what: str, err: BaseException) -> str:
     """One line: which plugin components, where the error was raised in their code, and how to check them."""
     import traceback
 
-    files = _source_files(plugged)
     frames = traceback.extract_tb(err.__traceback__)
-    where = next((f" at {f.filename}, line {f.lineno}, in {f.name}" for f in reversed(frames) if f.filename in files),
-                 "")  # the deepest line in a plugin's own file
+    frame = _plugin_frame(plugged, err)
+    where = f" at {frame.filename}, line {frame.lineno}, in {frame.name}" if frame else ""
     names = ("plugin component " if len(plugged) == 1 else "plugin components ") + ", ".join(s.name for s in plugged)
     text = " ".join(str(err).split())[:300] or (f"{frames[-1].name}() is not implemented (its slot needs it)"
                                                  if isinstance(err, NotImplementedError) and frames else "(no message)")

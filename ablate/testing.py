@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ablate.errors import AblateError
-from ablate.model import GPT, build_model
+from ablate.model import GPT, build_model, restored
 from ablate.catalog import all_specs, lookup
 from ablate.registry import SLOTS
 from ablate.slots import (
@@ -132,16 +132,13 @@ def check_forward(model: GPT) -> None:
     gradients flow (the backward runs)."""
     v, t = model.dims.vocab_size, model.dims.context
     idx = torch.randint(0, v, (2, t), generator=torch.Generator().manual_seed(1))
-    was_training = model.training
-    model.train()
-    try:
+    with restored(model):
+        model.train()
         logits, loss = model(idx, idx)
         assert logits.shape == (2, t, v), f"logits shape {tuple(logits.shape)}, expected {(2, t, v)}"
         assert logits.dtype == model.tok_emb.weight.dtype
         assert torch.isfinite(loss), "loss is not finite"
         loss.backward()
-    finally:
-        model.train(was_training)
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"parameters without gradient: {missing}"
     model.zero_grad(set_to_none=True)
@@ -154,9 +151,7 @@ def check_causal(model: GPT, atol: float = 1e-5) -> None:
     such as batch statistics, counts too). The model's buffers are restored afterwards."""
     v, t = model.dims.vocab_size, model.dims.context
     idx = torch.randint(0, v, (2, t), generator=torch.Generator().manual_seed(2))
-    was_training = model.training
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    try:
+    with restored(model):
         for training in (False, True):
             model.train(training)
             mode = " in training mode" if training else ""
@@ -175,11 +170,6 @@ def check_causal(model: GPT, atol: float = 1e-5) -> None:
                 assert other <= atol, (f"changing token {pos} of one sequence changed another sequence's logits by "
                                        f"{other:.2e}{mode}: the component mixes the sequences of a batch")
                 assert (out[0, pos:] - base[0, pos:]).abs().max().item() > 0, "changed token had no effect at all"
-    finally:
-        model.train(was_training)
-        for name, b in model.named_buffers():
-            if name in buffers and b.shape == buffers[name].shape:
-                b.copy_(buffers[name])
 
 
 @torch.no_grad()

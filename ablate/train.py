@@ -50,8 +50,8 @@ CHECKPOINT = "checkpoint.pt"
 # ------------------------------------------------------------------------------------- helpers
 def run_dir_for(config: RunConfig, variant_name: str | None = None) -> Path:
     """The run's directory: its variant (``variant_name``, canonical; resolved from ``config`` when not given),
-    seed and the hash of its settings and its plugin components' code; a task run's directory made before one task's spellings were one run (its hash took
-    the spelling as typed) is kept where it exists."""
+    seed and the hash of its settings and its plugin components' code; a task run's directory made before one
+    task's spellings were one run (its hash took the spelling as typed) is kept where it exists."""
     variant_name = variant_name or parse_variant(config.variant).name
     slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", variant_name)[:80]
     key = variant_name  # with its plugin components' code: an edited plugin is another run, not this one again
@@ -160,16 +160,23 @@ def resume(run: Run) -> None:
     state.resumed_from = state.step
 
 
+def _recorded_data(run_dir: str | Path) -> str | None:
+    """What the run in ``run_dir`` trained on (``content_key`` of its config.json's data), or None when it has
+    no record (a run from before config.json)."""
+    from ablate.data.prepare import content_key
+
+    try:
+        return content_key(json.loads((Path(run_dir) / "config.json").read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def _check_same_data(run_dir: Path, meta: dict) -> None:
     """Resuming on data that changed since the run started would train one run on two datasets."""
     from ablate.data.prepare import content_key
 
-    try:
-        recorded = content_key(json.loads((run_dir / "config.json").read_text())["data"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return  # no record to compare (a run from before config.json): the checkpoint's own checks apply
-    now = content_key(meta)
-    if recorded and now and recorded != now:
+    recorded, now = _recorded_data(run_dir), content_key(meta)
+    if recorded and now and recorded != now:  # no record: the checkpoint's own checks apply
         raise AblateError(f"the data changed since the run in {run_dir} started (fingerprint {recorded[:12]} then, "
                           f"{now[:12]} now); resuming would train one run on two datasets: restore the data, or "
                           "start over with --force")
@@ -430,11 +437,8 @@ def data_changed(config: RunConfig, run_dir: str | Path) -> bool:
 
     if ":" in config.data.split("/")[0] or not Path(config.data).expanduser().exists():  # task:, hf:, a name
         return False
-    try:
-        recorded = content_key(json.loads((Path(run_dir) / "config.json").read_text())["data"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
-    return content_key(prepare_run(config)[3].meta) != recorded
+    recorded = _recorded_data(run_dir)
+    return recorded is not None and content_key(prepare_run(config)[3].meta) != recorded
 
 
 def changed_data_error(config: RunConfig, run_dir: str | Path) -> AblateError:
@@ -469,7 +473,6 @@ class _CallableModule(type(json)):  # a module type: ``from ablate import train;
 
             if data_changed(config, done.run_dir):  # the old data's result is not this call's answer
                 raise changed_data_error(config, done.run_dir)
-
             warnings.warn(f"this run has finished already ({done.run_dir}); returning its result (force=True trains "
                           "it again)", stacklevel=2)
             return done

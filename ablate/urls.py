@@ -118,12 +118,17 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return check_tracking_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URI, as written (relative or absolute); None for other URIs."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def check_sqlite_store(uri: str) -> None:
     """A SQLite tracking URI whose file exists but is not a SQLite database (or is a folder) is one line:
     MLflow would fail deep inside SQLAlchemy, or report that no run has the id asked for."""
-    if not uri.startswith("sqlite:///"):
+    path = sqlite_path(uri)
+    if path is None:
         return
-    path = Path(uri[len("sqlite:///"):])
     if path.is_dir():
         raise AblateError(f"tracking URI {uri} names a folder; give a database file, e.g. sqlite:///{path}/mlflow.db")
     try:
@@ -139,9 +144,8 @@ def check_sqlite_store(uri: str) -> None:
 def absolute_sqlite(uri: str) -> str:
     """A SQLite URI with its path made absolute (``sqlite:///mlflow.db`` names a file in the folder it was
     given in, which a URI stored for later must keep); other URIs unchanged."""
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_absolute():
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    return uri
+    path = sqlite_path(uri)
+    return f"sqlite:///{path.resolve()}" if path is not None and not path.is_absolute() else uri
 
 
 def sqlite_store_missing(uri: str) -> bool:

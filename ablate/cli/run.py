@@ -288,12 +288,13 @@ def _why_no_answer(model, task, problem, completion: str, tokens: int | None) ->
     """Why a task run's completion reads as no answer: cut off by --tokens, by the run's context (which
     generation never passes), or malformed (it ended, but not as an answer)."""
     from ablate.tasks import END
+    from ablate.tasks.accuracy import answer_room
 
     if END in completion:
         return "malformed"
     used = len(task.tokenizer.encode(completion))
     prompt = len(task.tokenizer.encode(task.render(problem)[0]))
-    room = max(1, model.dims.context - prompt + 1)
+    room = answer_room(model, prompt)
     if tokens is not None and used >= tokens and tokens < room:
         return f"cut off after --tokens {tokens}"
     if used >= room:

@@ -14,7 +14,7 @@ from ablate.errors import AblateError
 from ablate.study.keys import GRACE_SECONDS, HEARTBEAT_SECONDS
 from ablate.study.spec import StudySpec
 from ablate.study.storage import open_storage
-from ablate.urls import redact
+from ablate.urls import redact, sqlite_path
 
 @dataclass
 class WorkSummary:
@@ -129,8 +129,8 @@ class Context:
 def _same_store(given: str, stored: str) -> bool:
     """Whether a tracking URI names the store a study recorded (stored redacted; SQLite by its file)."""
     given = redact(given)
-    if given.startswith("sqlite:///") and stored.startswith("sqlite:///"):
-        return Path(given[len("sqlite:///"):]).resolve() == Path(stored[len("sqlite:///"):]).resolve()
+    if (path := sqlite_path(given)) is not None and (was := sqlite_path(stored)) is not None:
+        return path.resolve() == was.resolve()
     return given.rstrip("/") == stored.rstrip("/")
 
 

@@ -115,11 +115,11 @@ def _check_sqlite_storage(url: str) -> None:
     database (Optuna would add its tables there) is one line, before Optuna touches it."""
     import sqlite3
 
-    from ablate.urls import check_sqlite_store
+    from ablate.urls import check_sqlite_store, sqlite_path
 
-    if not url.startswith("sqlite:///"):
+    path = sqlite_path(url)
+    if path is None:
         return
-    path = Path(url[len("sqlite:///"):])
     if not path.parent.is_dir():
         raise AblateError(f"cannot open Optuna storage {url}: the folder {path.parent} does not exist; create it, or "
                           "give --storage a path in an existing folder")

@@ -160,6 +160,11 @@ def evaluate_accuracy(model, task: Task, device="cpu", sets: dict[str, list[Prob
                          amp_dtype=amp_dtype).metrics
 
 
+def answer_room(model, prompt_tokens: int) -> int:
+    """How many tokens an answer to a prompt of ``prompt_tokens`` may take: up to the model's context."""
+    return max(1, model.dims.context - prompt_tokens + 1) if hasattr(model, "dims") else 64
+
+
 def answer_prompt(model, task: Task, prompt: str, device="cpu", max_new: int | None = None) -> tuple[str, object]:
     """Answer one typed problem (``"123+456="``): the generated completion and the value it reads as
     (reversed digits read back; None when malformed). For ``ablate sample --prompt`` on a task run. A
@@ -174,7 +179,7 @@ def answer_prompt(model, task: Task, prompt: str, device="cpu", max_new: int | N
         raise AblateError(f"the prompt {prompt!r} is {length} tokens, and this run's positions cover {reach} "
                           f"(prompt and answer together); ask a shorter problem, or train with positions "
                           f"that extrapolate (rope, alibi, none)")
-    room = max(1, model.dims.context - length + 1) if hasattr(model, "dims") else 64
+    room = answer_room(model, length)
     max_new = room if max_new is None else max(1, min(max_new, room))  # never past the context
     was_training = model.training
     model.eval()
@@ -185,5 +190,5 @@ def answer_prompt(model, task: Task, prompt: str, device="cpu", max_new: int | N
     return out, (task.read_answer(out) if END in out else None)
 
 
-__all__ = ["AccuracyResult", "answer_prompt", "evaluate_accuracy", "evaluate_task", "greedy_complete",
+__all__ = ["AccuracyResult", "answer_prompt", "answer_room", "evaluate_accuracy", "evaluate_task", "greedy_complete",
            "score_problems"]
