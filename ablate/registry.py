@@ -122,6 +122,8 @@ def _check_range(component: str, key: str, value: Any, f: dataclasses.Field) -> 
     return value
 
 
+#: the model options of a variant string (``ablate.variant.ModelOptions``), which no component may be named
+MODEL_OPTION_NAMES = ("tie", "bias", "dropout", "init_seed", "emb_scale")
 _OPTION_TYPES = (bool, int, float, str)
 
 
@@ -231,9 +233,7 @@ def register(
                          "pick another name")
     if name in SIZES:  # `ablate describe tiny` would describe the size
         raise ValueError(f"component name {name!r} is a size preset's (see `ablate list`); pick another name")
-    from ablate.variant import ModelOptions  # (it imports this module)
-
-    if name in {f.name for f in dataclasses.fields(ModelOptions)}:  # `tie` and `tie=false` would mean two things
+    if name in MODEL_OPTION_NAMES:  # `tie` and `tie=false` in one variant would mean two things
         raise ValueError(f"component name {name!r} is a model option's (written {name}=... in a variant); "
                          "pick another name")
 
