@@ -613,3 +613,14 @@ def test_the_readme_component_example_loads_and_passes_the_checks(tmp_path, isol
     assert lookup("silu").slot == "mlp"
     check_variant("silu")
     check_variant("silu+rope")
+
+
+def test_the_reserved_model_option_names_are_the_model_options():
+    """registry cannot import ablate.variant (an import cycle), so it keeps the model options' names as a
+    tuple: this keeps the copy true."""
+    import dataclasses
+
+    from ablate.registry import MODEL_OPTION_NAMES
+    from ablate.variant import ModelOptions
+
+    assert set(MODEL_OPTION_NAMES) == {f.name for f in dataclasses.fields(ModelOptions)}
